@@ -1,0 +1,33 @@
+# Snakemake executes the stage graph of dvc.yaml + params.yaml: it does not restate it.
+# One rule per resolved DVC stage (same command, inputs, outputs); Snakemake adds parallel and
+# cluster execution, resources and conda envs. After a Snakemake run, `dvc commit` records
+# the results in dvc.lock.
+from finesyn.config import load_params
+from finesyn.graph import dvc_stages, is_directory_output, snakemake_inputs
+
+PARAMS = load_params("params.yaml")  # a typo anywhere fails here, naming the key
+STAGES = dvc_stages(workflow.basedir)
+THREADS = {"prepare": 2, "pretrain": 2, "extract": 2, "probe": 2, "retrieve": 2}
+
+
+rule all:
+    input:
+        [o for st in STAGES for o in st.outs],
+    default_target: True
+
+
+for st in STAGES:
+
+    rule:
+        name:
+            st.rule_name
+        input:
+            snakemake_inputs(st, STAGES),
+        output:
+            [directory(o) if is_directory_output(o) else o for o in st.outs],
+        params:
+            dvc_stage=st.name,
+            values=st.params_json,
+        threads: THREADS.get(st.group, 1)
+        shell:
+            st.cmd.replace("{", "{{").replace("}", "}}")

@@ -1,0 +1,73 @@
+"""What every stage CLI shares: load+validate params fast, log to a file beside the outputs,
+turn known failures into one clear line and exit code 2 instead of a traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.text import Text
+
+from finesyn.config import ParamsError, load_params
+
+console = Console(stderr=True)
+
+
+def load(params_path: Path):
+    """Validate the *whole* params file (a typo anywhere fails every stage) before any work."""
+    with user_errors():
+        return load_params(params_path)
+
+
+def stage_logging(log_file: Path | None) -> logging.Logger:
+    rich = RichHandler(console=console, show_path=False, markup=False)
+    rich.setFormatter(logging.Formatter("%(message)s"))
+    handlers: list[logging.Handler] = [rich]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(log_file, mode="a", encoding="utf-8")
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handlers.append(fh)
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
+    logging.captureWarnings(True)
+    return logging.getLogger("finesyn")
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [ParamsError, FileNotFoundError, PermissionError]
+    for mod, name in (
+        ("finesyn.data.cache", "CacheError"),
+        ("finesyn.data.cache", "BadImagesError"),
+        ("finesyn.data.sources", "DatasetLayoutError"),
+        ("finesyn.train", "NonFiniteLossError"),
+        ("finesyn.train", "Interrupted"),
+        ("finesyn.io", "OutputLockedError"),
+    ):
+        if mod in sys.modules and hasattr(sys.modules[mod], name):
+            types.append(getattr(sys.modules[mod], name))
+    return tuple(types)
+
+
+@contextlib.contextmanager
+def progress_bar(description: str):
+    """A rich progress bar (steps, rate, ETA); yields update(done, total, info="")."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = [TextColumn(description), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("", total=None, info="")
+        yield lambda done, total, info=None: bar.update(task, completed=done, total=total, **({"info": info} if info is not None else {}))
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Known, user-fixable failures print as one message naming the key/file; exit code 2."""
+    try:
+        yield
+    except _user_error_types() as e:
+        console.print(Text("error: ", style="bold red") + Text(str(e)), soft_wrap=True)
+        raise SystemExit(2) from None

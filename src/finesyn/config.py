@@ -1,0 +1,323 @@
+"""The schema of params.yaml.
+
+params.yaml is the single source of truth for the stage graph and every stage's settings.
+Each section is a pydantic model with ``extra="forbid"``, so a typo is an error that names
+the key path (with the nearest valid key) instead of a silently ignored setting. Every
+choice the paper leaves unstated is a field here with a documented default.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PARAMS_FILE = "params.yaml"
+
+
+class ParamsError(ValueError):
+    """A params.yaml problem, worded for the user: key path, bad value, what is allowed."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ----------------------------------------------------------------------------- datasets
+DatasetKind = Literal["synthetic", "cub200", "stanford_cars", "fgvc_aircraft", "imagefolder"]
+
+
+class DatasetConfig(Section):
+    """One dataset: where it comes from and how `prepare` caches it."""
+
+    kind: DatasetKind
+    root: Path | None = Field(None, description="dataset root in its official layout (not for synthetic)")
+    image_size: int = Field(64, gt=0, description="cached square size S (shorter side resized to S)")
+    crop_size: int = Field(64, gt=0, description="training/eval crop size (paper: 224 from 256)")
+    fit: Literal["center_crop", "squash"] = "center_crop"
+    strict: bool = Field(False, description="fail instead of warn on non-official class/split counts")
+    on_bad_image: Literal["fail", "skip"] = "fail"
+    workers: int = Field(2, ge=1, description="decoding processes for prepare")
+    # imagefolder with a single class folder tree
+    split_ratio: float | None = Field(None, gt=0, lt=1, description="imagefolder: train fraction when no train/test dirs")
+    split_seed: int = 0
+    # synthetic generator
+    num_classes: int = Field(10, ge=2)
+    train_per_class: int = Field(200, ge=1)
+    test_per_class: int = Field(100, ge=1)
+    seed: int = Field(0, description="synthetic: generator seed")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DatasetConfig":
+        if self.kind != "synthetic" and self.root is None:
+            raise ValueError(f"'root' is required for kind '{self.kind}' (the dataset directory in its official layout)")
+        if self.crop_size > self.image_size:
+            raise ValueError(f"crop_size ({self.crop_size}) must not exceed image_size ({self.image_size})")
+        return self
+
+
+# ----------------------------------------------------------------------------- pretraining
+class AugmentConfig(Section):
+    """MoCo v2 augmentations (paper-notes), applied batched with per-sample parameters."""
+
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    color_jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+    color_jitter_p: float = Field(0.8, ge=0, le=1)
+    grayscale_p: float = Field(0.2, ge=0, le=1)
+    blur_p: float = Field(0.5, ge=0, le=1)
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    flip_p: float = Field(0.5, ge=0, le=1)
+
+    @field_validator("crop_scale", "blur_sigma")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError(f"expected 0 < low <= high, got {list(v)}")
+        return v
+
+
+class MoCoV2Config(Section):
+    proj_hidden_dim: int = Field(2048, gt=0)
+    proj_dim: int = Field(256, gt=0, description="paper-notes: head dim 256")
+    queue_size: int = Field(65536, gt=0, description="capped to the training-set size with a warning")
+    momentum: float = Field(0.999, ge=0, lt=1, description="key-encoder EMA momentum")
+    temperature: float = Field(0.2, gt=0)
+
+
+class SimSiamConfig(Section):
+    proj_dim: int = Field(2048, gt=0, description="3-layer projector width (BN)")
+    pred_hidden_dim: int = Field(512, gt=0)
+
+
+class MethodsConfig(Section):
+    mocov2: MoCoV2Config = MoCoV2Config()
+    simsiam: SimSiamConfig = SimSiamConfig()
+
+
+class SynthConfig(Section):
+    """The synthesized-pair module (paper-notes §The method). Defaults are reasoned, not the paper's."""
+
+    decoder: Literal["light", "deep"] = "light"
+    decoder_width: int = Field(256, gt=0)
+    criteria: tuple[Literal["variance", "gradcam", "random"], ...] = ("variance", "gradcam")
+    combine: Literal["union", "intersection"] = "union"
+    k_var: float = Field(0.25, ge=0, le=1, description="fraction of dims with lowest variance")
+    k_cam: float = Field(0.25, ge=0, le=1, description="fraction of dims with lowest Grad-CAM importance")
+    k_random: float = Field(0.25, ge=0, le=1, description="fraction for the 'random' control criterion")
+    variance_stat: Literal["batch", "ema"] = "batch"
+    ema_momentum: float = Field(0.9, ge=0, lt=1)
+    perturbation: Literal["gaussian_add", "gaussian_replace", "swap"] = "gaussian_add"
+    beta: float = Field(1.0, ge=0, description="noise scale in units of the dimension's std")
+    detach_h: bool = True
+    decoder_grad_from_pairs: bool = False
+    recon_grad_to_encoder: bool = Field(True, description="L_R also trains the encoder (needed for Fig. 5's alpha sweep to mean anything)")
+    pair_fraction: float = Field(1.0, gt=0, le=1)
+
+    @field_validator("criteria")
+    @classmethod
+    def _nonempty(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("at least one criterion is required")
+        return v
+
+
+class PretrainConfig(Section):
+    """Settings shared by every experiment; an experiment's `overrides` may change any of them."""
+
+    backbone: Literal["resnet18", "resnet50"] = "resnet18"
+    stem: Literal["standard", "small"] = Field("standard", description="small: 3x3 stride-1 conv, no max-pool")
+    init: str = Field("random", description="random | imagenet | path to a state_dict (.pth)")
+    epochs: int = Field(10, ge=0)
+    batch_size: int = Field(128, ge=2)
+    lr: float = Field(0.06, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    warmup_epochs: float = Field(0.0, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    amp: bool = Field(True, description="mixed precision on CUDA (bf16 where supported); ignored on CPU")
+    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
+    checkpoint_every_steps: int = Field(200, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every_steps: int = Field(10, ge=1)
+    augment: AugmentConfig = AugmentConfig()
+    methods: MethodsConfig = MethodsConfig()
+    alpha: float = Field(0.05, ge=0, description="weight of L_R (synth experiments only)")
+    nu: float = Field(0.5, ge=0, description="weight of L_Cp (synth experiments only)")
+    synth: SynthConfig = SynthConfig()
+
+    @field_validator("init")
+    @classmethod
+    def _init(cls, v: str) -> str:
+        if v not in ("random", "imagenet") and not v.endswith((".pth", ".pt")):
+            raise ValueError(f"expected 'random', 'imagenet' or a path to a .pth/.pt state_dict, got {v!r}")
+        return v
+
+
+class ExperimentConfig(Section):
+    """An SSL method plus options; `overrides` is a partial `pretrain` section."""
+
+    method: Literal["none", "mocov2", "simsiam"] = Field(description="'none' = the randomly initialised encoder")
+    synth: bool = False
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ExperimentConfig":
+        if self.method == "none" and self.synth:
+            raise ValueError("synth: true needs an SSL method (method 'none' trains nothing)")
+        return self
+
+
+# ----------------------------------------------------------------------------- evaluation
+class ExtractConfig(Section):
+    feature: Literal["backbone", "projector"] = "backbone"
+    batch_size: int = Field(256, ge=1)
+
+
+class ProbeConfig(Section):
+    protocol: Literal["lbfgs", "sgd_paper"] = "lbfgs"
+    l2_grid: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    max_iter: int = Field(200, ge=1)
+
+
+class RetrieveConfig(Section):
+    protocol: Literal["test_loo", "train_gallery"] = "test_loo"
+    ks: tuple[int, ...] = (1, 5)
+    map_at_r: bool = False
+    knn_ks: tuple[int, ...] = (20, 200)
+    knn_temperature: float = Field(0.07, gt=0)
+
+
+class ReportConfig(Section):
+    reference_numbers: Path | None = Field(None, description="optional CSV of published numbers shown side by side")
+
+
+class GridConfig(Section):
+    datasets: tuple[str, ...]
+    experiments: tuple[str, ...]
+    seeds: tuple[int, ...] = (0,)
+
+
+class Params(Section):
+    grid: GridConfig
+    datasets: dict[str, DatasetConfig]
+    experiments: dict[str, ExperimentConfig]
+    pretrain: PretrainConfig = PretrainConfig()
+    extract: ExtractConfig = ExtractConfig()
+    probe: ProbeConfig = ProbeConfig()
+    retrieve: RetrieveConfig = RetrieveConfig()
+    report: ReportConfig = ReportConfig()
+
+    def pretrain_for(self, experiment: str) -> PretrainConfig:
+        """The effective pretrain settings of one experiment (shared section + its overrides)."""
+        if experiment not in self.experiments:
+            raise ParamsError(f"experiment {experiment!r} is not defined under `experiments:`{_suggest(experiment, self.experiments)}; defined: {sorted(self.experiments)}")
+        exp = self.experiments[experiment]
+        if not exp.overrides:
+            return self.pretrain
+        merged = _deep_merge(self.pretrain.model_dump(mode="json"), exp.overrides)
+        try:
+            return PretrainConfig.model_validate(merged)
+        except ValidationError as e:
+            raise ParamsError(_format_errors(e, PretrainConfig, prefix=f"experiments.{experiment}.overrides")) from None
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _suggest(name: str, candidates) -> str:
+    close = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _model_at(model: type[BaseModel] | None, loc: tuple) -> type[BaseModel] | None:
+    """Walk a model along an error location to find the model that owns the last key."""
+    for part in loc:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return None
+        ann = model.model_fields[part].annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if model is None and part in ("datasets", "experiments"):
+            model = {"datasets": DatasetConfig, "experiments": ExperimentConfig}[part]
+            # the next part is a user-chosen name: skip it
+            return _model_at(model, loc[loc.index(part) + 2 :]) if len(loc) > loc.index(part) + 2 else model
+    return model
+
+
+def _format_errors(err: ValidationError, root: type[BaseModel], prefix: str = "") -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        path = ".".join(str(p) for p in ((prefix,) if prefix else ()) + loc)
+        if e["type"] == "extra_forbidden":
+            owner = _model_at(root, loc[:-1])
+            hint = _suggest(loc[-1], owner.model_fields) if owner else ""
+            valid = f"; valid keys: {', '.join(owner.model_fields)}" if owner else ""
+            lines.append(f"{path}: unknown key{hint}{valid}")
+        elif e["type"] == "missing":
+            lines.append(f"{path}: required key is missing")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{path or '(top level)'}: {msg} (got {e.get('input')!r})")
+    return "invalid params:\n  " + "\n  ".join(lines)
+
+
+def parse_params(raw: dict, source: str = PARAMS_FILE) -> Params:
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as e:
+        raise ParamsError(f"{source}: " + _format_errors(e, Params)) from None
+    _cross_check(params, source)
+    return params
+
+
+def _cross_check(params: Params, source: str) -> None:
+    """Checks across sections: the grid names defined things; every experiment's overrides are valid."""
+    for key, names, known in (
+        ("grid.datasets", params.grid.datasets, params.datasets),
+        ("grid.experiments", params.grid.experiments, params.experiments),
+    ):
+        for name in names:
+            if name not in known:
+                raise ParamsError(f"{source}: {key}: unknown name {name!r}{_suggest(name, known)}; defined: {sorted(known)}")
+    for name in params.experiments:
+        try:
+            params.pretrain_for(name)
+        except ParamsError as e:
+            raise ParamsError(f"{source}: {e}") from None
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found (run from the repository root or pass --params)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    return parse_params(raw, str(path))
+
+
+def check_dataset_root(params: Params, dataset: str) -> DatasetConfig:
+    """Fail fast (before any work) when a dataset in use has no root on disk."""
+    if dataset not in params.datasets:
+        raise ParamsError(f"dataset {dataset!r} is not defined under `datasets:`{_suggest(dataset, params.datasets)}; defined: {sorted(params.datasets)}")
+    cfg = params.datasets[dataset]
+    if cfg.kind != "synthetic" and not cfg.root.exists():
+        raise ParamsError(
+            f"datasets.{dataset}.root: directory {str(cfg.root)!r} does not exist "
+            f"(expected the {cfg.kind} dataset in its official layout; see README 'Reproduce the paper on real data')"
+        )
+    return cfg

@@ -1,0 +1,37 @@
+"""Device selection and mixed precision: CUDA > MPS > CPU, bf16 where supported else fp16 + scaler."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def select_device(choice: str = "auto") -> torch.device:
+    if choice == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("pretrain.device: 'cuda' requested but torch sees no CUDA device (use 'auto' or 'cpu')")
+    if choice == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise RuntimeError("pretrain.device: 'mps' requested but MPS is not available (use 'auto' or 'cpu')")
+    return torch.device(choice)
+
+
+def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+    """Mixed precision only on CUDA: bf16 if the GPU supports it, else fp16 (which needs a GradScaler)."""
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def set_threads(threads: int) -> None:
+    if threads > 0:
+        torch.set_num_threads(threads)

@@ -1,0 +1,1 @@
+"""Evaluation of frozen features: retrieval (Rank-k, mAP), weighted kNN, linear probes."""

@@ -1,0 +1,57 @@
+"""Frozen-encoder features: one deterministic view (centre crop), BN in eval mode, batched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from finesyn.data.augment import eval_view
+from finesyn.device import select_device
+from finesyn.models.backbone import Backbone
+
+
+@torch.no_grad()
+def extract_features(
+    backbone: Backbone, images: np.ndarray, indices: np.ndarray, crop_size: int, batch_size: int = 256,
+    device: str = "auto", projector: torch.nn.Module | None = None,
+) -> np.ndarray:
+    """float32 (len(indices), d) pooled features h (or projector(h) if a projector is given)."""
+    dev = select_device(device)
+    model = backbone.to(dev).eval()
+    head = projector.to(dev).eval() if projector is not None else None
+    out = []
+    for start in range(0, len(indices), batch_size):
+        idx = indices[start : start + batch_size]
+        x = eval_view(torch.from_numpy(np.ascontiguousarray(images[idx])).to(dev), crop_size)
+        h = model(x)
+        out.append((head(h) if head is not None else h).float().cpu().numpy())
+    d = out[0].shape[1] if out else backbone.dim
+    return np.concatenate(out) if out else np.zeros((0, d), np.float32)
+
+
+def load_encoder(model_dir: Path):
+    """Rebuild the backbone (and projector, if any) from a pretrain output directory; strict loading."""
+    from finesyn.models.heads import mlp
+
+    path = Path(model_dir) / "encoder.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no encoder (run the pretrain stage first)")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    backbone = Backbone(state["arch"], state["stem"])
+    backbone.load_state_dict(state["backbone"])  # strict: a mismatched file fails naming the keys
+    projector = None
+    if state.get("projector") is not None:
+        projector = mlp(**state["projector_spec"])
+        projector.load_state_dict(state["projector"])
+    return backbone, projector, state
+
+
+def load_features(path: Path) -> dict[str, np.ndarray]:
+    """The extract stage's .npz: {train,test}_{features,labels,ids}, num_classes, encoder_run_id."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no features (run the extract stage first)")
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}

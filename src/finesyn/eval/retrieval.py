@@ -1,0 +1,174 @@
+"""Retrieval metrics (Rank-k hit rates, full-ranking mAP) with FAISS, in bounded memory.
+
+Protocol (paper notes, "Evaluation protocols"): cosine similarity of L2-normalised features,
+exact inner-product search. ``test_loo``: every test item queries all *other* test items;
+``train_gallery``: test queries against a separate gallery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import faiss
+import numpy as np
+
+# FAISS GPU k-selection cannot return more than this many neighbours per query.
+GPU_MAX_K = 2048
+# Upper bound on (queries per chunk) x (gallery size): the per-chunk buffers (scores, ids and
+# FAISS's internal result reservoir, ~40 B per element) stay around 1.3 GB whatever N is.
+MAX_CHUNK_ELEMS = 1 << 25
+
+MAP_DEFINITION = (
+    "AP = (1/R) * sum_k k / r_k over the 1-based ranks r_k of the R relevant gallery items "
+    "in the full ranking; mAP@R = (1/R) * sum of precision@i at relevant positions i <= R; "
+    "averaged over queries with R > 0; percent"
+)
+TIE_BREAK = "equal similarity: lower gallery index ranks first"
+
+
+def faiss_index(dim: int, device: str = "auto") -> faiss.Index:
+    """Exact inner-product index; GPU when asked/available so callers need not care.
+
+    ``device``: "auto" (GPU iff FAISS sees one and was built with GPU support), "cpu", "gpu".
+    """
+    if device not in ("auto", "cpu", "gpu"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {device!r}")
+    has_gpu = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    if device == "gpu" and not has_gpu:
+        raise RuntimeError("device='gpu' but this FAISS build sees no GPU")
+    if device == "cpu" or not has_gpu:
+        return faiss.IndexFlatIP(dim)
+    res = faiss.StandardGpuResources()
+    index = faiss.GpuIndexFlatIP(res, dim)
+    index.referenced_objects = [res]  # keep the resources alive as long as the index
+    return index
+
+
+def is_gpu_index(index: faiss.Index) -> bool:
+    return type(index).__name__.startswith("Gpu")
+
+
+def normalize(x: np.ndarray) -> np.ndarray:
+    """L2-normalised float32 C-contiguous copy (the caller's array is never modified)."""
+    x = np.array(x, dtype=np.float32, order="C", copy=True)
+    if x.ndim != 2:
+        raise ValueError(f"features must be 2-D (n, dim), got shape {x.shape}")
+    if not np.isfinite(x).all():  # FAISS would silently return id -1 for NaN scores
+        raise ValueError("features contain NaN or inf")
+    faiss.normalize_L2(x)
+    return x
+
+
+def search(index: faiss.Index, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``index.search`` with a deterministic tie order: equal scores by ascending id.
+
+    FAISS keeps the lowest ids at the top-k boundary but lists tied ids in *descending*
+    order, so rows containing ties are re-sorted (score desc, id asc); others are untouched.
+    """
+    d, i = index.search(x, k)
+    tied = np.flatnonzero((d[:, 1:] == d[:, :-1]).any(axis=1))
+    if tied.size:
+        order = np.lexsort((i[tied], -d[tied]), axis=-1)
+        d[tied] = np.take_along_axis(d[tied], order, axis=1)
+        i[tied] = np.take_along_axis(i[tied], order, axis=1)
+    return d, i
+
+
+def _codes(query_labels, gallery_labels) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes for labels of any dtype, shared by queries and gallery."""
+    _, inv = np.unique(np.concatenate([np.asarray(query_labels), np.asarray(gallery_labels)]),
+                       return_inverse=True)
+    inv = inv.astype(np.int32)
+    return inv[: len(query_labels)], inv[len(query_labels):]
+
+
+def retrieval_metrics(
+    query_feats: np.ndarray,
+    query_labels: np.ndarray,
+    gallery_feats: np.ndarray | None = None,
+    gallery_labels: np.ndarray | None = None,
+    *,
+    ks: Sequence[int] = (1, 5),
+    map_at_r: bool = False,
+    chunk_size: int = 1024,
+    device: str = "auto",
+) -> dict:
+    """Rank-k hit rates and full-ranking mAP (percent) of cosine retrieval.
+
+    ``gallery_feats=None`` -> ``test_loo``: each query ranks all other queries (itself removed
+    by index, so duplicates of it still count). Queries without any relevant gallery item
+    (e.g. single-member classes under LOO) are excluded from every metric and counted in
+    ``n_queries_without_relevant``. Ties: lower gallery index first. Queries are processed in
+    chunks of at most ``chunk_size`` (further capped so chunk x gallery <= MAX_CHUNK_ELEMS):
+    memory is O(chunk x N), never N x N. ``n_gallery`` is the number of items each query
+    ranks (N - 1 under LOO). A full ranking needs k = gallery size, beyond FAISS-GPU's
+    k-selection limit, so galleries larger than GPU_MAX_K are searched on CPU
+    (``faiss_device`` in the output says which).
+    """
+    loo = gallery_feats is None
+    if loo != (gallery_labels is None):
+        raise ValueError("gallery_feats and gallery_labels must be given together")
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1:
+        raise ValueError(f"ks must be positive integers, got {ks}")
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be >= 1")
+    q = normalize(query_feats)
+    g = q if loo else normalize(gallery_feats)
+    if loo:
+        gallery_labels = query_labels
+    if len(query_labels) != len(q) or len(gallery_labels) != len(g):
+        raise ValueError("features and labels differ in length")
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(f"query dim {q.shape[1]} != gallery dim {g.shape[1]}")
+    qy, gy = _codes(query_labels, gallery_labels)
+    n_q, n_g = len(q), len(g)
+    n_rank = n_g - 1 if loo else n_g  # items ranked per query
+    if n_rank < 1:
+        raise ValueError("retrieval needs at least one gallery item per query")
+
+    index = faiss_index(q.shape[1], device if n_g <= GPU_MAX_K else "cpu")
+    index.add(g)
+    step = max(1, min(chunk_size, MAX_CHUNK_ELEMS // n_g))
+
+    hits = np.zeros(len(ks))
+    ap_sum = apr_sum = 0.0
+    n_eval = 0
+    for s in range(0, n_q, step):
+        _, ids = search(index, q[s:s + step], n_g)
+        m = len(ids)
+        if loo:  # drop the query itself, wherever it ranks
+            ids = ids[ids != np.arange(s, s + m)[:, None]].reshape(m, n_rank)
+        rel = gy[ids] == qy[s:s + m, None]
+        del ids
+        r, c = np.nonzero(rel)  # row-major: relevant ranks ascending within each row
+        del rel
+        n_rel = np.bincount(r, minlength=m)
+        start = np.cumsum(n_rel) - n_rel
+        rank = c + 1.0
+        prec = (np.arange(len(r)) - start[r] + 1) / rank  # k / r_k
+        ok = n_rel > 0
+        first = rank[start[ok]]
+        hits += (first[:, None] <= np.asarray(ks)[None, :]).sum(0)
+        ap_sum += (np.bincount(r, prec, minlength=m)[ok] / n_rel[ok]).sum()
+        if map_at_r:
+            within = np.where(rank <= n_rel[r], prec, 0.0)
+            apr_sum += (np.bincount(r, within, minlength=m)[ok] / n_rel[ok]).sum()
+        n_eval += int(ok.sum())
+
+    pct = (lambda v: 100.0 * v / n_eval) if n_eval else (lambda v: float("nan"))
+    out = {"protocol": "test_loo" if loo else "train_gallery"}
+    out.update({f"rank{k}": float(pct(h)) for k, h in zip(ks, hits)})
+    out["mAP"] = float(pct(ap_sum))
+    if map_at_r:
+        out["mAP@R"] = float(pct(apr_sum))
+    out.update(
+        n_queries=n_q,
+        n_gallery=n_rank,
+        n_queries_without_relevant=n_q - n_eval,
+        similarity="cosine",
+        map_definition=MAP_DEFINITION,
+        tie_break=TIE_BREAK,
+        faiss_device="gpu" if is_gpu_index(index) else "cpu",
+    )
+    return out

@@ -1,0 +1,64 @@
+"""The interface every SSL method implements, so the synthesized-pair module works with any of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from finesyn.models.backbone import Backbone
+
+METHODS: dict[str, type["SSLMethod"]] = {}
+
+
+def register(name: str):
+    def deco(cls: type[SSLMethod]) -> type[SSLMethod]:
+        if name in METHODS:
+            raise ValueError(f"SSL method {name!r} registered twice")
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return deco
+
+
+@dataclass
+class SSLOutput:
+    loss: torch.Tensor
+    h1: torch.Tensor  # online pooled feature of x1, still in the graph (the module decodes it)
+
+
+class SSLMethod(nn.Module):
+    """An SSL objective L_C(x1, x2) over an encoder `backbone` (x -> h).
+
+    `ssl_loss(x1, x2, update_state=False)` must be a pure function of its inputs and the current
+    parameters, so that the module's L_Cp is exactly "the method's own loss on the generated pair".
+    """
+
+    name: str = ""
+
+    def __init__(self, backbone: Backbone):
+        super().__init__()
+        self.backbone = backbone
+
+    @classmethod
+    def from_config(cls, backbone: Backbone, cfg, num_train: int) -> "SSLMethod":
+        raise NotImplementedError
+
+    def ssl_loss(self, x1: torch.Tensor, x2: torch.Tensor, update_state: bool = True) -> SSLOutput:
+        raise NotImplementedError
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        """The projector output for a pooled feature (extract's `feature: projector` option)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def after_step(self, progress: float) -> None:
+        """Called after each optimiser step with training progress in [0, 1] (momentum updates)."""
+
+
+def build_method(name: str, backbone: Backbone, cfg, num_train: int) -> SSLMethod:
+    if name not in METHODS:
+        raise ValueError(f"unknown SSL method {name!r}; registered: {sorted(METHODS)}")
+    return METHODS[name].from_config(backbone, cfg, num_train)

@@ -1,0 +1,37 @@
+"""SimSiam (Chen & He 2021): predictor + stop-gradient, no negatives."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from finesyn.methods.base import SSLMethod, SSLOutput, register
+from finesyn.models.heads import mlp
+
+
+def negative_cosine(p, z):
+    """D(p, z) = -cos(p, stopgrad(z)), batch mean."""
+    return -F.cosine_similarity(p, z.detach(), dim=1).mean()
+
+
+@register("simsiam")
+class SimSiam(SSLMethod):
+    def __init__(self, backbone, proj_dim: int, pred_hidden_dim: int):
+        super().__init__(backbone)
+        self.projector_spec = {"dims": [backbone.dim, proj_dim, proj_dim, proj_dim], "last_bn": True, "last_bn_affine": False}
+        self.projector = mlp(**self.projector_spec)
+        self.predictor = mlp([proj_dim, pred_hidden_dim, proj_dim])
+
+    @classmethod
+    def from_config(cls, backbone, cfg, num_train: int) -> "SimSiam":
+        m = cfg.methods.simsiam
+        return cls(backbone, m.proj_dim, m.pred_hidden_dim)
+
+    def project(self, h):
+        return self.projector(h)
+
+    def ssl_loss(self, x1, x2, update_state=True) -> SSLOutput:
+        h1, h2 = self.backbone(x1), self.backbone(x2)
+        z1, z2 = self.projector(h1), self.projector(h2)
+        p1, p2 = self.predictor(z1), self.predictor(z2)
+        loss = 0.5 * (negative_cosine(p1, z2) + negative_cosine(p2, z1))
+        return SSLOutput(loss, h1)

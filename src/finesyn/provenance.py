@@ -1,0 +1,53 @@
+"""What produced a result: code version, library versions, params hash. Recorded in every artifact."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+
+def params_hash(obj: Any) -> str:
+    """sha256 (first 16 hex) of the canonical JSON of the settings that determine a result."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """git revision of the checkout (with '-dirty' if src/ or stages/ have uncommitted edits)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src", "stages"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (rev or "unknown") + ("-dirty" if dirty else "")
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+    import torch
+    import torchvision
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__, "numpy": numpy.__version__}
+    try:
+        import faiss
+
+        versions["faiss"] = faiss.__version__
+    except ImportError:
+        pass
+    return versions
+
+
+def provenance(seed: int | None, params: Any, protocol: Any = None) -> dict[str, Any]:
+    out = {"code_version": code_version(), "params_hash": params_hash(params), "seed": seed, "libraries": library_versions()}
+    if protocol is not None:
+        out["protocol"] = protocol
+    return out

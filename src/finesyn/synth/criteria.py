@@ -1,0 +1,36 @@
+"""Which dimensions of h are non-discriminative: the ones to perturb.
+
+Each criterion returns a boolean mask over the d dimensions of h. Ties are broken by the
+lower dimension index (stable sort), so the selection is deterministic.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def lowest(scores: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Mask of the round(fraction·d) lowest scores."""
+    d = scores.numel()
+    k = min(d, int(round(fraction * d)))
+    mask = torch.zeros(d, dtype=torch.bool, device=scores.device)
+    if k:
+        order = torch.sort(scores, stable=True).indices
+        mask[order[:k]] = True
+    return mask
+
+
+def gradcam_importance(h: torch.Tensor, grad_h: torch.Tensor) -> torch.Tensor:
+    """s_j = w_j · mean_i h_ij with w_j = mean_i(-∂L_C/∂h_ij): Grad-CAM with the batch as the pooled axis."""
+    return (-grad_h).mean(0) * h.mean(0)
+
+
+def random_mask(d: int, fraction: float, g: torch.Generator, device) -> torch.Tensor:
+    return lowest(torch.rand(d, generator=g, device=device), fraction)
+
+
+def combine(masks: list[torch.Tensor], how: str) -> torch.Tensor:
+    out = masks[0].clone()
+    for m in masks[1:]:
+        out = out | m if how == "union" else out & m
+    return out

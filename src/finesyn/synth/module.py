@@ -1,0 +1,111 @@
+"""SynthPairs: decode h and a copy perturbed along non-discriminative dimensions, train on the pair.
+
+Works with any `SSLMethod`: it needs only `out.h1` (the online pooled feature of the first
+view, still in the graph) and `method.ssl_loss` (reused as L_Cp on the generated pair).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from finesyn.methods.base import SSLMethod, SSLOutput
+from finesyn.models.decoder import Decoder
+from finesyn.synth import criteria
+from finesyn.synth.perturb import perturb
+
+
+@dataclass
+class SynthLosses:
+    recon: torch.Tensor  # L_R
+    pair: torch.Tensor  # L_Cp
+    n_selected: int  # dimensions perturbed this step
+    mask: torch.Tensor  # (d,) bool
+    images: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (x1, g(h), g(h̃)) of the pair samples, detached
+
+
+class SynthPairs(nn.Module):
+    def __init__(self, feature_dim: int, image_size: int, cfg):
+        """`cfg` is a SynthConfig."""
+        super().__init__()
+        self.cfg = cfg
+        self.decoder = Decoder(feature_dim, image_size, cfg.decoder, cfg.decoder_width)
+        self.register_buffer("running_mean", torch.zeros(feature_dim))
+        self.register_buffer("running_var", torch.ones(feature_dim))
+        self.register_buffer("stats_initialised", torch.zeros((), dtype=torch.bool))
+
+    @classmethod
+    def from_config(cls, feature_dim: int, image_size: int, cfg) -> "SynthPairs":
+        return cls(feature_dim, image_size, cfg)
+
+    # -- statistics -----------------------------------------------------------------
+    @torch.no_grad()
+    def _stats(self, h: torch.Tensor, reduce=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-dimension mean and variance of h: this batch's, or an EMA over batches.
+
+        `reduce(sum_tensor)` all-reduces across ranks under DDP, so every rank selects the same dims.
+        """
+        s = torch.stack([h.sum(0), (h * h).sum(0), torch.full_like(h[0], len(h))])
+        if reduce is not None:
+            s = reduce(s)
+        n = s[2]
+        mean = s[0] / n
+        var = (s[1] / n - mean**2).clamp_min(0) * n / (n - 1).clamp_min(1)
+        if self.cfg.variance_stat == "batch":
+            return mean, var
+        if not bool(self.stats_initialised):
+            self.running_mean.copy_(mean)
+            self.running_var.copy_(var)
+            self.stats_initialised.fill_(True)
+        else:
+            m = self.cfg.ema_momentum
+            self.running_mean.mul_(m).add_(mean, alpha=1 - m)
+            self.running_var.mul_(m).add_(var, alpha=1 - m)
+        return self.running_mean.clone(), self.running_var.clone()
+
+    def select(self, h: torch.Tensor, loss_c: torch.Tensor, var: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """Boolean mask of the dimensions to perturb (criteria combined by union or intersection)."""
+        cfg, hd = self.cfg, h.detach()
+        masks = []
+        for name in cfg.criteria:
+            if name == "variance":
+                masks.append(criteria.lowest(var, cfg.k_var))
+            elif name == "gradcam":
+                # Only the projection head lies between h and L_C: this backward never enters the backbone.
+                (grad,) = torch.autograd.grad(loss_c, h, retain_graph=True)
+                masks.append(criteria.lowest(criteria.gradcam_importance(hd, grad), cfg.k_cam))
+            elif name == "random":
+                masks.append(criteria.random_mask(hd.shape[1], cfg.k_random, g, hd.device))
+        return criteria.combine(masks, cfg.combine)
+
+    # -- the module ------------------------------------------------------------------
+    def forward(self, method: SSLMethod, out: SSLOutput, x1: torch.Tensor, g: torch.Generator, reduce=None) -> SynthLosses:
+        cfg, h = self.cfg, out.h1
+        x_hat = self.decoder(h if cfg.recon_grad_to_encoder else h.detach())
+        loss_r = F.mse_loss(x_hat, x1)
+
+        mean, var = self._stats(h.detach().float(), reduce)
+        mask = self.select(h, out.loss, var, g)
+        n = max(2, math.ceil(cfg.pair_fraction * len(h)))
+        h_src = h.detach()[:n] if cfg.detach_h else h[:n]
+        h_tilde = perturb(h_src, mask, cfg.perturbation, cfg.beta, mean.to(h.dtype), var.sqrt().to(h.dtype), g)
+
+        if cfg.detach_h and not cfg.decoder_grad_from_pairs:
+            # Nothing upstream of the pair needs a gradient: reuse g(h) from L_R, decode h̃ without a graph.
+            x_a = x_hat[:n].detach()
+            with torch.no_grad():
+                x_b = self.decoder(h_tilde)
+        elif cfg.decoder_grad_from_pairs:
+            x_a, x_b = self.decoder(h_src), self.decoder(h_tilde)
+        else:  # gradient reaches h through a decoder that does not learn from L_Cp
+            self.decoder.requires_grad_(False)
+            try:
+                x_a, x_b = self.decoder(h_src), self.decoder(h_tilde)
+            finally:
+                self.decoder.requires_grad_(True)
+        loss_cp = method.ssl_loss(x_a, x_b, update_state=False).loss
+        return SynthLosses(loss_r, loss_cp, int(mask.sum()), mask, (x1[:n].detach(), x_a.detach(), x_b.detach()))

@@ -1,0 +1,302 @@
+"""The pretraining loop: L = L_C (+ α·L_R + ν·L_Cp), with exact resume.
+
+A checkpoint holds everything the next step depends on (model incl. momentum encoder and
+queue, decoder and its running statistics, optimiser, AMP scaler, RNG states, the epoch's
+data order and position), so a resumed run is bit-identical to an uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import signal
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from finesyn.data.augment import ssl_view
+from finesyn.device import amp_dtype, autocast, select_device, set_threads
+from finesyn.io import atomic_write_bytes
+from finesyn.methods import SSLMethod, build_method
+from finesyn.models.backbone import Backbone, load_init
+from finesyn.synth import SynthPairs
+
+log = logging.getLogger("finesyn.train")
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class Interrupted(RuntimeError):
+    """Raised after a checkpoint was written on SIGTERM/SIGINT; rerunning the stage resumes."""
+
+
+@dataclass
+class RunSpec:
+    method: str  # registry name or "none"
+    synth: bool
+    cfg: object  # PretrainConfig
+    crop_size: int
+    seed: int
+    run_id: str  # hash of everything above + the data: a checkpoint of another run is never resumed
+    ckpt_dir: Path
+    fault_nan_at_step: int | None = field(default=None)  # test hook: force a non-finite L_C at this step
+
+
+@dataclass
+class TrainResult:
+    backbone: Backbone
+    method: SSLMethod | None
+    synth: SynthPairs | None
+    steps: int
+    resumed_from: int | None
+    pair_images: tuple | None
+    history: list[dict]
+
+
+def build_models(spec: RunSpec, num_train: int) -> tuple[Backbone, SSLMethod | None, SynthPairs | None]:
+    torch.manual_seed(spec.seed)
+    backbone = Backbone(spec.cfg.backbone, spec.cfg.stem)
+    load_init(backbone, spec.cfg.init)
+    if spec.method == "none":
+        return backbone, None, None
+    method = build_method(spec.method, backbone, spec.cfg, num_train)
+    synth = SynthPairs.from_config(backbone.dim, spec.crop_size, spec.cfg.synth) if spec.synth else None
+    return backbone, method, synth
+
+
+def lr_at(cfg, step: int, total: int, steps_per_epoch: int) -> float:
+    warm = int(cfg.warmup_epochs * steps_per_epoch)
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    if cfg.schedule == "constant":
+        return cfg.lr
+    t = (step - warm) / max(1, total - warm)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def _ckpt_path(d: Path, step: int) -> Path:
+    return d / f"step_{step:08d}.pt"
+
+
+def save_checkpoint(spec: RunSpec, state: dict, keep: int) -> Path:
+    buf = io.BytesIO()
+    torch.save({"run_id": spec.run_id, **state}, buf)
+    path = atomic_write_bytes(_ckpt_path(spec.ckpt_dir, state["step"]), buf.getvalue())
+    for old in sorted(spec.ckpt_dir.glob("step_*.pt"))[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_latest_checkpoint(spec: RunSpec) -> dict | None:
+    """Newest readable checkpoint of this run; a truncated/corrupt one is skipped with a warning."""
+    if not spec.ckpt_dir.is_dir():
+        return None
+    for path in sorted(spec.ckpt_dir.glob("step_*.pt"), reverse=True):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is skipped, loudly
+            warnings.warn(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); trying the previous one", stacklevel=2)
+            continue
+        if state.get("run_id") != spec.run_id:
+            log.info("ignoring %s: it belongs to another run (settings or data changed)", path)
+            return None
+        return state
+    return None
+
+
+# ----------------------------------------------------------------------------- the loop
+class _StopFlag:
+    """SIGTERM/SIGINT set a flag; the loop checkpoints at the end of the current step and stops."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def pretrain(
+    images: np.ndarray,
+    spec: RunSpec,
+    indices: np.ndarray | None = None,
+    on_log: Callable[[dict], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    """Train on `images[indices]` ((N, S, S, 3) uint8, may be a memmap). Resumes from spec.ckpt_dir."""
+    cfg = spec.cfg
+    set_threads(cfg.threads)
+    device = select_device(cfg.device)
+    indices = np.arange(len(images)) if indices is None else np.asarray(indices)
+    n = len(indices)
+    backbone, method, synth = build_models(spec, n)
+    if method is None or cfg.epochs == 0:
+        return TrainResult(backbone, method, synth, 0, None, None, [])
+    if cfg.batch_size > n:
+        raise ValueError(f"pretrain.batch_size ({cfg.batch_size}) exceeds the {n} training images")
+
+    method.to(device)
+    if synth is not None:
+        synth.to(device)
+    params = [p for m in (method, synth) if m is not None for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    dtype = amp_dtype(device, cfg.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    g_aug = torch.Generator(device=device).manual_seed(spec.seed + 1)
+    g_data = torch.Generator().manual_seed(spec.seed + 2)
+
+    steps_per_epoch = n // cfg.batch_size  # drop_last: a tiny last batch would wreck BN statistics
+    total = steps_per_epoch * cfg.epochs
+    step, perm, history, resumed_from = 0, None, [], None
+    state = load_latest_checkpoint(spec)
+    if state is not None:
+        method.load_state_dict(state["method"])
+        if synth is not None:
+            synth.load_state_dict(state["synth"])
+        opt.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        g_aug.set_state(state["g_aug"])
+        g_data.set_state(state["g_data"])
+        torch.set_rng_state(state["torch_rng"])
+        step, perm, history = state["step"], state["perm"], state["history"]
+        resumed_from = step
+        log.info("resumed from step %d of %d (%s)", step, total, spec.ckpt_dir)
+
+    def snapshot() -> dict:
+        return {
+            "step": step,
+            "perm": perm,
+            "method": method.state_dict(),
+            "synth": synth.state_dict() if synth is not None else None,
+            "optimizer": opt.state_dict(),
+            "scaler": scaler.state_dict(),
+            "g_aug": g_aug.get_state(),
+            "g_data": g_data.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "history": history,
+        }
+
+    pair_images = None
+    method.train()
+    t_last, imgs_since = time.perf_counter(), 0
+    with _StopFlag() as stop:
+        while step < total:
+            pos = step % steps_per_epoch
+            if pos == 0:
+                perm = torch.randperm(n, generator=g_data)
+            idx = indices[perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size].numpy()]
+            batch = torch.from_numpy(np.ascontiguousarray(images[idx])).to(device, non_blocking=True)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(cfg, step, total, steps_per_epoch)
+            with autocast(device, dtype):
+                v1 = ssl_view(batch, cfg.augment, spec.crop_size, g_aug)
+                v2 = ssl_view(batch, cfg.augment, spec.crop_size, g_aug)
+                out = method.ssl_loss(v1, v2)
+                terms = {"L_C": out.loss}
+                if spec.fault_nan_at_step is not None and step == spec.fault_nan_at_step:
+                    terms["L_C"] = out.loss * float("nan")
+                total_loss = terms["L_C"]
+                n_sel = 0
+                if synth is not None:
+                    s = synth(method, out, v1, g_aug)
+                    terms["L_R"], terms["L_Cp"], n_sel = s.recon, s.pair, s.n_selected
+                    total_loss = total_loss + cfg.alpha * s.recon + cfg.nu * s.pair
+                    pair_images = s.images
+            for name, value in terms.items():
+                if not torch.isfinite(value):
+                    raise NonFiniteLossError(
+                        f"{name} is {value.item()} at step {step} (epoch {step // steps_per_epoch}); "
+                        f"the last good checkpoint is kept in {spec.ckpt_dir}"
+                    )
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(total_loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            method.after_step((step + 1) / total)
+            step += 1
+            imgs_since += len(idx)
+
+            if step % cfg.log_every_steps == 0 or step == total:
+                now = time.perf_counter()
+                rec = {"step": step, "epoch": (step - 1) // steps_per_epoch, "lr": opt.param_groups[0]["lr"], "loss": total_loss.item()}
+                rec.update({k: v.item() for k, v in terms.items()})
+                if synth is not None:
+                    rec["n_selected"] = n_sel
+                rec["images_per_s"] = imgs_since / max(now - t_last, 1e-9)
+                t_last, imgs_since = now, 0
+                history.append(rec)
+                if on_log:
+                    on_log(rec)
+            if progress:
+                progress(step, total)
+            epoch_end = step % steps_per_epoch == 0
+            if step % cfg.checkpoint_every_steps == 0 or epoch_end or stop.signum is not None:
+                save_checkpoint(spec, snapshot(), cfg.keep_checkpoints)
+            if stop.signum is not None:
+                raise Interrupted(f"stopped by signal {stop.signum} at step {step}/{total}; checkpoint saved in {spec.ckpt_dir}")
+    return TrainResult(backbone.cpu(), method.cpu(), synth.cpu() if synth else None, step, resumed_from, pair_images, history)
+
+
+def encoder_artifact(result: TrainResult, spec: RunSpec, extra: dict) -> bytes:
+    """The final encoder file that extract reads: backbone (+ projector) weights and how to rebuild them."""
+    m = result.method
+    state = {
+        "arch": result.backbone.arch,
+        "stem": result.backbone.stem,
+        "feature_dim": result.backbone.dim,
+        "method": spec.method,
+        "backbone": result.backbone.state_dict(),
+        "projector": m.projector.state_dict() if m is not None else None,
+        "projector_spec": m.projector_spec if m is not None else None,
+        "run_id": spec.run_id,
+        "steps": result.steps,
+        **extra,
+    }
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+__all__ = ["RunSpec", "TrainResult", "pretrain", "encoder_artifact", "NonFiniteLossError", "Interrupted"]
+
+
+def run_settings(params, dataset: str, experiment: str) -> dict:
+    """Exactly the settings that determine the trained encoder: its identity for resume and reuse.
+
+    A baseline does not depend on α, ν or the module's settings, and a method does not depend on
+    another method's settings, so changing those never invalidates its checkpoints.
+    """
+    exp = params.experiments[experiment]
+    cfg = params.pretrain_for(experiment)
+    d = cfg.model_dump(mode="json")
+    crop = params.datasets[dataset].crop_size
+    if exp.method == "none":
+        return {"method": "none", "backbone": cfg.backbone, "stem": cfg.stem, "init": cfg.init, "crop_size": crop}
+    d["methods"] = {exp.method: d["methods"][exp.method]}
+    if not exp.synth:
+        for key in ("alpha", "nu", "synth"):
+            d.pop(key)
+    for key in ("device", "threads", "checkpoint_every_steps", "keep_checkpoints", "log_every_steps"):
+        d.pop(key)  # how to run, not what is computed
+    return {"method": exp.method, "synth": exp.synth, "crop_size": crop, **d}

@@ -1,0 +1,102 @@
+"""pretrain: SSL training of one experiment on one dataset.
+
+Writes encoder.pt (what extract reads), train.json (settings, provenance, timings),
+live/ (per-step loss curves, dvclive format) and, with the module, pairs.png
+(rows of: augmented view, g(h), g(h̃)). Checkpoints go to --checkpoints, outside the
+DVC output, so a rerun after an interruption resumes.
+"""
+
+import io
+import time
+from pathlib import Path
+
+import typer
+
+from finesyn.cli import load, progress_bar, stage_logging, user_errors
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+def write_curves(history: list[dict], live_dir: Path) -> None:
+    """Loss curves via dvclive, replayed from the checkpointed history so a resumed run's curves are whole."""
+    from dvclive import Live
+
+    with Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+        for rec in history:
+            live.step = rec["step"]
+            for key, value in rec.items():
+                if key not in ("step", "epoch"):
+                    live.log_metric(f"train/{key}", value)
+            live.next_step()
+
+
+def pair_grid_png(images, n: int = 8) -> bytes:
+    import torch
+    from torchvision.utils import make_grid, save_image
+
+    from finesyn.data.augment import denormalize
+
+    x1, xa, xb = (denormalize(t[:n].float()) for t in images)
+    grid = make_grid(torch.stack([x1, xa, xb], dim=1).flatten(0, 1), nrow=3, padding=2, pad_value=1.0)
+    buf = io.BytesIO()
+    save_image(grid, buf, format="png")
+    return buf.getvalue()
+
+
+@app.command()
+def main(
+    dataset: str = typer.Option(..., help="name under `datasets:`"),
+    experiment: str = typer.Option(..., help="name under `experiments:`"),
+    seed: int = typer.Option(0, help="training seed"),
+    data: Path = typer.Option(..., help="prepared cache directory"),
+    out: Path = typer.Option(..., help="output directory"),
+    checkpoints: Path = typer.Option(..., help="checkpoint directory (kept across runs: resume)"),
+    params: Path = typer.Option(Path("params.yaml"), help="params file"),
+) -> None:
+    p = load(params)
+    with user_errors():
+        from finesyn.config import check_dataset_root
+        from finesyn.data.cache import open_cache
+        from finesyn.io import atomic_write_bytes, atomic_write_json
+        from finesyn.provenance import params_hash, provenance
+        from finesyn.train import RunSpec, encoder_artifact, pretrain, run_settings
+
+        check_dataset_root(p, dataset)
+        exp, cfg = p.experiments.get(experiment), p.pretrain_for(experiment)
+        log = stage_logging(checkpoints / "train.log")
+        ds = open_cache(data)
+        crop = p.datasets[dataset].crop_size
+        if crop > ds.image_size:
+            raise ValueError(f"datasets.{dataset}.crop_size ({crop}) exceeds the cached image size {ds.image_size} of {data}")
+        settings = run_settings(p, dataset, experiment)
+        run_id = params_hash({"settings": settings, "seed": seed, "data": params_hash(ds.meta)})
+        spec = RunSpec(exp.method, exp.synth, cfg, crop, seed, run_id, checkpoints)
+        train_idx = ds.indices("train")
+        log.info("pretrain %s/%s seed %d: %s%s, %d train images, run %s", dataset, experiment, seed, exp.method, " + synth" if exp.synth else "", len(train_idx), run_id)
+
+        def on_log(rec: dict) -> None:
+            terms = " ".join(f"{k}={rec[k]:.4f}" for k in ("L_C", "L_R", "L_Cp") if k in rec)
+            sel = f" n_selected={rec['n_selected']}" if "n_selected" in rec else ""
+            log.info("step %d epoch %d lr %.4g %s%s %.1f img/s", rec["step"], rec["epoch"], rec["lr"], terms, sel, rec["images_per_s"])
+
+        t0 = time.perf_counter()
+        with progress_bar(f"pretrain {experiment}") as update:
+            result = pretrain(ds.images, spec, train_idx, on_log=on_log, progress=update)
+        wall = time.perf_counter() - t0
+
+        record = {
+            "dataset": dataset, "experiment": experiment, "method": exp.method, "synth": exp.synth, "run_id": run_id,
+            "steps": result.steps, "resumed_from_step": result.resumed_from, "wall_time_s": round(wall, 2),
+            "settings": settings, **provenance(seed, settings),
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / "encoder.pt", encoder_artifact(result, spec, {"provenance": record}))
+        write_curves(result.history, out / "live")
+        if result.pair_images is not None:
+            atomic_write_bytes(out / "pairs.png", pair_grid_png(result.pair_images))
+        atomic_write_json(out / "train.json", {**record, "final": result.history[-1] if result.history else None})
+        log.info("wrote %s (%d steps, %.1f s)", out / "encoder.pt", result.steps, wall)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,44 @@
+"""retrieve: FAISS retrieval (Rank-k, mAP over the full ranking) and weighted kNN accuracy -> retrieval.json."""
+
+import time
+from pathlib import Path
+
+import typer
+
+from finesyn.cli import load, stage_logging, user_errors
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+@app.command()
+def main(
+    features: Path = typer.Option(..., help="features file from extract (.npz)"),
+    out: Path = typer.Option(..., help="retrieval.json to write"),
+    seed: int = typer.Option(0, help="seed of the run (recorded)"),
+    params: Path = typer.Option(Path("params.yaml"), help="params file"),
+) -> None:
+    p = load(params)
+    with user_errors():
+        from finesyn.eval.features import load_features
+        from finesyn.eval.knn import knn_accuracy
+        from finesyn.eval.retrieval import retrieval_metrics
+        from finesyn.io import atomic_write_json
+        from finesyn.provenance import provenance
+
+        cfg, log = p.retrieve, stage_logging(None)
+        f = load_features(features)
+        t0 = time.perf_counter()
+        gallery = (f["train_features"], f["train_labels"]) if cfg.protocol == "train_gallery" else (None, None)
+        res = retrieval_metrics(f["test_features"], f["test_labels"], *gallery, ks=cfg.ks, map_at_r=cfg.map_at_r)
+        res["knn"] = knn_accuracy(f["train_features"], f["train_labels"], f["test_features"], f["test_labels"], ks=cfg.knn_ks, temperature=cfg.knn_temperature)
+        res["search_time_s"] = round(time.perf_counter() - t0, 3)
+        res["encoder_run_id"] = str(f["encoder_run_id"])
+        res["feature"] = str(f["feature"])
+        protocol = {"retrieval": res["protocol"], "map_definition": res.get("map_definition"), "knn": "cosine, weights exp(sim/T)"}
+        res.update(provenance(seed, {"retrieve": cfg.model_dump(mode="json"), "encoder_run_id": res["encoder_run_id"]}, protocol=protocol))
+        atomic_write_json(out, res)
+        log.info("retrieval rank-1 %.2f%% mAP %.2f%% -> %s", res["rank1"], res["mAP"], out)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,39 @@
+"""validate: check the whole params.yaml (every key, every dataset root in the grid) before any work,
+and write reports/params.resolved.json: each experiment's effective settings after its overrides.
+
+DVC reruns this stage whenever params.yaml changes, so a typo in a section that no other stage
+reads still fails `dvc repro`, naming the key.
+"""
+
+from pathlib import Path
+
+import typer
+
+from finesyn.cli import load, user_errors
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+@app.command()
+def main(
+    params: Path = typer.Option(Path("params.yaml"), help="params file"),
+    out: Path = typer.Option(Path("reports/params.resolved.json"), help="resolved settings to write"),
+) -> None:
+    p = load(params)
+    with user_errors():
+        from finesyn.config import check_dataset_root
+        from finesyn.io import atomic_write_json
+        from finesyn.train import run_settings
+
+        for name in p.grid.datasets:
+            check_dataset_root(p, name)
+        resolved = {
+            "grid": p.grid.model_dump(mode="json"),
+            "runs": {f"{d}/{e}": run_settings(p, d, e) for d in p.grid.datasets for e in p.grid.experiments},
+        }
+        atomic_write_json(out, resolved)
+    print(f"{params}: valid ({len(p.grid.datasets)} datasets x {len(p.grid.experiments)} experiments x {len(p.grid.seeds)} seeds) -> {out}")
+
+
+if __name__ == "__main__":
+    app()
