@@ -26,8 +26,11 @@ for st in STAGES:
         output:
             [directory(o) if is_directory_output(o) else o for o in st.outs],
         params:
+            # the command travels as a param: a `shell:` expression would be evaluated when the job
+            # runs, after the loop has moved on to the last stage
+            cmd=st.cmd,
             dvc_stage=st.name,
             values=st.params_json,
         threads: THREADS.get(st.group, 1)
         shell:
-            st.cmd.replace("{", "{{").replace("}", "}}")
+            "{params.cmd}"

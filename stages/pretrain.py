@@ -90,7 +90,10 @@ def main(
             "settings": settings, **provenance(seed, settings),
         }
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(out / "encoder.pt", encoder_artifact(result, spec, {"provenance": record}))
+        # encoder.pt holds only what determines the weights, so an unchanged run rewrites identical bytes
+        # and DVC reruns nothing downstream; timings live in train.json.
+        stable = {k: v for k, v in record.items() if k not in ("wall_time_s", "resumed_from_step")}
+        atomic_write_bytes(out / "encoder.pt", encoder_artifact(result, spec, {"provenance": stable}))
         write_curves(result.history, out / "live")
         if result.pair_images is not None:
             atomic_write_bytes(out / "pairs.png", pair_grid_png(result.pair_images))

@@ -52,3 +52,10 @@ def test_matches_bruteforce(chunk):
 def test_small_temperature_does_not_overflow():
     out = knn_accuracy(TRAIN, TRAIN_Y, TEST, [7], ks=(3,), temperature=1e-4)
     assert out["top1_k3"] == 100
+
+
+def test_tied_neighbours_taken_by_lower_train_index():
+    tr = np.array([[1, 0], [1, 0], [0, 1]], np.float32)  # items 0 and 1 tie for every query
+    q = np.array([[1, 0.1]], np.float32)
+    assert knn_accuracy(tr, [5, 3, 3], q, [5], ks=(1, 3))["top1_k1"] == 100
+    assert knn_accuracy(tr, [3, 5, 3], q, [5], ks=(1, 3))["top1_k1"] == 0

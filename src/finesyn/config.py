@@ -94,9 +94,24 @@ class SimSiamConfig(Section):
     pred_hidden_dim: int = Field(512, gt=0)
 
 
+class BYOLConfig(Section):
+    proj_hidden_dim: int = Field(4096, gt=0, description="projector Linear-BN-ReLU-Linear hidden width (paper 4096)")
+    proj_dim: int = Field(256, gt=0, description="projection (and prediction) dim (paper 256)")
+    pred_hidden_dim: int = Field(4096, gt=0, description="predictor hidden width (paper 4096)")
+    base_momentum: float = Field(0.99, ge=0, lt=1, description="target EMA momentum at step 0, cosine-increased to 1.0 (paper 0.996)")
+
+
+class SimCLRConfig(Section):
+    proj_hidden_dim: int = Field(2048, gt=0, description="projector Linear-BN-ReLU-Linear hidden width")
+    proj_dim: int = Field(128, gt=0, description="projection dim (paper 128)")
+    temperature: float = Field(0.2, gt=0, description="NT-Xent temperature")
+
+
 class MethodsConfig(Section):
     mocov2: MoCoV2Config = MoCoV2Config()
     simsiam: SimSiamConfig = SimSiamConfig()
+    byol: BYOLConfig = BYOLConfig()
+    simclr: SimCLRConfig = SimCLRConfig()
 
 
 class SynthConfig(Section):
@@ -162,7 +177,7 @@ class PretrainConfig(Section):
 class ExperimentConfig(Section):
     """An SSL method plus options; `overrides` is a partial `pretrain` section."""
 
-    method: Literal["none", "mocov2", "simsiam"] = Field(description="'none' = the randomly initialised encoder")
+    method: Literal["none", "mocov2", "simsiam", "byol", "simclr"] = Field(description="'none' = the randomly initialised encoder")
     synth: bool = False
     overrides: dict[str, Any] = Field(default_factory=dict)
 

@@ -44,7 +44,7 @@ def dvc_stages(root: str | Path = ".") -> list[StageSpec]:
                 else:
                     deps.append(str(d.def_path))
             cmd = st.cmd if isinstance(st.cmd, str) else " && ".join(st.cmd)
-            specs.append(StageSpec(st.addressing, st.addressing.split("@")[0], cmd, tuple(deps), tuple(str(o.def_path) for o in st.outs), params))
+            specs.append(StageSpec(st.name, st.name.split("@")[0], cmd, tuple(deps), tuple(str(o.def_path) for o in st.outs), params))
     return specs
 
 
@@ -54,11 +54,21 @@ def is_directory_output(path: str) -> bool:
 
 
 def snakemake_inputs(stage: StageSpec, stages: list[StageSpec]) -> list[str]:
-    """DVC lets a stage depend on a directory that holds other stages' outputs (report <- metrics/);
-    Snakemake needs those outputs named, so such a dependency is expanded to them."""
+    """Map DVC dependencies onto Snakemake inputs where their path rules differ.
+
+    DVC lets a stage depend on a directory holding other stages' outputs (report <- metrics/) and
+    on a file inside another stage's output directory (extract <- models/.../encoder.pt).
+    Snakemake needs the producing outputs named, so the first is expanded to those outputs and
+    the second is replaced by the directory that contains it.
+    """
     produced = [o for s in stages for o in s.outs]
-    inputs = []
+    inputs: list[str] = []
     for dep in stage.deps:
-        inside = [o for o in produced if o != dep and Path(dep) in Path(o).parents]
-        inputs.extend(inside if inside and dep not in produced else [dep])
+        if dep in produced:
+            mapped = [dep]
+        else:
+            inside = [o for o in produced if Path(dep) in Path(o).parents]
+            parent = [o for o in produced if is_directory_output(o) and Path(o) in Path(dep).parents]
+            mapped = inside or parent or [dep]
+        inputs.extend(m for m in mapped if m not in inputs)
     return inputs

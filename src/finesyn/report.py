@@ -21,8 +21,11 @@ COLUMNS = [  # (header, file, key path)
     ("Rank-1", "retrieval.json", ("rank1",)),
     ("Rank-5", "retrieval.json", ("rank5",)),
     ("mAP", "retrieval.json", ("mAP",)),
-    ("kNN-20", "retrieval.json", ("knn", "top1_k20")),
 ]
+
+
+def columns(params: Params) -> list[tuple[str, str, tuple[str, ...]]]:
+    return COLUMNS + [(f"kNN-{k}", "retrieval.json", ("knn", f"top1_k{k}")) for k in params.retrieve.knn_ks]
 
 
 def _get(d: dict, path: tuple[str, ...]):
@@ -47,7 +50,7 @@ def collect(params: Params, metrics_root: Path) -> list[dict]:
                     raise FileNotFoundError(f"report: missing metrics {missing} (run the probe/retrieve stages)")
                 loaded = {name: json.loads(p.read_text()) for name, p in files.items()}
                 row["seeds"].append(seed)
-                for header, name, path in COLUMNS:
+                for header, name, path in columns(params):
                     v = _get(loaded[name], path)
                     if v is not None:
                         row["values"].setdefault(header, []).append(float(v))
@@ -77,14 +80,14 @@ def chance_level(params: Params, dataset: str) -> float | None:
 
 
 def to_markdown(params: Params, rows: list[dict]) -> str:
-    headers = [h for h, _, _ in COLUMNS]
+    headers = [h for h, _, _ in columns(params)]
     out = ["# Results", ""]
     n_seeds = len(params.grid.seeds)
     out.append(
         f"Percent; {'mean ± sample std over ' + str(n_seeds) + ' seeds' if n_seeds > 1 else 'one seed'} "
         f"(seeds {list(params.grid.seeds)}). Linear probe: `{params.probe.protocol}` on L2-normalised frozen features, "
         f"L2 strength chosen on a validation split of train, final fit on all of train; retrieval: `{params.retrieve.protocol}`, "
-        "cosine similarity, mAP over the full ranking; kNN: weighted vote, k=20. "
+        "cosine similarity, mAP over the full ranking; kNN: cosine, weighted vote. "
         "`random_init` is the same encoder with no training: SSL that does not beat it has learned nothing."
     )
     out.append("")
@@ -112,10 +115,10 @@ def to_markdown(params: Params, rows: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
-def to_csv(rows: list[dict]) -> str:
+def to_csv(params: Params, rows: list[dict]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    headers = [h for h, _, _ in COLUMNS]
+    headers = [h for h, _, _ in columns(params)]
     w.writerow(["dataset", "experiment", "n_seeds"] + [f"{h} mean" for h in headers] + [f"{h} std" for h in headers] + ["sources"])
     for row in rows:
         vals = [row["values"].get(h, []) for h in headers]
@@ -129,7 +132,7 @@ def print_table(params: Params, rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    headers = [h for h, _, _ in COLUMNS]
+    headers = [h for h, _, _ in columns(params)]
     for dataset in params.grid.datasets:
         chance = chance_level(params, dataset)
         t = Table(title=f"{dataset}" + (f" (chance {chance:.1f}%)" if chance else ""))
@@ -145,7 +148,7 @@ def print_table(params: Params, rows: list[dict]) -> None:
 def build_report(params: Params, metrics_root: Path, out: Path, log: logging.Logger) -> None:
     rows = collect(params, metrics_root)
     atomic_write_text(out / "results.md", to_markdown(params, rows))
-    atomic_write_text(out / "results.csv", to_csv(rows))
+    atomic_write_text(out / "results.csv", to_csv(params, rows))
     print_table(params, rows)
     log.info("wrote %s and %s", out / "results.md", out / "results.csv")
 

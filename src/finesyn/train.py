@@ -233,7 +233,7 @@ def pretrain(
             scaler.scale(total_loss).backward()
             scaler.step(opt)
             scaler.update()
-            method.after_step((step + 1) / total)
+            method.after_step(step / total)  # progress k/K, k = 0..K-1 (BYOL's momentum schedule)
             step += 1
             imgs_since += len(idx)
 

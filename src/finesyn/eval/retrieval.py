@@ -62,15 +62,22 @@ def normalize(x: np.ndarray) -> np.ndarray:
 def search(index: faiss.Index, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """``index.search`` with a deterministic tie order: equal scores by ascending id.
 
-    FAISS keeps the lowest ids at the top-k boundary but lists tied ids in *descending*
-    order, so rows containing ties are re-sorted (score desc, id asc); others are untouched.
+    FAISS (CPU flat index, 1.15) keeps the lowest ids at the top-k boundary but lists tied ids
+    in *descending* order, so rows containing ties are re-sorted (score desc, id asc).
     """
     d, i = index.search(x, k)
     tied = np.flatnonzero((d[:, 1:] == d[:, :-1]).any(axis=1))
-    if tied.size:
-        order = np.lexsort((i[tied], -d[tied]), axis=-1)
-        d[tied] = np.take_along_axis(d[tied], order, axis=1)
-        i[tied] = np.take_along_axis(i[tied], order, axis=1)
+    if tied.size:  # common: float32 scores collide by chance in large galleries
+        dt = d[tied]
+        # d is sorted, so (tie-group number, id) as one int64 key sorts ids within groups
+        group = np.zeros(dt.shape, np.int64)
+        np.cumsum(dt[:, 1:] != dt[:, :-1], axis=1, out=group[:, 1:])
+        del dt
+        group *= index.ntotal  # in place: this runs on chunk x N arrays
+        group += i[tied]
+        group.sort(axis=1)
+        group %= index.ntotal
+        i[tied] = group
     return d, i
 
 

@@ -95,9 +95,10 @@ class SynthPairs(nn.Module):
         h_tilde = perturb(h_src, mask, cfg.perturbation, cfg.beta, mean.to(h.dtype), var.sqrt().to(h.dtype), g)
 
         if cfg.detach_h and not cfg.decoder_grad_from_pairs:
-            # Nothing upstream of the pair needs a gradient: reuse g(h) from L_R, decode h̃ without a graph.
-            x_a = x_hat[:n].detach()
+            # Nothing upstream of the pair needs a gradient: decode without a graph. g(h) from L_R is
+            # reused only for the whole batch: train-mode BN makes g(h)[:n] differ from g(h[:n]).
             with torch.no_grad():
+                x_a = x_hat.detach() if n == len(h) else self.decoder(h_src)
                 x_b = self.decoder(h_tilde)
         elif cfg.decoder_grad_from_pairs:
             x_a, x_b = self.decoder(h_src), self.decoder(h_tilde)

@@ -1,0 +1,119 @@
+"""params.yaml errors name the key path, the bad value and what is allowed."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from finesyn.config import ParamsError, check_dataset_root, load_params, parse_params
+
+
+@pytest.fixture
+def raw(repo_root):
+    return yaml.safe_load((repo_root / "params.yaml").read_text())
+
+
+def error_of(raw) -> str:
+    with pytest.raises(ParamsError) as e:
+        parse_params(raw)
+    return str(e.value)
+
+
+def test_repository_params_are_valid(repo_root):
+    p = load_params(repo_root / "params.yaml")
+    assert "random_init" in p.grid.experiments  # the reference row every table needs
+    for name in p.experiments:
+        p.pretrain_for(name)
+
+
+def test_negative_lr_names_key_and_value(raw):
+    raw["pretrain"]["lr"] = -1
+    msg = error_of(raw)
+    assert "pretrain.lr" in msg and "-1" in msg and "greater than 0" in msg
+
+
+def test_unknown_key_is_an_error_with_suggestion(raw):
+    raw["pretrain"]["learning_rate"] = 0.1
+    raw["pretrain"]["epochz"] = 3
+    msg = error_of(raw)
+    assert "pretrain.learning_rate: unknown key" in msg
+    assert "pretrain.epochz: unknown key (did you mean 'epochs'?)" in msg
+
+
+def test_unknown_top_level_and_nested_keys(raw):
+    raw["prob"] = {}
+    raw["pretrain"]["synth"]["critera"] = ["variance"]
+    msg = error_of(raw)
+    assert "prob: unknown key (did you mean 'probe'?)" in msg
+    assert "pretrain.synth.critera: unknown key (did you mean 'criteria'?)" in msg
+
+
+def test_typo_inside_a_named_dataset(raw):
+    raw["datasets"]["synthetic"]["num_clases"] = 5
+    assert "datasets.synthetic.num_clases: unknown key (did you mean 'num_classes'?)" in error_of(raw)
+
+
+def test_bad_literal_lists_allowed_values(raw):
+    raw["pretrain"]["synth"]["perturbation"] = "gauss"
+    msg = error_of(raw)
+    assert "pretrain.synth.perturbation" in msg and "gaussian_add" in msg and "'gauss'" in msg
+
+
+def test_grid_names_must_exist(raw):
+    raw["grid"]["experiments"] = ["mocov2", "mocv2_synth"]
+    msg = error_of(raw)
+    assert "grid.experiments: unknown name 'mocv2_synth' (did you mean 'mocov2_synth'?)" in msg
+
+
+def test_experiment_overrides_are_validated_with_their_path(raw):
+    raw["experiments"]["mocov2"]["overrides"] = {"nu": -2}
+    assert "experiments.mocov2.overrides.nu" in error_of(raw)
+    raw["experiments"]["mocov2"]["overrides"] = {"methods": {"mocov2": {"temprature": 0.1}}}
+    assert "experiments.mocov2.overrides.methods.mocov2.temprature: unknown key (did you mean 'temperature'?)" in error_of(raw)
+
+
+def test_overrides_merge_deeply(raw):
+    raw["experiments"]["mocov2"]["overrides"] = {"nu": 2.0, "methods": {"mocov2": {"temperature": 0.1}}}
+    p = parse_params(raw)
+    eff = p.pretrain_for("mocov2")
+    assert eff.nu == 2.0 and eff.methods.mocov2.temperature == 0.1
+    assert eff.methods.mocov2.momentum == p.pretrain.methods.mocov2.momentum  # untouched siblings kept
+
+
+def test_missing_dataset_root_names_the_key(raw, tmp_path):
+    raw["datasets"]["cub200"]["root"] = str(tmp_path / "nowhere")
+    raw["grid"]["datasets"] = ["cub200"]
+    p = parse_params(raw)
+    with pytest.raises(ParamsError, match=r"datasets\.cub200\.root: directory .*nowhere.* does not exist"):
+        check_dataset_root(p, "cub200")
+
+
+def test_real_dataset_requires_root(raw):
+    raw["datasets"]["cub200"].pop("root")
+    assert "datasets.cub200: 'root' is required for kind 'cub200'" in error_of(raw)
+
+
+def test_synth_needs_a_method(raw):
+    raw["experiments"]["random_init"]["synth"] = True
+    assert "experiments.random_init" in error_of(raw)
+
+
+def test_stage_cli_fails_fast_naming_the_key(repo_root, tmp_path, raw):
+    raw["pretrain"]["lr"] = -1
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    r = subprocess.run(
+        [sys.executable, str(repo_root / "stages" / "validate.py"), "--params", str(bad), "--out", str(tmp_path / "r.json")],
+        capture_output=True, text=True, cwd=repo_root,
+    )
+    assert r.returncode == 2
+    assert "pretrain.lr" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_invalid_yaml_names_the_file(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("grid: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(f)

@@ -1,0 +1,104 @@
+"""Pretraining: exact resume after SIGKILL/SIGTERM, non-finite losses, corrupt checkpoints."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from finesyn.train import NonFiniteLossError, pretrain, run_settings
+from train_runner import final_state, tiny_images, tiny_spec
+
+RUNNER = Path(__file__).with_name("train_runner.py")
+
+
+def run_runner(ckpt: Path, out: Path, kill_after_checkpoint: int | None = None, sig=signal.SIGKILL) -> int:
+    env = {**os.environ, "PYTHONPATH": str(RUNNER.parent)}
+    proc = subprocess.Popen([sys.executable, str(RUNNER), str(ckpt), str(out)], env=env)
+    if kill_after_checkpoint is not None:
+        target = ckpt / f"step_{kill_after_checkpoint:08d}.pt"
+        deadline = time.time() + 300
+        while not target.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(sig)
+    return proc.wait(timeout=600)
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"tensors differ after resume: {different[:5]}"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    d = tmp_path_factory.mktemp("full")
+    assert run_runner(d / "ckpt", d / "final.pt") == 0
+    return torch.load(d / "final.pt", weights_only=False)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_resume_after_kill_is_bit_identical(tmp_path, uninterrupted, sig):
+    ckpt, out = tmp_path / "ckpt", tmp_path / "final.pt"
+    code = run_runner(ckpt, out, kill_after_checkpoint=7, sig=sig)  # 5 steps/epoch: mid-epoch 2
+    assert code != 0 and not out.exists()
+    assert run_runner(ckpt, out) == 0
+    resumed = torch.load(out, weights_only=False)
+    assert resumed["resumed_from"] is not None and 0 < resumed["resumed_from"] < 15
+    assert_same_state(resumed["state"], uninterrupted["state"])
+    assert [r["L_C"] for r in resumed["history"]] == [r["L_C"] for r in uninterrupted["history"]]
+
+
+def test_sigterm_writes_a_checkpoint_before_exiting(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    run_runner(ckpt, tmp_path / "x.pt", kill_after_checkpoint=2, sig=signal.SIGTERM)
+    steps = sorted(int(p.stem.split("_")[1]) for p in ckpt.glob("step_*.pt"))
+    assert steps and steps[-1] >= 2
+    state = torch.load(ckpt / f"step_{steps[-1]:08d}.pt", weights_only=False)
+    assert state["step"] == steps[-1]
+
+
+def test_truncated_checkpoint_falls_back_to_previous(tmp_path, uninterrupted):
+    ckpt, out = tmp_path / "ckpt", tmp_path / "final.pt"
+    run_runner(ckpt, out, kill_after_checkpoint=6)
+    newest = sorted(ckpt.glob("step_*.pt"))[-1]
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    with pytest.warns(UserWarning, match=f"checkpoint {newest} is unreadable"):
+        result = pretrain(tiny_images(), tiny_spec(ckpt))
+    assert result.resumed_from is not None and result.resumed_from < int(newest.stem.split("_")[1])
+    assert_same_state(final_state(result), uninterrupted["state"])
+
+
+def test_checkpoint_of_another_run_is_not_resumed(tmp_path):
+    spec = tiny_spec(tmp_path, epochs=1)
+    pretrain(tiny_images(), spec)
+    other = tiny_spec(tmp_path, epochs=1)
+    other.run_id = "different-settings"
+    assert pretrain(tiny_images(), other).resumed_from is None
+
+
+def test_nonfinite_loss_names_term_and_step_and_keeps_checkpoint(tmp_path):
+    spec = tiny_spec(tmp_path)
+    spec.fault_nan_at_step = 3
+    with pytest.raises(NonFiniteLossError, match=r"L_C is nan at step 3"):
+        pretrain(tiny_images(), spec)
+    newest = sorted(tmp_path.glob("step_*.pt"))[-1]
+    assert torch.load(newest, weights_only=False)["step"] == 3  # the last good state, intact
+
+
+def test_run_identity_ignores_settings_a_baseline_does_not_use(repo_root):
+    import yaml
+
+    from finesyn.config import parse_params
+
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    before = parse_params(raw)
+    raw["pretrain"]["nu"] = 1.0
+    raw["pretrain"]["synth"]["k_var"] = 0.5
+    after = parse_params(raw)
+    assert run_settings(before, "synthetic", "mocov2") == run_settings(after, "synthetic", "mocov2")
+    assert run_settings(before, "synthetic", "mocov2_synth") != run_settings(after, "synthetic", "mocov2_synth")

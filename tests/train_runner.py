@@ -1,0 +1,38 @@
+"""Run a tiny pretraining in its own process (so tests can kill it) and save the final state."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from finesyn.config import PretrainConfig
+from finesyn.train import RunSpec, pretrain
+
+
+def tiny_spec(ckpt_dir: Path, method: str = "mocov2", synth: bool = True, **overrides) -> RunSpec:
+    settings = dict(
+        epochs=3, batch_size=8, checkpoint_every_steps=1, keep_checkpoints=2, log_every_steps=1, threads=1,
+        methods={"mocov2": {"proj_hidden_dim": 32, "proj_dim": 16, "queue_size": 32, "momentum": 0.9},
+                 "simsiam": {"proj_dim": 32, "pred_hidden_dim": 16}},
+        synth={"decoder_width": 32},
+    )
+    cfg = PretrainConfig(**{**settings, **overrides})
+    return RunSpec(method, synth, cfg, 32, 0, "tiny", ckpt_dir)
+
+
+def tiny_images(n: int = 40) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+
+
+def final_state(result) -> dict:
+    state = {f"method.{k}": v for k, v in result.method.state_dict().items()}
+    if result.synth is not None:
+        state.update({f"synth.{k}": v for k, v in result.synth.state_dict().items()})
+    return state
+
+
+if __name__ == "__main__":
+    ckpt, out = Path(sys.argv[1]), Path(sys.argv[2])
+    result = pretrain(tiny_images(), tiny_spec(ckpt))
+    torch.save({"state": final_state(result), "history": result.history, "resumed_from": result.resumed_from}, out)
