@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from finesyn.eval.retrieval import GPU_MAX_K, faiss_index, normalize, search
+from finesyn.eval.retrieval import GPU_MAX_K, check_device, faiss_index, normalize, search
 
 
 def knn_accuracy(
@@ -28,6 +28,7 @@ def knn_accuracy(
     """
     if temperature <= 0:
         raise ValueError("temperature must be > 0")
+    check_device(device)
     ks = [int(k) for k in ks]
     if not ks or min(ks) < 1:
         raise ValueError(f"ks must be positive integers, got {ks}")

@@ -24,6 +24,7 @@ MAP_DEFINITION = (
     "averaged over queries with R > 0; percent"
 )
 TIE_BREAK = "equal similarity: lower gallery index ranks first"
+DEVICES = ("auto", "cpu", "gpu")
 
 
 def faiss_index(dim: int, device: str = "auto") -> faiss.Index:
@@ -31,8 +32,7 @@ def faiss_index(dim: int, device: str = "auto") -> faiss.Index:
 
     ``device``: "auto" (GPU iff FAISS sees one and was built with GPU support), "cpu", "gpu".
     """
-    if device not in ("auto", "cpu", "gpu"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {device!r}")
+    check_device(device)
     has_gpu = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
     if device == "gpu" and not has_gpu:
         raise RuntimeError("device='gpu' but this FAISS build sees no GPU")
@@ -42,6 +42,11 @@ def faiss_index(dim: int, device: str = "auto") -> faiss.Index:
     index = faiss.GpuIndexFlatIP(res, dim)
     index.referenced_objects = [res]  # keep the resources alive as long as the index
     return index
+
+
+def check_device(device: str) -> None:
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
 
 
 def is_gpu_index(index: faiss.Index) -> bool:
@@ -120,6 +125,7 @@ def retrieval_metrics(
         raise ValueError(f"ks must be positive integers, got {ks}")
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
+    check_device(device)
     q = normalize(query_feats)
     g = q if loo else normalize(gallery_feats)
     if loo:
