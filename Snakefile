@@ -29,8 +29,11 @@ for st in STAGES:
             # the command travels as a param: a `shell:` expression would be evaluated when the job
             # runs, after the loop has moved on to the last stage
             cmd=st.cmd,
-            dvc_stage=st.name,
-            values=st.params_json,
+            values=st.params_json,  # the stage's resolved params: a change reruns it (rerun-trigger "params")
+        log:
+            f"logs/snakemake/{st.rule_name}.log",
         threads: THREADS.get(st.group, 1)
+        conda:
+            "envs/finesyn-cpu.yaml"  # used with --sdm conda; the CUDA env: --conda-prefix / edit here
         shell:
-            "{params.cmd}"
+            "{params.cmd} 2>&1 | tee {log}"

@@ -22,6 +22,7 @@ def main(
 ) -> None:
     p = load(params)
     with user_errors():
+        from finesyn.config import ParamsError
         import numpy as np
 
         from finesyn.config import check_dataset_root
@@ -34,7 +35,7 @@ def main(
         ds = open_cache(data)
         backbone, projector, state = load_encoder(model)
         if p.extract.feature == "projector" and projector is None:
-            raise ValueError(f"extract.feature: 'projector', but {model / 'encoder.pt'} has none (method {state['method']!r})")
+            raise ParamsError(f"extract.feature: 'projector', but {model / 'encoder.pt'} has none (method {state['method']!r})")
         head = projector if p.extract.feature == "projector" else None
         t0 = time.perf_counter()
         arrays = {"num_classes": np.array(len(ds.classes)), "encoder_run_id": np.array(state["run_id"]), "feature": np.array(p.extract.feature)}

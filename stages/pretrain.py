@@ -55,6 +55,7 @@ def main(
 ) -> None:
     p = load(params)
     with user_errors():
+        from finesyn.config import ParamsError
         from finesyn.config import check_dataset_root
         from finesyn.data.cache import open_cache
         from finesyn.io import atomic_write_bytes, atomic_write_json
@@ -67,7 +68,7 @@ def main(
         ds = open_cache(data)
         crop = p.datasets[dataset].crop_size
         if crop > ds.image_size:
-            raise ValueError(f"datasets.{dataset}.crop_size ({crop}) exceeds the cached image size {ds.image_size} of {data}")
+            raise ParamsError(f"datasets.{dataset}.crop_size ({crop}) exceeds the cached image size {ds.image_size} of {data}")
         settings = run_settings(p, dataset, experiment)
         run_id = params_hash({"settings": settings, "seed": seed, "data": params_hash(ds.meta)})
         spec = RunSpec(exp.method, exp.synth, cfg, crop, seed, run_id, checkpoints)

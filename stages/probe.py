@@ -19,6 +19,7 @@ def main(
 ) -> None:
     p = load(params)
     with user_errors():
+        from finesyn.config import ParamsError
         from finesyn.eval.features import load_features
         from finesyn.eval.probe import lbfgs_probe
         from finesyn.io import atomic_write_json
@@ -26,7 +27,7 @@ def main(
 
         cfg, log = p.probe, stage_logging(None)
         if cfg.protocol != "lbfgs":
-            raise ValueError("probe.protocol: 'sgd_paper' is not available in this release; use 'lbfgs'")
+            raise ParamsError("probe.protocol: 'sgd_paper' is not available in this release; use 'lbfgs'")
         f = load_features(features)
         t0 = time.perf_counter()
         res = lbfgs_probe(

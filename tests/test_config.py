@@ -117,3 +117,18 @@ def test_invalid_yaml_names_the_file(tmp_path):
     f.write_text("grid: [unclosed\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(f)
+
+
+def test_every_shipped_params_file_is_valid(repo_root):
+    for path in [repo_root / "params.yaml", *sorted((repo_root / "params").glob("*.yaml"))]:
+        load_params(path)
+
+
+def test_experiment_methods_match_the_registry():
+    import typing
+
+    from finesyn.config import ExperimentConfig, MethodsConfig
+    from finesyn.methods import METHODS
+
+    allowed = set(typing.get_args(ExperimentConfig.model_fields["method"].annotation)) - {"none"}
+    assert allowed == set(METHODS) == set(MethodsConfig.model_fields)

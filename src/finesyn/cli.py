@@ -46,6 +46,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         ("finesyn.train", "NonFiniteLossError"),
         ("finesyn.train", "Interrupted"),
         ("finesyn.io", "OutputLockedError"),
+        ("finesyn.device", "DeviceUnavailableError"),
     ):
         if mod in sys.modules and hasattr(sys.modules[mod], name):
             types.append(getattr(sys.modules[mod], name))

@@ -49,7 +49,8 @@ class DatasetConfig(Section):
     num_classes: int = Field(10, ge=2)
     train_per_class: int = Field(200, ge=1)
     test_per_class: int = Field(100, ge=1)
-    seed: int = Field(0, description="synthetic: generator seed")
+    seed: int = Field(0, ge=0, description="synthetic: generator seed")
+    object_scale: tuple[float, float] = Field((0.13, 0.20), description="synthetic: bird size range, fraction of the image per body unit")
 
     @model_validator(mode="after")
     def _check(self) -> "DatasetConfig":

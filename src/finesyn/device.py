@@ -7,6 +7,10 @@ import contextlib
 import torch
 
 
+class DeviceUnavailableError(RuntimeError):
+    """pretrain.device names a device this machine does not have."""
+
+
 def select_device(choice: str = "auto") -> torch.device:
     if choice == "auto":
         if torch.cuda.is_available():
@@ -15,9 +19,9 @@ def select_device(choice: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if choice == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("pretrain.device: 'cuda' requested but torch sees no CUDA device (use 'auto' or 'cpu')")
+        raise DeviceUnavailableError("pretrain.device: 'cuda' requested but torch sees no CUDA device (use 'auto' or 'cpu')")
     if choice == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise RuntimeError("pretrain.device: 'mps' requested but MPS is not available (use 'auto' or 'cpu')")
+        raise DeviceUnavailableError("pretrain.device: 'mps' requested but MPS is not available (use 'auto' or 'cpu')")
     return torch.device(choice)
 
 

@@ -13,7 +13,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms._functional_tensor import _hsv2rgb, _rgb2hsv
+from torchvision.transforms._functional_tensor import _rgb2hsv
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -68,6 +68,18 @@ def random_resized_crop(x, size: int, scale, ratio, flip_p: float, g: torch.Gene
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:
     return (0.2989 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+
+
+def _hsv2rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """HSV -> RGB by the closed form f(n) = v - v·s·clamp(min(k, 4-k), 0, 1), k = (n + 6h) mod 6.
+
+    Same values as torchvision's _hsv2rgb (a test checks), without its 6-way one-hot einsum,
+    which cost more than the rest of the augmentation together.
+    """
+    h, s, v = hsv[:, 0:1], hsv[:, 1:2], hsv[:, 2:3]
+    n = torch.tensor([5.0, 3.0, 1.0], device=hsv.device, dtype=hsv.dtype).view(1, 3, 1, 1)
+    k = torch.remainder(n + 6 * h, 6)
+    return v - v * s * torch.minimum(k, 4 - k).clamp(0, 1)
 
 
 def color_jitter(x, brightness, contrast, saturation, hue) -> torch.Tensor:

@@ -214,7 +214,7 @@ _OCTAVES = (3, 5, 9, 17)
 _MAX_BLOBS = 6
 
 
-def _item_params(rng: np.random.Generator, size: int) -> dict:
+def _item_params(rng: np.random.Generator, size: int, object_scale: tuple[float, float] = (0.13, 0.20)) -> dict:
     p: dict = {}
     # background
     w = rng.uniform(0.0, 1.0, len(_OCTAVES)) * np.array([1.0, 0.8, 0.55, 0.35]) ** rng.uniform(
@@ -237,7 +237,7 @@ def _item_params(rng: np.random.Generator, size: int) -> dict:
         blobs[j, 3:] = _random_colour(rng, (0.0, 1.0), (0.0, 1.0))
     p["blobs"] = blobs
     # object pose: unit = pixels per body unit (body = 2 units long, whole bird ≈ 3.3)
-    unit = size * rng.uniform(0.13, 0.20)
+    unit = size * rng.uniform(*object_scale)
     p["unit"] = unit
     margin = 1.75 * unit
     p["cx"] = rng.uniform(margin, size - margin) if size > 2 * margin else size / 2
@@ -412,6 +412,7 @@ def generate_synthetic(
     image_size: int = 64,
     seed: int = 0,
     chunk: int = 64,
+    object_scale: tuple[float, float] = (0.13, 0.20),
 ) -> SyntheticDataset:
     """Render the synthetic fine-grained dataset (see the module docstring).
 
@@ -433,7 +434,7 @@ def generate_synthetic(
     for start in range(0, n, chunk):
         part = items[start : start + chunk]
         ps = [
-            _item_params(np.random.default_rng([seed, _SPLITS[sp], i]), image_size)
+            _item_params(np.random.default_rng([seed, _SPLITS[sp], i]), image_size, object_scale)
             for sp, i, _ in part
         ]
         images[start : start + len(part)] = _render(
@@ -451,6 +452,7 @@ def generate_synthetic(
             "test_per_class": test_per_class,
             "image_size": image_size,
             "seed": seed,
+            "object_scale": list(object_scale),
         },
     )
 

@@ -9,10 +9,9 @@ from torch import nn
 from torchvision import models
 
 IMAGENET_HINT = (
-    "ImageNet weights cannot be downloaded by finesyn at run time. Download the torchvision "
-    "checkpoint for {arch} (e.g. on a machine with internet: "
-    "`python -c \"import torchvision; torchvision.models.{arch}(weights='IMAGENET1K_V1')\"`, which stores "
-    "it under ~/.cache/torch/hub/checkpoints/) and set pretrain.init to the .pth file's path."
+    "Get the torchvision ImageNet checkpoint for {arch} on a machine with internet "
+    "(`python -c \"import torchvision; torchvision.models.{arch}(weights='IMAGENET1K_V1')\"` stores it "
+    "under ~/.cache/torch/hub/checkpoints/, where init: imagenet finds it), or set pretrain.init to the .pth file's path."
 )
 
 
@@ -46,12 +45,22 @@ def load_init(backbone: Backbone, init: str) -> None:
     if init == "random":
         return
     if init == "imagenet":
-        raise FileNotFoundError(IMAGENET_HINT.format(arch=backbone.arch))
+        weights = models.get_model_weights(backbone.arch).IMAGENET1K_V1
+        try:  # torch hub's cache first; downloads only where there is internet
+            state = weights.get_state_dict(progress=False)
+        except Exception as e:  # noqa: BLE001 - no network, proxy, corrupt download: one actionable message
+            raise FileNotFoundError(f"pretrain.init: imagenet: could not load {weights} ({type(e).__name__}). " + IMAGENET_HINT.format(arch=backbone.arch)) from None
+        _load_trunk(backbone, state, "ImageNet")
+        return
     path = Path(init)
     if not path.is_file():
         raise FileNotFoundError(f"pretrain.init: file {str(path)!r} not found. " + IMAGENET_HINT.format(arch=backbone.arch))
     state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state)
+    _load_trunk(backbone, state.get("state_dict", state), str(path))
+
+
+def _load_trunk(backbone: Backbone, state: dict, source: str) -> None:
+    """Load a ResNet state_dict into the trunk (classifier dropped); mismatches fail naming the keys."""
     state = {k.removeprefix("module.").removeprefix("net."): v for k, v in state.items() if not k.startswith("fc.")}
     if backbone.stem == "small":
         state.pop("conv1.weight", None)  # the small stem has a different first conv; it starts from scratch
@@ -59,6 +68,6 @@ def load_init(backbone: Backbone, init: str) -> None:
     allowed_missing = {"conv1.weight"} if backbone.stem == "small" else set()
     if set(missing) - allowed_missing or unexpected:
         raise ValueError(
-            f"pretrain.init: {path} does not fit {backbone.arch}: missing keys {sorted(set(missing) - allowed_missing)[:8]}, "
+            f"pretrain.init: {source} does not fit {backbone.arch}: missing keys {sorted(set(missing) - allowed_missing)[:8]}, "
             f"unexpected keys {sorted(unexpected)[:8]}"
         )
