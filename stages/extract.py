@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from finesyn.cli import load, stage_logging, user_errors
+from finesyn.io import output_lock
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -21,7 +22,7 @@ def main(
     params: Path = typer.Option(Path("params.yaml"), help="params file"),
 ) -> None:
     p = load(params)
-    with user_errors():
+    with user_errors(), output_lock(out):  # refuse a concurrent run writing the same outputs
         from finesyn.config import ParamsError
         import numpy as np
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import typer
 
 from finesyn.cli import load, progress_bar, stage_logging, user_errors
+from finesyn.io import output_lock
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -16,7 +17,7 @@ def main(
     params: Path = typer.Option(Path("params.yaml"), help="params file"),
 ) -> None:
     p = load(params)
-    with user_errors():
+    with user_errors(), output_lock(out):  # refuse a concurrent run writing the same outputs
         from finesyn.config import check_dataset_root
         from finesyn.data.prepare import prepare_dataset
 

@@ -4,15 +4,22 @@ Writes encoder.pt (what extract reads), train.json (settings, provenance, timing
 live/ (per-step loss curves, dvclive format) and, with the module, pairs.png
 (rows of: augmented view, g(h), g(h̃)). Checkpoints go to --checkpoints, outside the
 DVC output, so a rerun after an interruption resumes.
+
+Several processes: `torchrun --nproc_per_node N stages/pretrain.py ...` runs distributed data
+parallel (finesyn.distributed): pretrain.batch_size is the global batch, split over the N
+ranks; rank 0 holds the output locks and writes every output and checkpoint.
 """
 
+import contextlib
 import io
+import logging
 import time
 from pathlib import Path
 
 import typer
 
 from finesyn.cli import load, progress_bar, stage_logging, user_errors
+from finesyn.io import output_lock
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -54,7 +61,27 @@ def main(
     params: Path = typer.Option(Path("params.yaml"), help="params file"),
 ) -> None:
     p = load(params)
+    from finesyn import distributed
+
     with user_errors():
+        ctx = distributed.init_from_env(p.pretrain_for(experiment).device)  # one process unless started by torchrun
+    try:
+        _pretrain(p, ctx, dataset, experiment, seed, data, out, checkpoints)
+    finally:
+        distributed.shutdown()
+
+
+def _rank0_locks(ctx, *outputs: Path) -> contextlib.ExitStack:
+    """Refuse a concurrent run writing the same outputs; under torchrun only rank 0 writes, so only it locks."""
+    stack = contextlib.ExitStack()
+    if ctx.is_main:
+        for output in outputs:
+            stack.enter_context(output_lock(output))
+    return stack
+
+
+def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out: Path, checkpoints: Path) -> None:
+    with user_errors(), _rank0_locks(ctx, out, checkpoints):
         from finesyn.config import ParamsError
         from finesyn.config import check_dataset_root
         from finesyn.data.cache import open_cache
@@ -64,7 +91,9 @@ def main(
 
         check_dataset_root(p, dataset)
         exp, cfg = p.experiments.get(experiment), p.pretrain_for(experiment)
-        log = stage_logging(checkpoints / "train.log")
+        log = stage_logging(checkpoints / "train.log" if ctx.is_main else None)
+        if not ctx.is_main:
+            logging.getLogger().setLevel(logging.WARNING)  # rank 0 reports for the job
         ds = open_cache(data)
         crop = p.datasets[dataset].crop_size
         if crop > ds.image_size:
@@ -81,19 +110,21 @@ def main(
             log.info("step %d epoch %d lr %.4g %s%s %.1f img/s", rec["step"], rec["epoch"], rec["lr"], terms, sel, rec["images_per_s"])
 
         t0 = time.perf_counter()
-        with progress_bar(f"pretrain {experiment}") as update:
-            result = pretrain(ds.images, spec, train_idx, on_log=on_log, progress=update)
+        with progress_bar(f"pretrain {experiment}") if ctx.is_main else contextlib.nullcontext(None) as update:
+            result = pretrain(ds.images, spec, train_idx, on_log=on_log, progress=update, dist=ctx)
         wall = time.perf_counter() - t0
+        if not ctx.is_main:
+            return
 
         record = {
             "dataset": dataset, "experiment": experiment, "method": exp.method, "synth": exp.synth, "run_id": run_id,
-            "steps": result.steps, "resumed_from_step": result.resumed_from, "wall_time_s": round(wall, 2),
+            "steps": result.steps, "resumed_from_step": result.resumed_from, "wall_time_s": round(wall, 2), "processes": ctx.world_size,
             "settings": settings, **provenance(seed, settings),
         }
         out.mkdir(parents=True, exist_ok=True)
         # encoder.pt holds only what determines the weights, so an unchanged run rewrites identical bytes
         # and DVC reruns nothing downstream; timings live in train.json.
-        stable = {k: v for k, v in record.items() if k not in ("wall_time_s", "resumed_from_step")}
+        stable = {k: v for k, v in record.items() if k not in ("wall_time_s", "resumed_from_step", "processes")}
         atomic_write_bytes(out / "encoder.pt", encoder_artifact(result, spec, {"provenance": stable}))
         write_curves(result.history, out / "live")
         if result.pair_images is not None:

@@ -6,6 +6,7 @@ from pathlib import Path
 import typer
 
 from finesyn.cli import load, stage_logging, user_errors
+from finesyn.io import output_lock
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -18,7 +19,7 @@ def main(
     params: Path = typer.Option(Path("params.yaml"), help="params file"),
 ) -> None:
     p = load(params)
-    with user_errors():
+    with user_errors(), output_lock(out):  # refuse a concurrent run writing the same outputs
         from finesyn.eval.features import load_features
         from finesyn.eval.knn import knn_accuracy
         from finesyn.eval.retrieval import retrieval_metrics

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from finesyn.cli import load, user_errors
+from finesyn.io import output_lock
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -20,7 +21,7 @@ def main(
     out: Path = typer.Option(Path("reports/params.resolved.json"), help="resolved settings to write"),
 ) -> None:
     p = load(params)
-    with user_errors():
+    with user_errors(), output_lock(out):  # refuse a concurrent run writing the same outputs
         from finesyn.config import check_dataset_root
         from finesyn.io import atomic_write_json
         from finesyn.train import run_settings

@@ -109,7 +109,7 @@ def test_snakemake_sees_the_same_graph_as_dvc(project):
         job = jobs[st.rule_name]
         assert job["output"] == set(st.outs), st.name
         assert job["input"] == set(snakemake_inputs(st, stages)), st.name
-        assert job["shell"] == st.cmd.strip(), st.name
+        assert job["shell"] == f"{st.cmd.strip()} 2>&1 | tee logs/snakemake/{st.rule_name}.log", st.name
         assert job["output"] not in [jobs[o.rule_name]["output"] for o in stages if o is not st]
     # the input mapping keeps every DVC dependency: each is an input, inside one, or made of outputs that are
     for st in stages:

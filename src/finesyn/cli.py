@@ -28,8 +28,14 @@ def stage_logging(log_file: Path | None) -> logging.Logger:
     rich.setFormatter(logging.Formatter("%(message)s"))
     handlers: list[logging.Handler] = [rich]
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(log_file, mode="a", encoding="utf-8")
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            fh = logging.FileHandler(log_file, mode="a", encoding="utf-8")
+        except OSError as e:
+            from finesyn.io import output_write_error
+
+            err = output_write_error(log_file, e, atomic=False)
+            raise err from (None if err is e else e)
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handlers.append(fh)
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
@@ -46,6 +52,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         ("finesyn.train", "NonFiniteLossError"),
         ("finesyn.train", "Interrupted"),
         ("finesyn.io", "OutputLockedError"),
+        ("finesyn.io", "OutputWriteError"),
         ("finesyn.device", "DeviceUnavailableError"),
     ):
         if mod in sys.modules and hasattr(sys.modules[mod], name):
@@ -70,5 +77,19 @@ def user_errors():
     try:
         yield
     except _user_error_types() as e:
-        console.print(Text("error: ", style="bold red") + Text(str(e)), soft_wrap=True)
+        _print_error(e)
         raise SystemExit(2) from None
+    except OSError as e:
+        # A full disk or an unwritable destination hit by a writer outside finesyn.io (numpy,
+        # dvclive, ...): the same clear message, naming the file when the error carries it.
+        from finesyn.io import output_write_error
+
+        err = output_write_error(e.filename, e, atomic=False) if e.filename else e
+        if err is e:
+            raise
+        _print_error(err)
+        raise SystemExit(2) from None
+
+
+def _print_error(e: BaseException) -> None:
+    console.print(Text("error: ", style="bold red") + Text(str(e)), soft_wrap=True)

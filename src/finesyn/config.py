@@ -50,7 +50,8 @@ class DatasetConfig(Section):
     train_per_class: int = Field(200, ge=1)
     test_per_class: int = Field(100, ge=1)
     seed: int = Field(0, ge=0, description="synthetic: generator seed")
-    object_scale: tuple[float, float] = Field((0.13, 0.20), description="synthetic: bird size range, fraction of the image per body unit")
+    object_scale: tuple[float, float] = Field((0.22, 0.30), description="synthetic: bird size range, fraction of the image per body unit")
+    background_bank: int = Field(32, ge=0, description="synthetic: number of shared background scenes (0 = a unique one per image)")
 
     @model_validator(mode="after")
     def _check(self) -> "DatasetConfig":
@@ -200,6 +201,22 @@ class ProbeConfig(Section):
     l2_grid: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
     val_fraction: float = Field(0.2, gt=0, lt=1)
     max_iter: int = Field(200, ge=1)
+    # protocol sgd_paper (paper notes: moco main_lincls), read by finesyn.eval.probe_sgd
+    sgd_lr: float = Field(30.0, gt=0, description="sgd_paper: base learning rate of the Linear")
+    sgd_epochs: int = Field(100, ge=1, description="sgd_paper: training epochs")
+    sgd_milestones: tuple[int, ...] = Field((60, 80), description="sgd_paper: epochs (0-based) at which lr is multiplied by 0.1")
+    sgd_batch_size: int = Field(256, ge=1)
+    sgd_momentum: float = Field(0.9, ge=0, lt=1)
+    sgd_weight_decay: float = Field(0.0, ge=0)
+    sgd_report: Literal["final", "best_on_test"] = Field("final", description="best_on_test is test-set selection, labelled as such in probe.json")
+    sgd_device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="sgd_paper: device (lbfgs always runs on CPU)")
+
+    @field_validator("sgd_milestones")
+    @classmethod
+    def _milestones(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(m < 1 for m in v) or list(v) != sorted(set(v)):
+            raise ValueError(f"expected strictly increasing epochs >= 1, got {list(v)}")
+        return v
 
 
 class RetrieveConfig(Section):

@@ -3,10 +3,15 @@
 A checkpoint holds everything the next step depends on (model incl. momentum encoder and
 queue, decoder and its running statistics, optimiser, AMP scaler, RNG states, the epoch's
 data order and position), so a resumed run is bit-identical to an uninterrupted one on CPU.
+
+Under torchrun (`finesyn.distributed`) the same loop runs on every rank on its shard of each
+global batch, inside one DistributedDataParallel module; rank 0 writes the checkpoints (with
+every rank's augmentation-generator state) and every rank resumes from the same one.
 """
 
 from __future__ import annotations
 
+import inspect
 import io
 import logging
 import math
@@ -19,9 +24,12 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from finesyn import distributed
 from finesyn.data.augment import ssl_view
-from finesyn.device import amp_dtype, autocast, select_device, set_threads
+from finesyn.device import amp_dtype, autocast, set_threads
 from finesyn.io import atomic_write_bytes
 from finesyn.methods import SSLMethod, build_method
 from finesyn.models.backbone import Backbone, load_init
@@ -48,6 +56,8 @@ class RunSpec:
     run_id: str  # hash of everything above + the data: a checkpoint of another run is never resumed
     ckpt_dir: Path
     fault_nan_at_step: int | None = field(default=None)  # test hook: force a non-finite L_C at this step
+    # test hook: (local uint8 batch, its dataset indices, step) -> (v1, v2) replaces the augmentation
+    views: Callable[[torch.Tensor, np.ndarray, int], tuple[torch.Tensor, torch.Tensor]] | None = field(default=None)
 
 
 @dataclass
@@ -114,6 +124,19 @@ def load_latest_checkpoint(spec: RunSpec) -> dict | None:
 
 
 # ----------------------------------------------------------------------------- the loop
+class Objective(nn.Module):
+    """The step's losses as one module, so that DistributedDataParallel wraps a single forward."""
+
+    def __init__(self, method: SSLMethod, synth: SynthPairs | None):
+        super().__init__()
+        self.method, self.synth = method, synth
+
+    def forward(self, v1: torch.Tensor, v2: torch.Tensor, g_synth: torch.Generator):
+        out = self.method.ssl_loss(v1, v2)
+        s = self.synth(self.method, out, v1, g_synth) if self.synth is not None else None
+        return out, s
+
+
 class _StopFlag:
     """SIGTERM/SIGINT set a flag; the loop checkpoints at the end of the current step and stops."""
 
@@ -143,11 +166,17 @@ def pretrain(
     indices: np.ndarray | None = None,
     on_log: Callable[[dict], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    dist: distributed.DistContext | None = None,
 ) -> TrainResult:
-    """Train on `images[indices]` ((N, S, S, 3) uint8, may be a memmap). Resumes from spec.ckpt_dir."""
+    """Train on `images[indices]` ((N, S, S, 3) uint8, may be a memmap). Resumes from spec.ckpt_dir.
+
+    `dist`: this process's place in a torchrun job (default: an initialised process group if
+    there is one, else a single process); `pretrain.batch_size` is then the global batch.
+    """
     cfg = spec.cfg
     set_threads(cfg.threads)
-    device = select_device(cfg.device)
+    ctx = dist if dist is not None else distributed.current(cfg.device)
+    device = ctx.device
     indices = np.arange(len(images)) if indices is None else np.asarray(indices)
     n = len(indices)
     backbone, method, synth = build_models(spec, n)
@@ -155,28 +184,43 @@ def pretrain(
         return TrainResult(backbone, method, synth, 0, None, None, [])
     if cfg.batch_size > n:
         raise ValueError(f"pretrain.batch_size ({cfg.batch_size}) exceeds the {n} training images")
+    local_bs = distributed.local_batch_size(cfg.batch_size, ctx.world_size)
 
     method.to(device)
     if synth is not None:
         synth.to(device)
+    method.distribute(ctx)  # each method's multi-process rule (SyncBN, gathers); no-op for one process
+    if synth is not None:
+        synth.distribute(ctx)
+    objective = Objective(method, synth)
+    if ctx.enabled:  # gradients averaged over ranks exactly once, by DDP; buffers agree by construction
+        ddp_devices = [device.index] if device.type == "cuda" else None
+        no_buffer_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters else {"broadcast_buffers": False}
+        objective = DistributedDataParallel(objective, device_ids=ddp_devices, **no_buffer_sync)
     params = [p for m in (method, synth) if m is not None for p in m.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     dtype = amp_dtype(device, cfg.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    g_aug = torch.Generator(device=device).manual_seed(spec.seed + 1)
+    # augmentation: one stream per rank; data order: the same on every rank; the module's draws
+    # (masks, noise, for the global batch): the same on every rank -- one process uses g_aug for both.
+    g_aug = torch.Generator(device=device).manual_seed(distributed.aug_seed(spec.seed, ctx))
     g_data = torch.Generator().manual_seed(spec.seed + 2)
+    g_synth = torch.Generator(device=device).manual_seed(spec.seed + 1) if ctx.enabled else g_aug
 
     steps_per_epoch = n // cfg.batch_size  # drop_last: a tiny last batch would wreck BN statistics
     total = steps_per_epoch * cfg.epochs
     step, perm, history, resumed_from = 0, None, [], None
     state = load_latest_checkpoint(spec)
+    seen = ctx.all_gather_object(None if state is None else state["step"])
+    if len(set(seen)) > 1:
+        raise RuntimeError(f"ranks found different checkpoints in {spec.ckpt_dir} (steps {seen}): it must be one directory shared by all ranks")
     if state is not None:
         method.load_state_dict(state["method"])
         if synth is not None:
             synth.load_state_dict(state["synth"])
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        g_aug.set_state(state["g_aug"])
+        _restore_generators(state, ctx, spec.seed, g_aug, g_synth)
         g_data.set_state(state["g_data"])
         torch.set_rng_state(state["torch_rng"])
         step, perm, history = state["step"], state["perm"], state["history"]
@@ -192,38 +236,50 @@ def pretrain(
             "optimizer": opt.state_dict(),
             "scaler": scaler.state_dict(),
             "g_aug": g_aug.get_state(),
+            "g_aug_ranks": ctx.all_gather_object(g_aug.get_state()),  # collective: every rank calls snapshot()
+            "g_synth": g_synth.get_state(),
+            "world_size": ctx.world_size,
             "g_data": g_data.get_state(),
             "torch_rng": torch.get_rng_state(),
             "history": history,
         }
 
     pair_images = None
-    method.train()
+    objective.train()
     t_last, imgs_since = time.perf_counter(), 0
     with _StopFlag() as stop:
         while step < total:
             pos = step % steps_per_epoch
             if pos == 0:
                 perm = torch.randperm(n, generator=g_data)
-            idx = indices[perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size].numpy()]
+            rows = perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size][ctx.rank * local_bs : (ctx.rank + 1) * local_bs]
+            idx = indices[rows.numpy()]  # this rank's shard of the global batch
             batch = torch.from_numpy(np.ascontiguousarray(images[idx])).to(device, non_blocking=True)
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, step, total, steps_per_epoch)
             with autocast(device, dtype):
-                v1 = ssl_view(batch, cfg.augment, spec.crop_size, g_aug)
-                v2 = ssl_view(batch, cfg.augment, spec.crop_size, g_aug)
-                out = method.ssl_loss(v1, v2)
+                if spec.views is not None:
+                    v1, v2 = spec.views(batch, idx, step)
+                else:
+                    v1 = ssl_view(batch, cfg.augment, spec.crop_size, g_aug)
+                    v2 = ssl_view(batch, cfg.augment, spec.crop_size, g_aug)
+                out, s = objective(v1, v2, g_synth)
                 terms = {"L_C": out.loss}
                 if spec.fault_nan_at_step is not None and step == spec.fault_nan_at_step:
                     terms["L_C"] = out.loss * float("nan")
                 total_loss = terms["L_C"]
                 n_sel = 0
-                if synth is not None:
-                    s = synth(method, out, v1, g_aug)
+                if s is not None:
                     terms["L_R"], terms["L_Cp"], n_sel = s.recon, s.pair, s.n_selected
                     total_loss = total_loss + cfg.alpha * s.recon + cfg.nu * s.pair
                     pair_images = s.images
-            for name, value in terms.items():
+            # the global batch's losses (mean over ranks), on every rank: logged, and checked together
+            # so that a non-finite loss on one rank stops all of them at the same step
+            values = [total_loss, *terms.values()]
+            dt = torch.float64 if any(v.dtype == torch.float64 for v in values) else torch.float32
+            reduced = ctx.all_reduce_sum(torch.stack([v.detach().to(dt) for v in values])) / ctx.world_size
+            total_value, term_values = reduced[0], dict(zip(terms, reduced[1:]))
+            for name, value in term_values.items():
                 if not torch.isfinite(value):
                     raise NonFiniteLossError(
                         f"{name} is {value.item()} at step {step} (epoch {step // steps_per_epoch}); "
@@ -235,12 +291,12 @@ def pretrain(
             scaler.update()
             method.after_step(step / total)  # progress k/K, k = 0..K-1 (BYOL's momentum schedule)
             step += 1
-            imgs_since += len(idx)
+            imgs_since += len(idx) * ctx.world_size
 
             if step % cfg.log_every_steps == 0 or step == total:
                 now = time.perf_counter()
-                rec = {"step": step, "epoch": (step - 1) // steps_per_epoch, "lr": opt.param_groups[0]["lr"], "loss": total_loss.item()}
-                rec.update({k: v.item() for k, v in terms.items()})
+                rec = {"step": step, "epoch": (step - 1) // steps_per_epoch, "lr": opt.param_groups[0]["lr"], "loss": total_value.item()}
+                rec.update({k: v.item() for k, v in term_values.items()})
                 if synth is not None:
                     rec["n_selected"] = n_sel
                 rec["images_per_s"] = imgs_since / max(now - t_last, 1e-9)
@@ -251,11 +307,34 @@ def pretrain(
             if progress:
                 progress(step, total)
             epoch_end = step % steps_per_epoch == 0
-            if step % cfg.checkpoint_every_steps == 0 or epoch_end or stop.signum is not None:
-                save_checkpoint(spec, snapshot(), cfg.keep_checkpoints)
-            if stop.signum is not None:
-                raise Interrupted(f"stopped by signal {stop.signum} at step {step}/{total}; checkpoint saved in {spec.ckpt_dir}")
+            stopping = ctx.any(stop.signum is not None)  # torchrun signals every rank, not at the same instant
+            if step % cfg.checkpoint_every_steps == 0 or epoch_end or stopping:
+                snap = snapshot()
+                if ctx.is_main:
+                    save_checkpoint(spec, snap, cfg.keep_checkpoints)
+                ctx.barrier()  # no rank runs ahead of (or resumes from) a checkpoint still being written
+            if stopping:
+                raise Interrupted(f"stopped by signal {stop.signum or 'on another rank'} at step {step}/{total}; checkpoint saved in {spec.ckpt_dir}")
     return TrainResult(backbone.cpu(), method.cpu(), synth.cpu() if synth else None, step, resumed_from, pair_images, history)
+
+
+def _restore_generators(state: dict, ctx: distributed.DistContext, seed: int, g_aug: torch.Generator, g_synth: torch.Generator) -> None:
+    """Each rank continues its own augmentation stream; with another number of processes that is
+    impossible, so the streams are reseeded (deterministically) and the run is no longer exact."""
+    saved_world = state.get("world_size", 1)
+    if saved_world == ctx.world_size:
+        g_aug.set_state(state["g_aug_ranks"][ctx.rank] if "g_aug_ranks" in state else state["g_aug"])
+        if g_synth is not g_aug:
+            g_synth.set_state(state["g_synth"])
+        return
+    warnings.warn(
+        f"resuming a {saved_world}-process checkpoint with {ctx.world_size} processes: augmentation and module "
+        f"random streams are reseeded, so the result will not equal an uninterrupted run",
+        stacklevel=3,
+    )
+    g_aug.manual_seed(distributed.aug_seed(seed, ctx, salt=1 + state["step"]))
+    if g_synth is not g_aug:
+        g_synth.manual_seed(distributed.aug_seed(seed, distributed.SINGLE, salt=1 + state["step"]))
 
 
 def encoder_artifact(result: TrainResult, spec: RunSpec, extra: dict) -> bytes:

@@ -28,12 +28,16 @@ background = smooth multi-octave noise field mapped through a random 3-colour pa
 random stripes (random frequency, orientation, strength) and random blobs; object position,
 scale (≈ ×1.5 range), rotation (±40°) and left/right facing; body, wing, head and beak
 colours; global lighting (gain, gamma, per-channel colour cast), a linear shading gradient
-of random direction and strength, and mild pixel noise.
+of random direction and strength, and mild pixel noise. With ``background_bank`` = K > 0 the
+background scene (texture, palette, stripes, blobs) is one of K shared scenes, so that clutter
+varies strongly but is not a per-image signature that instance-discrimination SSL can latch on
+to; lighting and the bird stay per image.
 
 Rendering: signed-distance functions evaluated on the pixel grid, vectorised over a chunk of
 images with numpy, with analytic anti-aliasing (coverage = clip(0.5 - d/pixel, 0, 1)); no
 per-pixel Python loops (≈ 3 s of CPU for the default 3,000 images at 64 px). At 64 px the
-body is ≈ 17-26 px long and the marking spans ≈ 4-10 px; the dataset is meant for
+body is ≈ 28-38 px long and the marking spans ≈ 6-14 px (``object_scale`` sets the size range;
+(0.13, 0.20) gives 17-26 px); the dataset is meant for
 ``image_size >= 64`` (at 32 px the marking is only 2-5 px wide).
 
 ``python -m finesyn.data.synthetic --out grid.png`` saves a grid of examples (one row per
@@ -214,9 +218,12 @@ _OCTAVES = (3, 5, 9, 17)
 _MAX_BLOBS = 6
 
 
-def _item_params(rng: np.random.Generator, size: int, object_scale: tuple[float, float] = (0.13, 0.20)) -> dict:
+def _item_params(
+    rng: np.random.Generator, size: int, object_scale: tuple[float, float] = (0.22, 0.30), bg_rng: np.random.Generator | None = None
+) -> dict:
     p: dict = {}
-    # background
+    # background (from its own stream when backgrounds come from a shared bank)
+    item_rng, rng = rng, bg_rng if bg_rng is not None else rng
     w = rng.uniform(0.0, 1.0, len(_OCTAVES)) * np.array([1.0, 0.8, 0.55, 0.35]) ** rng.uniform(
         0.3, 2.0
     )
@@ -236,6 +243,7 @@ def _item_params(rng: np.random.Generator, size: int, object_scale: tuple[float,
         blobs[j, :3] = (rng.uniform(0, size), rng.uniform(0, size), rng.uniform(0.04, 0.16) * size)
         blobs[j, 3:] = _random_colour(rng, (0.0, 1.0), (0.0, 1.0))
     p["blobs"] = blobs
+    rng = item_rng
     # object pose: unit = pixels per body unit (body = 2 units long, whole bird ≈ 3.3)
     unit = size * rng.uniform(*object_scale)
     p["unit"] = unit
@@ -412,7 +420,8 @@ def generate_synthetic(
     image_size: int = 64,
     seed: int = 0,
     chunk: int = 64,
-    object_scale: tuple[float, float] = (0.13, 0.20),
+    object_scale: tuple[float, float] = (0.22, 0.30),
+    background_bank: int = 32,
 ) -> SyntheticDataset:
     """Render the synthetic fine-grained dataset (see the module docstring).
 
@@ -433,10 +442,13 @@ def generate_synthetic(
     images = np.empty((n, image_size, image_size, 3), np.uint8)
     for start in range(0, n, chunk):
         part = items[start : start + chunk]
-        ps = [
-            _item_params(np.random.default_rng([seed, _SPLITS[sp], i]), image_size, object_scale)
-            for sp, i, _ in part
-        ]
+        ps = []
+        for sp, i, _ in part:
+            rng = np.random.default_rng([seed, _SPLITS[sp], i])
+            bg = None
+            if background_bank > 0:  # the background is one of `background_bank` shared scenes
+                bg = np.random.default_rng([seed, 7, int(rng.integers(background_bank))])
+            ps.append(_item_params(rng, image_size, object_scale, bg))
         images[start : start + len(part)] = _render(
             ps, [layout[y][0] for *_, y in part], [layout[y][1] for *_, y in part], image_size
         )
@@ -453,6 +465,7 @@ def generate_synthetic(
             "image_size": image_size,
             "seed": seed,
             "object_scale": list(object_scale),
+            "background_bank": background_bank,
         },
     )
 

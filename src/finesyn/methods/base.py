@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from finesyn.distributed import SINGLE, DistContext, convert_sync_batchnorm
 from finesyn.models.backbone import Backbone
 
 METHODS: dict[str, type["SSLMethod"]] = {}
@@ -34,9 +35,15 @@ class SSLMethod(nn.Module):
 
     `ssl_loss(x1, x2, update_state=False)` must be a pure function of its inputs and the current
     parameters, so that the module's L_Cp is exactly "the method's own loss on the generated pair".
+
+    Multi-process training (`finesyn.distributed`): each rank calls `ssl_loss` on its shard of the
+    global batch and returns the mean over its own samples; DDP averages the gradients over the
+    ranks, so the step is that of the mean over the global batch. A method states in its docstring
+    how it keeps that exact (which BatchNorm, what is gathered) and implements it in `distribute`.
     """
 
     name: str = ""
+    dist: DistContext = SINGLE  # set by `distribute`; a single process until then
 
     def __init__(self, backbone: Backbone):
         super().__init__()
@@ -56,6 +63,16 @@ class SSLMethod(nn.Module):
     @torch.no_grad()
     def after_step(self, progress: float) -> None:
         """Called after each optimiser step with training progress in [0, 1] (momentum updates)."""
+
+    def distribute(self, ctx: DistContext) -> None:
+        """Adopt this method's multi-process rule; called once, before the optimiser is built.
+
+        Default: every BatchNorm (encoder, heads, momentum/target copies) becomes a SyncBatchNorm,
+        so batch statistics are those of the global batch, as in one process.
+        """
+        self.dist = ctx
+        if ctx.enabled:
+            convert_sync_batchnorm(self, ctx.device)
 
 
 def build_method(name: str, backbone: Backbone, cfg, num_train: int) -> SSLMethod:

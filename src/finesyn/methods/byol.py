@@ -25,6 +25,15 @@ def cosine_momentum(base: float, progress: float) -> float:
 
 @register("byol")
 class BYOL(SSLMethod):
+    """Online predictor regresses the EMA target's projection of the other view.
+
+    Multi-process rule: SyncBN in the online and the target network (statistics over the global
+    batch, as the paper's large-batch setup), nothing gathered: the loss is a mean of per-sample
+    terms, each rank averages over its shard and DDP's gradient average gives the global mean.
+    Parameters are identical on every rank after each step, so the EMA update needs no
+    communication.
+    """
+
     def __init__(self, backbone, proj_hidden_dim: int, proj_dim: int, pred_hidden_dim: int, base_momentum: float):
         super().__init__(backbone)
         self.projector_spec = {"dims": [backbone.dim, proj_hidden_dim, proj_dim]}  # Linear-BN-ReLU-Linear

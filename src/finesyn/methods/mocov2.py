@@ -23,8 +23,28 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature:
 
 @register("mocov2")
 class MoCoV2(SSLMethod):
-    def __init__(self, backbone, proj_hidden_dim: int, proj_dim: int, queue_size: int, momentum: float, temperature: float):
+    """Queries from the online encoder, keys from its EMA copy, negatives from a FIFO queue of keys.
+
+    Multi-process rule: the keys of all ranks are gathered (no gradient) and enqueued on every
+    rank in rank order, so every rank holds the same queue (bitwise) and it is the queue a single
+    process would hold after the same global batches. Each rank's InfoNCE is the mean over its own
+    queries against that queue; DDP's gradient average makes the step that of the global mean.
+
+    BatchNorm (`shuffle_bn`, a constructor argument):
+    - False (default): SyncBN for the query and the key encoder. Statistics are over the global
+      batch, as in one process, so a W-process run *is* the single-process run (what the
+      distributed test proves), and CPU runs reproduce GPU runs.
+    - True: the official MoCo's shuffling BN. No SyncBN; each rank's key encoder normalises a
+      random shard of the global batch (permutation broadcast from rank 0) and the keys are
+      un-shuffled, so a query and its key never share BN statistics; queries use per-rank BN, and
+      BN running statistics are per rank (the checkpoint keeps rank 0's). The objective then
+      depends on the number of processes; with one process there is nothing to shuffle.
+    """
+
+    def __init__(self, backbone, proj_hidden_dim: int, proj_dim: int, queue_size: int, momentum: float, temperature: float,
+                 shuffle_bn: bool = False):
         super().__init__(backbone)
+        self.shuffle_bn = shuffle_bn
         self.projector_spec = {"dims": [backbone.dim, proj_hidden_dim, proj_dim], "bn": False}
         self.projector = mlp(**self.projector_spec)
         self.key_backbone = copy.deepcopy(backbone).requires_grad_(False)
@@ -49,15 +69,40 @@ class MoCoV2(SSLMethod):
     def project(self, h):
         return self.projector(h)
 
+    def distribute(self, ctx) -> None:
+        if self.shuffle_bn:
+            self.dist = ctx  # per-rank BN: the shuffle is what keeps queries and keys apart
+        else:
+            super().distribute(ctx)
+
     def ssl_loss(self, x1, x2, update_state=True) -> SSLOutput:
         h1 = self.backbone(x1)
         q = F.normalize(self.projector(h1), dim=1)
         with torch.no_grad():
-            k = F.normalize(self.key_projector(self.key_backbone(x2)), dim=1)
+            if self.shuffle_bn and self.dist.enabled:
+                k_all = self._shuffled_keys(x2)
+                k = self.dist.local_rows(k_all)
+            else:
+                k, k_all = self._keys(x2), None
         loss = info_nce(q, k, self.queue.clone().detach(), self.temperature)
         if update_state:
-            self._enqueue(k)
+            self._enqueue(k_all if k_all is not None else self.dist.all_gather(k))  # global batch, rank order
         return SSLOutput(loss, h1)
+
+    def _keys(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.key_projector(self.key_backbone(x)), dim=1)
+
+    @torch.no_grad()
+    def _shuffled_keys(self, x2: torch.Tensor) -> torch.Tensor:
+        """Keys of the whole global batch (rank order), each computed on a rank holding a random shard."""
+        d = self.dist
+        x_all = d.all_gather(x2)
+        perm = torch.randperm(len(x_all)).to(x2.device)  # torch's global RNG, saved in checkpoints
+        torch.distributed.broadcast(perm, src=0)
+        k_shuffled = d.all_gather(self._keys(d.local_rows(x_all[perm])))
+        k_all = torch.empty_like(k_shuffled)
+        k_all[perm] = k_shuffled
+        return k_all
 
     @torch.no_grad()
     def _enqueue(self, k: torch.Tensor) -> None:

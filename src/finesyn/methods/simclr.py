@@ -48,6 +48,14 @@ def nt_xent(
 
 @register("simclr")
 class SimCLR(SSLMethod):
+    """NT-Xent with the other 2N-2 views of the batch as negatives.
+
+    Multi-process rule: the projections of all ranks are gathered *with gradient* (each rank's
+    anchors see the 2M-2 negatives of the global batch M, and the gradient w.r.t. a negative flows
+    back to the rank that produced it), and BN is SyncBN (the paper's "global BN"). Each rank
+    averages over its own 2N anchors; DDP's gradient average gives the global mean.
+    """
+
     def __init__(self, backbone, proj_hidden_dim: int, proj_dim: int, temperature: float):
         super().__init__(backbone)
         self.projector_spec = {"dims": [backbone.dim, proj_hidden_dim, proj_dim]}  # Linear-BN-ReLU-Linear
@@ -65,5 +73,6 @@ class SimCLR(SSLMethod):
     def ssl_loss(self, x1, x2, update_state=True) -> SSLOutput:
         # In-batch negatives only: no state, so update_state is unused.
         h1, h2 = self.backbone(x1), self.backbone(x2)
-        loss = nt_xent(self.projector(h1), self.projector(h2), self.temperature)
+        d = self.dist
+        loss = nt_xent(self.projector(h1), self.projector(h2), self.temperature, gather=d.all_gather_with_grad, rank=d.rank)
         return SSLOutput(loss, h1)

@@ -15,6 +15,14 @@ def negative_cosine(p, z):
 
 @register("simsiam")
 class SimSiam(SSLMethod):
+    """Symmetric negative cosine between a predictor output and the stop-gradient projection.
+
+    Multi-process rule: SyncBN in the encoder, projector and predictor (the paper's setting), so
+    every batch statistic is over the global batch. Nothing is gathered: the loss is a mean of
+    per-sample terms, each rank averages over its shard and DDP's gradient average gives the
+    global mean (no 1/world_size anywhere).
+    """
+
     def __init__(self, backbone, proj_dim: int, pred_hidden_dim: int):
         super().__init__(backbone)
         self.projector_spec = {"dims": [backbone.dim, proj_dim, proj_dim, proj_dim], "last_bn": True, "last_bn_affine": False}

@@ -2,6 +2,20 @@
 
 Works with any `SSLMethod`: it needs only `out.h1` (the online pooled feature of the first
 view, still in the graph) and `method.ssl_loss` (reused as L_Cp on the generated pair).
+
+Multi-process rule (after `distribute(ctx)`): every rank must perturb the same dimensions, and
+the run must equal one process on the global batch.
+- Variance statistics: Σh, Σh² and the count are all-reduced (SUM), so mean/var (and their EMA)
+  are the global batch's, identical on every rank.
+- Grad-CAM: each rank's ∂L_C/∂h is that of Σ_r L_r (the collectives inside L_C -- SyncBN,
+  SimCLR's gather -- carry the other ranks' dependence back), i.e. world_size × the gradient of the
+  global mean loss; Σ_i(-∂L/∂h_i) and Σ_i h_i are all-reduced, so the importance is the global
+  one, not an average of per-rank products.
+- Randomness (the 'random' criterion, the perturbation noise, swap's shift) comes from `g`,
+  which the trainer makes a generator shared by all ranks; the perturbation is drawn for the
+  all-gathered pair batch (with gradient if h is not detached) and each rank keeps its rows.
+- The decoder's BatchNorm is SyncBN; L_R and L_Cp are per-rank means (DDP averages gradients).
+Exact for pair_fraction = 1; with f < 1 each rank pairs the first ⌈f·N/W⌉ of its shard.
 """
 
 from __future__ import annotations
@@ -13,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from finesyn.distributed import SINGLE, DistContext, convert_sync_batchnorm
 from finesyn.methods.base import SSLMethod, SSLOutput
 from finesyn.models.decoder import Decoder
 from finesyn.synth import criteria
@@ -29,6 +44,8 @@ class SynthLosses:
 
 
 class SynthPairs(nn.Module):
+    dist: DistContext = SINGLE  # set by `distribute`
+
     def __init__(self, feature_dim: int, image_size: int, cfg):
         """`cfg` is a SynthConfig."""
         super().__init__()
@@ -41,6 +58,12 @@ class SynthPairs(nn.Module):
     @classmethod
     def from_config(cls, feature_dim: int, image_size: int, cfg) -> "SynthPairs":
         return cls(feature_dim, image_size, cfg)
+
+    def distribute(self, ctx: DistContext) -> None:
+        """Adopt the multi-process rule (module docstring); called once, before the optimiser is built."""
+        self.dist = ctx
+        if ctx.enabled:
+            convert_sync_batchnorm(self.decoder, ctx.device)
 
     # -- statistics -----------------------------------------------------------------
     @torch.no_grad()
@@ -77,22 +100,41 @@ class SynthPairs(nn.Module):
             elif name == "gradcam":
                 # Only the projection head lies between h and L_C: this backward never enters the backbone.
                 (grad,) = torch.autograd.grad(loss_c, h, retain_graph=True)
-                masks.append(criteria.lowest(criteria.gradcam_importance(hd, grad), cfg.k_cam))
+                masks.append(criteria.lowest(self._importance(hd, grad), cfg.k_cam))
             elif name == "random":
                 masks.append(criteria.random_mask(hd.shape[1], cfg.k_random, g, hd.device))
         return criteria.combine(masks, cfg.combine)
 
+    def _importance(self, h: torch.Tensor, grad_h: torch.Tensor) -> torch.Tensor:
+        """Grad-CAM importance of the global batch (criteria.gradcam_importance in one process)."""
+        d = self.dist
+        if not d.enabled:
+            return criteria.gradcam_importance(h, grad_h)
+        # grad_h is ∂(Σ_r L_r)/∂h = world_size · ∂L/∂h for the global mean loss L
+        s = d.all_reduce_sum(torch.stack([(-grad_h).sum(0) / d.world_size, h.sum(0), torch.full_like(h[0], len(h))]))
+        n = s[2]
+        return (s[0] / n) * (s[1] / n)
+
+    def _perturb(self, h_src: torch.Tensor, mask, mean, std, g: torch.Generator) -> torch.Tensor:
+        """perturb() drawn for the global pair batch (all ranks' h_src, rank order); this rank's rows."""
+        cfg, d = self.cfg, self.dist
+        if not d.enabled:
+            return perturb(h_src, mask, cfg.perturbation, cfg.beta, mean, std, g)
+        h_all = d.all_gather_with_grad(h_src) if h_src.requires_grad else d.all_gather(h_src)
+        return d.local_rows(perturb(h_all, mask, cfg.perturbation, cfg.beta, mean, std, g))
+
     # -- the module ------------------------------------------------------------------
-    def forward(self, method: SSLMethod, out: SSLOutput, x1: torch.Tensor, g: torch.Generator, reduce=None) -> SynthLosses:
+    def forward(self, method: SSLMethod, out: SSLOutput, x1: torch.Tensor, g: torch.Generator) -> SynthLosses:
+        """`g` must be in the same state on every rank under DDP (the trainer's shared generator)."""
         cfg, h = self.cfg, out.h1
         x_hat = self.decoder(h if cfg.recon_grad_to_encoder else h.detach())
         loss_r = F.mse_loss(x_hat, x1)
 
-        mean, var = self._stats(h.detach().float(), reduce)
+        mean, var = self._stats(h.detach().float(), self.dist.all_reduce_sum if self.dist.enabled else None)
         mask = self.select(h, out.loss, var, g)
         n = max(2, math.ceil(cfg.pair_fraction * len(h)))
         h_src = h.detach()[:n] if cfg.detach_h else h[:n]
-        h_tilde = perturb(h_src, mask, cfg.perturbation, cfg.beta, mean.to(h.dtype), var.sqrt().to(h.dtype), g)
+        h_tilde = self._perturb(h_src, mask, mean.to(h.dtype), var.sqrt().to(h.dtype), g)
 
         if cfg.detach_h and not cfg.decoder_grad_from_pairs:
             # Nothing upstream of the pair needs a gradient: decode without a graph. g(h) from L_R is

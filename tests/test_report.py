@@ -1,0 +1,294 @@
+"""The report stage: tables (mean ± std, ablations, reference numbers), figures, the HTML, Grad-CAM."""
+
+import base64
+import importlib.util
+import io
+import json
+import logging
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from finesyn import figures
+from finesyn.config import ParamsError, parse_params
+from finesyn.data.cache import write_cache_from_arrays
+from finesyn.models.backbone import Backbone
+from finesyn.report import build_report, compare_reference, collect, fig_alpha, load_reference_numbers
+
+LOG = logging.getLogger("test_report")
+D = "toy"
+EXPERIMENTS = ["random_init", "mocov2", "mocov2_synth", "mocov2_a05_nu0", "mocov2_varonly"]
+SEEDS = [0, 1]
+N_CLASSES, TRAIN_PER, TEST_PER, SIZE = 3, 4, 4, 32
+# linear top-1 per (experiment, seed); hand-checked means/stds below
+TOP1 = {"random_init": (30.0, 34.0), "mocov2": (60.0, 64.0), "mocov2_synth": (70.0, 71.0), "mocov2_a05_nu0": (61.0, 61.0), "mocov2_varonly": (66.0, 68.0)}
+EXPECTED = {  # mean ± sample std (n-1) over the two seeds, by hand
+    "random_init": "32.00 ± 2.83",  # (30+34)/2; sqrt((2²+2²)/1) = 2.828
+    "mocov2": "62.00 ± 2.83",
+    "mocov2_synth": "70.50 ± 0.71",  # sqrt((0.5²+0.5²)/1) = 0.707
+    "mocov2_a05_nu0": "61.00 ± 0.00",
+    "mocov2_varonly": "67.00 ± 1.41",
+}
+
+
+def raw_params(**report) -> dict:
+    return {
+        "grid": {"datasets": [D], "experiments": EXPERIMENTS, "seeds": SEEDS},
+        "datasets": {D: {"kind": "synthetic", "image_size": SIZE, "crop_size": SIZE, "num_classes": N_CLASSES}},
+        "experiments": {
+            "random_init": {"method": "none"},
+            "mocov2": {"method": "mocov2"},
+            "mocov2_synth": {"method": "mocov2", "synth": True},
+            "mocov2_a05_nu0": {"method": "mocov2", "synth": True, "overrides": {"alpha": 0.5, "nu": 0.0}},
+            "mocov2_varonly": {"method": "mocov2", "synth": True, "overrides": {"synth": {"criteria": ["variance"]}}},
+        },
+        "retrieve": {"knn_ks": [5]},
+        "report": report,
+    }
+
+
+def save_encoder(path, seed: int) -> Backbone:
+    """A real (random) ResNet-18 in the format train.encoder_artifact writes."""
+    torch.manual_seed(seed)
+    bb = Backbone("resnet18")
+    state = {"arch": "resnet18", "stem": "standard", "feature_dim": bb.dim, "method": "mocov2", "backbone": bb.state_dict(),
+             "projector": None, "projector_spec": None, "run_id": f"run{seed}", "steps": 0}
+    path.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path / "encoder.pt")
+    return bb
+
+
+def write_tsv(path, name, steps, values):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / f"{name}.tsv").write_text("step\t" + name + "\n" + "".join(f"{s}\t{v}\n" for s, v in zip(steps, values)))
+
+
+def png_bytes() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((20, 30, 3), 128, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(N_CLASSES), TRAIN_PER + TEST_PER)
+    splits = np.tile(["train"] * TRAIN_PER + ["test"] * TEST_PER, N_CLASSES)
+    images = rng.integers(0, 256, (len(labels), SIZE, SIZE, 3), dtype=np.uint8)
+    write_cache_from_arrays(root / "data" / D, images, labels, splits, [f"img{i}" for i in range(len(labels))], None, [f"c{c}" for c in range(N_CLASSES)])
+    for e in EXPERIMENTS:
+        for k, seed in enumerate(SEEDS):
+            m = root / "metrics" / D / e / f"seed{seed}"
+            m.mkdir(parents=True)
+            common = {"seed": seed, "params_hash": f"hash-{e}-{seed}", "encoder_run_id": f"run-{e}-{seed}", "code_version": "abc123"}
+            (m / "probe.json").write_text(json.dumps({"top1": TOP1[e][k], "top5": 90.0 + k, "protocol": "lbfgs", **common}))
+            (m / "retrieval.json").write_text(json.dumps({"rank1": 50.0 + k, "rank5": 80.0, "mAP": 30.0 + 2 * k, "knn": {"top1_k5": 40.0}, "protocol": "test_loo", **common}))
+            if e != "random_init":
+                live = root / "models" / D / e / f"seed{seed}" / "live" / "plots" / "metrics" / "train"
+                for term in ("loss", "L_C") + (("L_R", "L_Cp", "n_selected") if "synth" in e or "nu0" in e else ()):
+                    write_tsv(live, term, [5, 10, 15], [3.0 - k * 0.1, 2.5, 2.0])
+                write_tsv(live, "lr", [5, 10, 15], [0.1, 0.05, 0.0])
+    for e in ("mocov2_synth", "mocov2_a05_nu0", "mocov2_varonly"):
+        (root / "models" / D / e / "seed0" / "pairs.png").write_bytes(png_bytes())
+    save_encoder(root / "models" / D / "mocov2" / "seed0", 1)
+    save_encoder(root / "models" / D / "mocov2_synth" / "seed0", 2)
+    # features of the Fig. 2 encoder: dim 3 separates the classes (large variance), dim 0 is constant
+    test_labels = np.repeat(np.arange(N_CLASSES), TEST_PER)
+    feats = rng.normal(0, 0.1, (len(test_labels), 16)).astype(np.float32)
+    feats[:, 3] += 5.0 * test_labels
+    feats[:, 0] = 1.0
+    f = root / "features" / D / "mocov2"
+    f.mkdir(parents=True)
+    np.savez(f / "seed0.npz", train_features=feats, train_labels=test_labels, train_ids=np.arange(len(test_labels)).astype(str),
+             test_features=feats, test_labels=test_labels, test_ids=np.arange(len(test_labels)).astype(str),
+             num_classes=np.array(N_CLASSES), encoder_run_id=np.array("run1"), feature=np.array("backbone"))
+    (root / "reference.csv").write_text("dataset,experiment,metric,value,source\ntoy,mocov2,top1,61.5,paper Tab. 1\ntoy,mocov2_synth,mAP,29,\ntoy,simclr,Rank-1,10,\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(tree):
+    params = parse_params(raw_params(reference_numbers=str(tree / "reference.csv")))
+    out = tree / "reports"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "fig2_variance_gone.png").write_bytes(b"stale")  # a dataset no longer in the grid
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("finesyn.report.GRADCAM_VIEWS", 2)  # speed; the stage uses 8
+        res = build_report(params, tree / "metrics", out, LOG, features_root=tree / "features", models_root=tree / "models", data_root=tree / "data")
+    return params, out, res
+
+
+def test_tables_mean_std_over_seeds(report):
+    _, out, _ = report
+    md = (out / "results.md").read_text()
+    for e, text in EXPECTED.items():
+        assert re.search(rf"^\| {e} \| {re.escape(text)} \| 90\.50 ± 0\.71 \| 50\.50 ± 0\.71 \| 80\.00 ± 0\.00 \| 31\.00 ± 1\.41 \| 40\.00 ± 0\.00 \|$", md, re.M), (e, md)
+    csv_text = (out / "results.csv").read_text()
+    assert "toy,mocov2,2,62.0000" in csv_text and ",2.8284," in csv_text
+
+
+def test_ablation_section_lists_overrides_and_delta(report):
+    _, out, _ = report
+    md = (out / "results.md").read_text()
+    assert "## Ablations" in md
+    # mocov2_a05_nu0 vs its baseline mocov2_synth: 61.00 − 70.50
+    assert re.search(r"^\| mocov2_a05_nu0 \| mocov2_synth \| alpha=0\.5, nu=0\.0 \| 61\.00 ± 0\.00 .* \| -9\.50 \|$", md, re.M), md
+    assert re.search(r"^\| mocov2_varonly \| mocov2_synth \| synth\.criteria=\[variance\] \| 67\.00 ± 1\.41 .* \| -3\.50 \|$", md, re.M), md
+
+
+def test_reference_numbers_side_by_side_with_difference(report):
+    params, out, res = report
+    by = {(c["experiment"], c["metric"]): c for c in res["refs"]}
+    assert by[("mocov2", "linear top-1")]["diff"] == pytest.approx(62.0 - 61.5)
+    assert by[("mocov2", "linear top-1")]["extra"] == {"source": "paper Tab. 1"}
+    assert by[("mocov2_synth", "mAP")]["diff"] == pytest.approx(31.0 - 29.0)
+    assert by[("simclr", "Rank-1")]["diff"] is None  # not in the grid: shown, no difference
+    md = (out / "results.md").read_text()
+    assert "| toy | mocov2 | linear top-1 | 61.50 | 62.00 ± 2.83 | +0.50 |" in md
+    assert "| toy | mocov2_synth | mAP | 29.00 | 31.00 ± 1.41 | +2.00 |" in md
+    html = (out / "index.html").read_text()
+    assert "+0.50" in html and "+2.00" in html and "paper Tab. 1" in html
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("dataset,experiment,value\ntoy,mocov2,1\n", "header must contain the columns"),
+        ("", "header must contain the columns"),
+        ("dataset,experiment,metric,value\ntoy,mocov2,top1,sixty\n", "line 2: value 'sixty' is not a number"),
+        ("dataset,experiment,metric,value\ntoy,mocov2,accuracy,60\n", "line 2: unknown metric 'accuracy'"),
+        ("dataset,experiment,metric,value\ntoy,,top1,60\n", "line 2: empty 'experiment'"),
+        ("dataset,experiment,metric,value\ntoy,mocov2,top1,60\ntoy,mocov2,linear top-1,61\n", "line 3: duplicate entry"),
+        ("dataset,experiment,metric,value\ntoy,mocov2,top1,60,extra\n", "line 2: more fields"),
+        ("dataset,experiment,metric,value\n", "no rows"),
+    ],
+)
+def test_malformed_reference_file_names_it(tmp_path, content, message):
+    path = tmp_path / "my_refs.csv"
+    path.write_text(content)
+    params = parse_params(raw_params(reference_numbers=str(path)))
+    with pytest.raises(ParamsError) as e:
+        load_reference_numbers(path, params)
+    assert str(path) in str(e.value) and "report.reference_numbers" in str(e.value) and message in str(e.value)
+
+
+def test_missing_reference_file_names_it(tmp_path, tree):
+    path = tmp_path / "nope.csv"
+    params = parse_params(raw_params(reference_numbers=str(path)))
+    with pytest.raises(FileNotFoundError, match=re.escape(str(path))):
+        build_report(params, tree / "metrics", tmp_path / "out", LOG)
+
+
+def test_stage_cli_reports_a_malformed_reference_file(tmp_path, tree, monkeypatch, capsys):
+    import yaml
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("dataset,experiment,metric,value\ntoy,mocov2,top1,n/a\n")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params(reference_numbers=str(bad))))
+    spec = importlib.util.spec_from_file_location("report_stage", figures.__file__.replace("src/finesyn/figures.py", "stages/report.py"))
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    with pytest.raises(SystemExit) as e:
+        stage.main(metrics=tree / "metrics", out=tmp_path / "out", features=None, models=None, data=None, resolved=None, params=tmp_path / "params.yaml")
+    assert e.value.code == 2
+    err = capsys.readouterr()
+    assert str(bad) in (err.err + err.out).replace("\n", "")
+
+
+def test_figures_written_and_embedded(report):
+    _, out, res = report
+    figs = {f["id"]: f for f in res["figures"]}
+    expected = {"fig2_variance_toy", "fig3_gradcam_toy", "fig4_pairs_toy_mocov2_synth", "fig4_pairs_toy_mocov2_a05_nu0", "fig4_pairs_toy_mocov2_varonly", "fig5_alpha", "curves_toy"}
+    assert set(figs) == expected
+    pngs = sorted((out / "figures").glob("*.png"))
+    assert {p.stem for p in pngs} == expected
+    html = (out / "index.html").read_text()
+    for p in pngs:
+        data = p.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n", p
+        assert len(data) > 5000 or p.stem.startswith("fig4"), p  # the fake pairs.png is tiny; drawn figures are not
+        assert base64.b64encode(data).decode() in html, p  # embedded, not linked
+    assert "<img" in html and 'src="figures/' not in html
+    for f in figs.values():
+        assert f["caption"].split("(")[0] in html
+    assert "layer2" in figs["fig3_gradcam_toy"]["caption"]  # 32 px: layer4 is 1x1, the 4x4 block is used
+    assert "mocov2_a05_nu0" in figs["fig5_alpha"]["caption"]
+
+
+def test_html_has_every_row_and_its_provenance(report):
+    params, out, res = report
+    html = (out / "index.html").read_text()
+    for row in res["rows"]:
+        assert f'>{row["experiment"]}</a></td>' in html
+        assert EXPECTED[row["experiment"]] in html
+        for s in row["sources"]:
+            for f in s["files"]:
+                assert f in html  # the path is shown and linked
+            assert f"hash-{row['experiment']}-{s['seed']}" in html
+    assert html.count("<tr") >= len(res["rows"]) * (1 + len(SEEDS))
+    assert "alpha=0.5, nu=0.0" in html and "synth.criteria=[variance]" in html
+
+
+def test_stale_figures_are_removed(report):
+    _, out, _ = report
+    assert not (out / "figures" / "fig2_variance_gone.png").exists()
+
+
+def test_curves_mirrored_for_dvc_plots(tree, report):
+    _, out, _ = report
+    mirrored = sorted(p.relative_to(out / "curves").as_posix() for p in (out / "curves").rglob("*.tsv"))
+    originals = sorted(p.relative_to(tree / "models").as_posix().replace("/live/plots/metrics/train", "") for p in (tree / "models").rglob("*.tsv"))
+    assert mirrored == originals and "toy/mocov2_synth/seed1/L_Cp.tsv" in mirrored
+    assert (out / "curves/toy/mocov2/seed0/L_C.tsv").read_bytes() == (tree / "models/toy/mocov2/seed0/live/plots/metrics/train/L_C.tsv").read_bytes()
+
+
+def test_fig5_hint_when_no_alpha_sweep(tree):
+    raw = raw_params()
+    raw["grid"]["experiments"] = ["random_init", "mocov2", "mocov2_synth"]
+    params = parse_params(raw)
+    rows = collect(params, tree / "metrics")
+    from finesyn.report import effective_settings
+
+    (fig,) = fig_alpha(params, rows, effective_settings(params, None), tree / "unused", LOG)
+    assert fig["path"] is None and "nu: 0.0" in fig["caption"] and "must not contain '.'" in fig["caption"]
+
+
+def test_compare_reference_pure():
+    rows = [{"dataset": "a", "experiment": "x", "values": {"mAP": [10.0, 14.0]}}]
+    (c,) = compare_reference(rows, [{"dataset": "a", "experiment": "x", "metric": "mAP", "value": 11.0, "extra": {}, "line": 2}])
+    assert c["diff"] == pytest.approx(1.0) and c["ours_text"] == "12.00 ± 2.83"
+
+
+def test_variance_stats_picks_dimensions_and_pair():
+    labels = np.array([0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])
+    x = np.zeros((len(labels), 4))
+    x[:, 1] = labels * 10.0  # max variance, separates
+    x[:, 2] = np.linspace(0, 0.1, len(labels))  # smallest non-zero variance
+    x[:, 3] = np.linspace(0, 1, len(labels))
+    s = figures.variance_stats(x, labels)
+    assert (s["j_min"], s["j_max"], s["n_constant"], s["pair"]) == (2, 1, 1, (1, 2))
+    assert s["fisher"]["v_max"] > 100 * s["fisher"]["v_min"]
+
+
+def test_gradcam_shape_nonnegative_and_encoder_dependent():
+    torch.manual_seed(0)
+    x = torch.randn(3, 3, 32, 32)
+    views = torch.stack([x.flip(-1), x.roll(3, dims=-1)])
+    a, b = Backbone("resnet18"), Backbone("resnet18")
+    layer = figures.cam_layer(a, 32)
+    assert layer == "layer2"
+    cam_a = figures.ssl_gradcam(a, x, views, layer)
+    cam_b = figures.ssl_gradcam(b, x, views, layer)
+    assert cam_a.shape == (3, 32, 32) and cam_b.shape == (3, 32, 32)
+    assert (cam_a >= 0).all() and (cam_b >= 0).all() and cam_a.amax() > 0
+    assert not torch.allclose(cam_a, cam_b)
+    assert all(p.grad is None for p in a.parameters())  # the encoder is not touched
+    # at paper resolution the last conv block (layer4, 7x7 at 224 px) is used
+    assert figures.cam_layer(a, 224) == "layer4"
+    cam4 = figures.ssl_gradcam(a, torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64), "layer4")
+    assert cam4.shape == (1, 64, 64) and (cam4 >= 0).all()
