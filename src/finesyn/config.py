@@ -301,7 +301,8 @@ def _format_errors(err: ValidationError, root: type[BaseModel], prefix: str = ""
             lines.append(f"{path}: required key is missing")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            lines.append(f"{path or '(top level)'}: {msg} (got {e.get('input')!r})")
+            got = f" (got {e.get('input')!r})" if f"{e.get('input')!r}" not in msg else ""
+            lines.append(f"{path or '(top level)'}: {msg}{got}")
     return "invalid params:\n  " + "\n  ".join(lines)
 
 
