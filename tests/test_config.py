@@ -132,3 +132,8 @@ def test_experiment_methods_match_the_registry():
 
     allowed = set(typing.get_args(ExperimentConfig.model_fields["method"].annotation)) - {"none"}
     assert allowed == set(METHODS) == set(MethodsConfig.model_fields)
+
+
+def test_names_must_be_usable_as_keys_and_paths(raw):
+    raw["experiments"]["mocov2_alpha0.5"] = {"method": "mocov2"}
+    assert "experiments.mocov2_alpha0.5: names may contain only letters, digits" in error_of(raw)

@@ -40,6 +40,7 @@ def stage_logging(log_file: Path | None) -> logging.Logger:
         handlers.append(fh)
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
     logging.captureWarnings(True)
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is not news
     return logging.getLogger("finesyn")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -318,7 +319,15 @@ def parse_params(raw: dict, source: str = PARAMS_FILE) -> Params:
 
 
 def _cross_check(params: Params, source: str) -> None:
-    """Checks across sections: the grid names defined things; every experiment's overrides are valid."""
+    """Checks across sections: names are usable in paths and DVC keys; the grid names defined
+    things; every experiment's overrides are valid."""
+    for section in ("datasets", "experiments"):
+        for name in getattr(params, section):
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+                raise ParamsError(
+                    f"{source}: {section}.{name}: names may contain only letters, digits, '_' and '-' "
+                    "(they become DVC param keys and directory names; '.' would split the key)"
+                )
     for key, names, known in (
         ("grid.datasets", params.grid.datasets, params.datasets),
         ("grid.experiments", params.grid.experiments, params.experiments),

@@ -121,6 +121,10 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file in the same dir + fsync + os.replace).
 
@@ -135,6 +139,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         _reraise(path, e)
     try:
         try:
+            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts get the usual permissions
             _write_all(fd, data)
             os.fsync(fd)
         finally:

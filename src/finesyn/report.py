@@ -600,7 +600,7 @@ table{border-collapse:collapse;margin:8px 0 16px;font-size:14px} th,td{border:1p
 th{background:#f3f3f3} td:first-child,th:first-child,td.l{text-align:left}
 figure{margin:16px 0 28px} figure img{max-width:100%;border:1px solid #eee} figcaption{font-size:14px;color:#333;margin-top:6px}
 .src{font-size:12px;color:#666} .note{background:#fff8e1;border:1px solid #f0d98c;padding:8px 12px}
-.wide{overflow-x:auto} table.prov td{white-space:normal;word-break:break-all;font-size:12px}
+.wide{overflow-x:auto} table.prov td{white-space:normal;word-break:break-all;font-size:12px} table.prov td.nw{white-space:nowrap;word-break:normal}
 .row{display:flex;flex-wrap:wrap;gap:20px;align-items:flex-start} .row figure{max-width:380px;margin:8px 0}
 code,pre{background:#f6f6f6;font-size:12px} pre{padding:8px;overflow-x:auto} .pos{color:#1a7f37} .neg{color:#b3261e}
 """
@@ -717,16 +717,22 @@ def to_html(params: Params, rows: list[dict], figs: list[Figure], out: Path, ref
     h.append('<h2 id="provenance">Provenance</h2>')
     h.append("<p>Each row's numbers, per seed: the metrics files (links relative to this report), the params hash each records, "
              "the encoder run id and the code version. Effective pretrain settings of each run: <code>reports/params.resolved.json</code>.</p>")
-    h.append("<table class=prov><tr><th>dataset / experiment</th><th>seed</th><th>metrics files</th><th>params hash</th><th>encoder run</th><th>code</th><th>protocol</th></tr>")
+    h.append('<div class="wide"><table class=prov><tr><th>dataset / experiment</th><th>seed</th><th>metrics files</th><th>params hash</th><th>encoder run</th><th>code</th></tr>')
+    protocols: dict[str, list[str]] = {}
     for row in rows:
         for i, s in enumerate(row["sources"]):
             first = f' id="{_anchor(row["dataset"], row["experiment"])}"' if i == 0 else ""
             links = "<br>".join(f'<a href="{_e(_rel(p, out))}">{_e(p)}</a>' for p in s["files"])
             hashes = "<br>".join(f"{_e(k)}: <code>{_e(v)}</code>" for k, v in s["params_hash"].items())
-            proto = "<br>".join(f"{_e(k)}: {_e(v)}" for k, v in s["protocol"].items())
-            h.append(f'<tr{first}><td class="l">{_e(row["dataset"])} / {_e(row["experiment"])}</td><td>{s["seed"]}</td><td class="l">{links}</td>'
-                     f'<td class="l">{hashes}</td><td class="l"><code>{_e(s["encoder_run_id"])}</code></td><td class="l"><code>{_e(s["code_version"])}</code></td><td class="l">{proto}</td></tr>')
-    h.append("</table>")
+            for k, v in s["protocol"].items():
+                protocols.setdefault(f"{k}: {v}", []).append(f"{row['dataset']}/{row['experiment']}/seed{s['seed']}")
+            h.append(f'<tr{first}><td class="l nw">{_e(row["dataset"])} / {_e(row["experiment"])}</td><td>{s["seed"]}</td><td class="l nw">{links}</td>'
+                     f'<td class="l nw">{hashes}</td><td class="l nw"><code>{_e(s["encoder_run_id"])}</code></td><td class="l"><code>{_e(s["code_version"])}</code></td></tr>')
+    h.append("</table></div>")
+    h.append("<p>Evaluation protocols recorded in the metrics files:</p><ul>")
+    for text, runs in protocols.items():
+        h.append(f"<li>{_e(text)} <span class=src>({len(runs)} runs)</span></li>")
+    h.append("</ul>")
     if settings:
         h.append("<details><summary>Effective pretrain settings of each run (reports/params.resolved.json)</summary><pre>"
                  + _e(json.dumps({k: settings[k] for k in sorted(settings)}, indent=1)) + "</pre></details>")
@@ -768,6 +774,8 @@ def build_report(
     if features_root is None or models_root is None or data_root is None:
         return result
     settings = effective_settings(params, resolved if resolved is not None else out / "params.resolved.json")
+    for d in (out / "figures", out / "curves"):  # declared outputs: exist even when a grid draws nothing
+        d.mkdir(parents=True, exist_ok=True)
     figs = build_figures(params, rows, settings, out / "figures", log, features_root=features_root, models_root=models_root, data_root=data_root)
     curves = mirror_curves(params, models_root, out / "curves")
     log.info("mirrored %d training-curve TSVs to %s (dvc plots show)", len(curves), out / "curves")
