@@ -292,3 +292,25 @@ def test_gradcam_shape_nonnegative_and_encoder_dependent():
     assert figures.cam_layer(a, 224) == "layer4"
     cam4 = figures.ssl_gradcam(a, torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64), "layer4")
     assert cam4.shape == (1, 64, 64) and (cam4 >= 0).all()
+
+
+def test_grid_without_baselines_or_sweep_explains_missing_figures(tree, tmp_path):
+    raw = raw_params()
+    raw["grid"]["experiments"] = ["random_init", "mocov2_synth"]  # the pipeline tests' tiny grid
+    out = tmp_path / "reports"
+    res = build_report(parse_params(raw), tree / "metrics", out, LOG, features_root=tree / "features", models_root=tree / "models", data_root=tree / "data")
+    drawn = {f["id"] for f in res["figures"] if f["path"] is not None}
+    assert drawn == {"fig4_pairs_toy_mocov2_synth", "curves_toy"}
+    html = (out / "index.html").read_text()
+    assert html.count("Not drawn:") == 3  # Fig. 2 (no SSL baseline), Fig. 3 (no baseline/+module pair), Fig. 5 (no ν = 0 runs)
+    assert "mocov2_a005_nu0" in html and "Ablations" not in html
+    assert (out / "figures").is_dir() and (out / "curves").is_dir()
+
+
+def test_gradcam_layers_pool_to_the_encoder_feature():
+    """The CAM's loss sees exactly f(x): maps at any block, run through the rest of the trunk and pooled."""
+    b = Backbone("resnet18").eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for layer in figures.LAYERS:
+            assert torch.allclose(figures._pool_from(b, figures._maps_at(b, x, layer), layer), b(x), atol=1e-5), layer
