@@ -118,21 +118,33 @@ def test_ema_variance_statistic():
 
 
 def gradcam_setup():
-    """h (2, 6) with column means mh; loss = sum(h·W) so ∂L/∂h = W, with column means of -W = mw.
+    """h (2, 6), loss = sum(h·W) so ∂L/∂h = W; s_j = mean_i(h_ij · -W_ij).
 
-    s = mw·mh = [1·1, -1·2, 0.5·1, 2·3, -2·1, 4·0.5] = [1, -2, 0.5, 6, -2, 2]
+    Column 0 has h = [2, 0], -W = [1, 0]: s_0 = (2·1 + 0·0)/2 = 1 (mean(-W)·mean(h) would be 0.5);
+    the other columns have equal rows: s = [1, 2·-1, 1·0.5, 3·2, 1·-2, 0.5·4] = [1, -2, 0.5, 6, -2, 2].
     """
-    mh = [1.0, 2.0, 1.0, 3.0, 1.0, 0.5]
-    mw = [1.0, -1.0, 0.5, 2.0, -2.0, 4.0]
-    h = features_with(mh, [0.3, 0.1, 0.2, 0.4, 0.5, 0.25]).requires_grad_(True)
-    w = -features_with(mw, [1.0, 2.0, 0.5, 1.5, 0.7, 0.9])  # column mean of -w is mw
-    return h, (h * w).sum(), torch.tensor([1.0, -2.0, 0.5, 6.0, -2.0, 2.0])
+    h = torch.tensor([[2.0, 2.0, 1.0, 3.0, 1.0, 0.5], [0.0, 2.0, 1.0, 3.0, 1.0, 0.5]], requires_grad=True)
+    neg_w = torch.tensor([[1.0, -1.0, 0.5, 2.0, -2.0, 4.0], [0.0, -1.0, 0.5, 2.0, -2.0, 4.0]])
+    return h, (h * -neg_w).sum(), torch.tensor([1.0, -2.0, 0.5, 6.0, -2.0, 2.0])
 
 
 def test_gradcam_importance_formula():
     h, loss, expected = gradcam_setup()
     (grad,) = torch.autograd.grad(loss, h)
     torch.testing.assert_close(criteria.gradcam_importance(h.detach(), grad), expected)
+
+
+def test_gradcam_importance_is_informative_behind_a_batchnorm_projector():
+    """Linear→BN makes the batch-summed input gradient 0; the per-sample product must not vanish."""
+    torch.manual_seed(0)
+    head = torch.nn.Sequential(torch.nn.Linear(8, 16, bias=False), torch.nn.BatchNorm1d(16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    h = torch.rand(32, 8, requires_grad=True)
+    loss = head(h).pow(2).mean()
+    (grad,) = torch.autograd.grad(loss, h)
+    degenerate = (-grad).mean(0) * h.detach().mean(0)  # batch-mean weight × mean activation: float noise
+    informative = criteria.gradcam_importance(h.detach(), grad)
+    assert informative.abs().min() > 1e-6
+    assert informative.abs().max() > 1000 * degenerate.abs().max()
 
 
 @pytest.mark.parametrize("k, expected", [(1 / 6, {1}), (2 / 6, {1, 4}), (3 / 6, {1, 4, 2}), (4 / 6, {1, 4, 2, 0})])

@@ -31,14 +31,15 @@ Not covered by the equivalence: `synth.pair_fraction < 1` (each rank pairs the f
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from finesyn.config import ParamsError
 from finesyn.device import DeviceUnavailableError, select_device
@@ -128,8 +129,12 @@ class DistContext:
         return out
 
     def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier(device_ids=[self.local_rank]) if self.device.type == "cuda" else dist.barrier()
+        if not self.enabled:
+            return
+        if self.device.type == "cuda":
+            dist.barrier(device_ids=[self.local_rank])
+        else:
+            dist.barrier()
 
 
 SINGLE = DistContext()
@@ -170,6 +175,22 @@ def current(device_choice: str = "auto") -> DistContext:
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, device)
+
+
+def data_parallel(module: nn.Module, ctx: DistContext) -> nn.Module:
+    """`module` wrapped in DistributedDataParallel when there are several ranks (else unchanged).
+
+    DDP all-reduces and averages the gradients exactly once; no loss is scaled by 1/world_size.
+    Buffers are not re-broadcast each forward: SyncBN statistics, the MoCo queue and the module's
+    statistics are identical on every rank by construction (the test checks it bitwise), and a
+    65536-key queue would otherwise be sent every step.
+    """
+    if not ctx.enabled:
+        return module
+    params = inspect.signature(DistributedDataParallel).parameters
+    no_buffer_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=device_ids, **no_buffer_sync)
 
 
 def shutdown() -> None:
@@ -222,7 +243,7 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         c = x.shape[1]
         dims = [0, *range(2, x.dim())]
         count = x.numel() // c
-        var_l, mean_l = torch.var_mean(x, dim=dims, unbiased=False)
+        var_l, mean_l = torch.var_mean(x, dim=dims, correction=0)
         local = torch.cat([mean_l, var_l * count, torch.full((1,), float(count), dtype=x.dtype, device=x.device)])
         stats = _AllGather.apply(local.unsqueeze(0))  # (W, 2C+1), rank order
         means, m2s, counts = stats[:, :c], stats[:, c : 2 * c], stats[:, 2 * c :]
@@ -266,6 +287,6 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device | None = None
 
 
 __all__ = [
-    "DistContext", "SINGLE", "init_from_env", "current", "shutdown", "local_batch_size", "aug_seed",
+    "DistContext", "SINGLE", "init_from_env", "current", "data_parallel", "shutdown", "local_batch_size", "aug_seed",
     "SyncBatchNorm", "convert_sync_batchnorm",
 ]

@@ -11,7 +11,6 @@ every rank's augmentation-generator state) and every rank resumes from the same 
 
 from __future__ import annotations
 
-import inspect
 import io
 import logging
 import math
@@ -25,7 +24,6 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from finesyn import distributed
 from finesyn.data.augment import ssl_view
@@ -192,11 +190,7 @@ def pretrain(
     method.distribute(ctx)  # each method's multi-process rule (SyncBN, gathers); no-op for one process
     if synth is not None:
         synth.distribute(ctx)
-    objective = Objective(method, synth)
-    if ctx.enabled:  # gradients averaged over ranks exactly once, by DDP; buffers agree by construction
-        ddp_devices = [device.index] if device.type == "cuda" else None
-        no_buffer_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters else {"broadcast_buffers": False}
-        objective = DistributedDataParallel(objective, device_ids=ddp_devices, **no_buffer_sync)
+    objective = distributed.data_parallel(Objective(method, synth), ctx)  # DDP averages gradients, once
     params = [p for m in (method, synth) if m is not None for p in m.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     dtype = amp_dtype(device, cfg.amp)

@@ -21,8 +21,13 @@ def lowest(scores: torch.Tensor, fraction: float) -> torch.Tensor:
 
 
 def gradcam_importance(h: torch.Tensor, grad_h: torch.Tensor) -> torch.Tensor:
-    """s_j = w_j · mean_i h_ij with w_j = mean_i(-∂L_C/∂h_ij): Grad-CAM with the batch as the pooled axis."""
-    return (-grad_h).mean(0) * h.mean(0)
+    """s_j = mean_i(h_ij · -∂L_C/∂h_ij): Grad-CAM's weight × activation per sample, batch-averaged.
+
+    Averaging the gradient over the batch first (mean(-g)·mean(h)) would be degenerate for every
+    projector that starts with Linear→BatchNorm (SimSiam, BYOL, SimCLR): BN makes the input
+    gradient sum to zero over the batch, so that weight is 0 for every dimension.
+    """
+    return (-grad_h * h).mean(0)
 
 
 def random_mask(d: int, fraction: float, g: torch.Generator, device) -> torch.Tensor:

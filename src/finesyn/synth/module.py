@@ -111,9 +111,10 @@ class SynthPairs(nn.Module):
         if not d.enabled:
             return criteria.gradcam_importance(h, grad_h)
         # grad_h is ∂(Σ_r L_r)/∂h = world_size · ∂L/∂h for the global mean loss L
-        s = d.all_reduce_sum(torch.stack([(-grad_h).sum(0) / d.world_size, h.sum(0), torch.full_like(h[0], len(h))]))
-        n = s[2]
-        return (s[0] / n) * (s[1] / n)
+        dt = torch.promote_types(h.dtype, torch.float32)  # AMP's half types are summed in float32
+        h, grad_h = h.to(dt), grad_h.to(dt)
+        s = d.all_reduce_sum(torch.stack([(-grad_h * h).sum(0) / d.world_size, torch.full_like(h[0], len(h))]))
+        return s[0] / s[1]
 
     def _perturb(self, h_src: torch.Tensor, mask, mean, std, g: torch.Generator) -> torch.Tensor:
         """perturb() drawn for the global pair batch (all ranks' h_src, rank order); this rank's rows."""
