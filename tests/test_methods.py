@@ -16,13 +16,7 @@ from finesyn.methods.simsiam import SimSiam, negative_cosine
 from finesyn.models.backbone import Backbone
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP overhead on a shared machine; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyBackbone(nn.Module):

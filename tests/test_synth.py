@@ -18,13 +18,7 @@ from finesyn.synth.perturb import perturb
 D, SIZE = 8, 16  # feature dim and image size of the tiny setup
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP overhead on a shared machine; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyBackbone(nn.Module):
