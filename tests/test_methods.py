@@ -14,23 +14,10 @@ from finesyn.methods import METHODS, SSLMethod, build_method, register
 from finesyn.methods.mocov2 import MoCoV2, info_nce
 from finesyn.methods.simsiam import SimSiam, negative_cosine
 from finesyn.models.backbone import Backbone
+from tiny_models import TinyBackbone
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class TinyBackbone(nn.Module):
-    """A stand-in for `Backbone` (x -> pooled h, with `.dim`), with a BN layer like the real one."""
-
-    def __init__(self, dim: int = 8):
-        super().__init__()
-        self.dim = dim
-        self.net = nn.Sequential(
-            nn.Conv2d(3, dim, 3, stride=2, padding=1), nn.BatchNorm2d(dim), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
-        )
-
-    def forward(self, x):
-        return self.net(x)
 
 
 def tiny_cfg(queue_size: int = 16) -> PretrainConfig:

@@ -14,6 +14,7 @@ from finesyn.methods.byol import BYOL, cosine_momentum, regression_loss
 from finesyn.methods.simclr import SimCLR, nt_xent
 from finesyn.models.heads import mlp
 from finesyn.train import RunSpec, pretrain
+from tiny_models import TinyBackbone
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -74,19 +75,6 @@ def test_nt_xent_gather_hook_reproduces_the_global_loss():
 
 
 # ----------------------------------------------------------------------------- BYOL
-class TinyBackbone(nn.Module):
-    """Stands in for Backbone in the unit tests (a ResNet-18 is needlessly slow there)."""
-
-    dim = 8
-
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-
-    def forward(self, x):
-        return self.net(x)
-
-
 def tiny_backbone():
     torch.manual_seed(0)
     return TinyBackbone()

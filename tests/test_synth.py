@@ -14,25 +14,12 @@ from finesyn.methods.simsiam import SimSiam
 from finesyn.models.decoder import Decoder
 from finesyn.synth import SynthPairs, criteria
 from finesyn.synth.perturb import perturb
+from tiny_models import TinyBackbone
 
 D, SIZE = 8, 16  # feature dim and image size of the tiny setup
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class TinyBackbone(nn.Module):
-    """A stand-in for `Backbone` (x -> pooled h, with `.dim`), with a BN layer like the real one."""
-
-    def __init__(self, dim: int = D):
-        super().__init__()
-        self.dim = dim
-        self.net = nn.Sequential(
-            nn.Conv2d(3, dim, 3, stride=2, padding=1), nn.BatchNorm2d(dim), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
-        )
-
-    def forward(self, x):
-        return self.net(x)
 
 
 def make_method(name: str):
