@@ -25,8 +25,17 @@ repro: setup  ## run the default grid end to end (dvc repro) and print the resul
 test: setup  ## the whole test suite
 	$(BIN)/python -m pytest -q
 
-bench: setup  ## benchmarks -> benchmarks/results.json
-	$(BIN)/python -m benchmarks.run
+# The peer of the MoCo v2 comparison (lightly) is installed for the benchmark only, into
+# .bench-deps/ (put on sys.path by benchmarks/peer.py), never into the venv or the project's
+# dependencies. If it cannot be installed the benchmark records the reason and skips the peer.
+BENCH_DEPS := .bench-deps
+LIGHTLY_VERSION := 1.6.0
+$(BENCH_DEPS)/.lightly-$(LIGHTLY_VERSION):
+	@if $(BIN)/python -m pip install --quiet --upgrade --no-deps --target $(BENCH_DEPS) lightly==$(LIGHTLY_VERSION); then \
+		touch $@; else echo "warning: lightly==$(LIGHTLY_VERSION) not installed: the peer comparison will be skipped"; fi
+
+bench: setup $(BENCH_DEPS)/.lightly-$(LIGHTLY_VERSION)  ## benchmarks -> benchmarks/results.json, results.md (BENCH_ARGS=--quick for a smoke run)
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

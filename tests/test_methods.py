@@ -7,7 +7,6 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from finesyn.config import PretrainConfig
 from finesyn.methods import METHODS, SSLMethod, build_method, register

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from finesyn.config import PretrainConfig
 from finesyn.methods import METHODS
