@@ -1,5 +1,6 @@
 """Copy the project into a temporary git repo with a tiny params.yaml, to run the real tools on it."""
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -46,3 +47,17 @@ def make_project(dest: Path) -> Path:
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"]):
         subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
     return dest
+
+
+@contextlib.contextmanager
+def edited_params(project: Path, edit):
+    """params.yaml with `edit(raw)` applied for the duration of the block, then restored."""
+    params = project / "params.yaml"
+    original = params.read_text()
+    raw = yaml.safe_load(original)
+    edit(raw)
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    try:
+        yield
+    finally:
+        params.write_text(original)

@@ -3,10 +3,9 @@
 import json
 
 import pytest
-import yaml
 
 from finesyn.graph import dvc_stages, snakemake_inputs
-from pipeline_helpers import make_project, run
+from pipeline_helpers import edited_params, make_project, run
 
 pytestmark = pytest.mark.slow
 
@@ -40,50 +39,31 @@ def test_second_repro_does_nothing(project):
 
 
 def test_param_change_reruns_only_its_readers(project):
-    params = project / "params.yaml"
-    original = params.read_text()
-    raw = yaml.safe_load(original)
-    raw["probe"]["max_iter"] = 60
-    params.write_text(yaml.safe_dump(raw, sort_keys=False))
     try:
-        out = run(["dvc", "repro"], project).stdout
-        assert ran_stages(out) == {"validate", "probe@synthetic-random_init-0", "probe@synthetic-mocov2_synth-0", "report"}, out
+        with edited_params(project, lambda raw: raw["probe"].update(max_iter=60)):
+            out = run(["dvc", "repro"], project).stdout
+            assert ran_stages(out) == {"validate", "probe@synthetic-random_init-0", "probe@synthetic-mocov2_synth-0", "report"}, out
     finally:
-        params.write_text(original)
         run(["dvc", "repro"], project)
 
 
 def test_module_param_does_not_retrain_baselines(project):
     """pretrain.nu changes the synth run only; the baseline's stage reruns but reuses its checkpoint."""
-    params = project / "params.yaml"
-    original = params.read_text()
-    raw = yaml.safe_load(original)
-    raw["pretrain"]["nu"] = 0.7
-    params.write_text(yaml.safe_dump(raw, sort_keys=False))
     before = (project / "models/synthetic/random_init/seed0/encoder.pt").read_bytes()
-    try:
+    with edited_params(project, lambda raw: raw["pretrain"].update(nu=0.7)):
         out = run(["dvc", "repro"], project).stdout
         assert "pretrain@synthetic-mocov2_synth-0" in ran_stages(out)
         assert "extract@synthetic-random_init-0" not in ran_stages(out)  # identical encoder: nothing downstream reruns
         assert (project / "models/synthetic/random_init/seed0/encoder.pt").read_bytes() == before
-    finally:
-        params.write_text(original)
 
 
 def test_typo_in_unread_section_fails_dvc_repro(project):
-    params = project / "params.yaml"
-    original = params.read_text()
-    raw = yaml.safe_load(original)
-    raw["report"]["refrence_numbers"] = None
-    params.write_text(yaml.safe_dump(raw, sort_keys=False))
-    try:
+    with edited_params(project, lambda raw: raw["report"].update(refrence_numbers=None)):
         r = run(["dvc", "repro"], project, check=False)
         assert r.returncode != 0
         assert "report.refrence_numbers: unknown key (did you mean 'reference_numbers'?)" in r.stdout + r.stderr
         r = run(["snakemake", "-n", "--cores", "1"], project, check=False)
         assert r.returncode != 0 and "report.refrence_numbers" in r.stdout + r.stderr
-    finally:
-        params.write_text(original)
 
 
 def snakemake_jobs(project) -> dict[str, dict]:
