@@ -42,7 +42,10 @@ def main(
         arrays = {"num_classes": np.array(len(ds.classes)), "encoder_run_id": np.array(state["run_id"]), "feature": np.array(p.extract.feature)}
         for split in ("train", "test"):
             idx = ds.indices(split)
-            arrays[f"{split}_features"] = extract_features(backbone, ds.images, idx, p.datasets[dataset].crop_size, p.extract.batch_size, p.pretrain.device, head)
+            arrays[f"{split}_features"] = extract_features(
+                backbone, ds.images, idx, p.datasets[dataset].crop_size, p.extract.batch_size, p.pretrain.device, head,
+                channels_last=p.pretrain.channels_last,
+            )
             arrays[f"{split}_labels"] = ds.labels[idx]
             arrays[f"{split}_ids"] = np.asarray([ds.ids[i] for i in idx])
         buf = io.BytesIO()

@@ -1,4 +1,5 @@
-"""Device selection and mixed precision: CUDA > MPS > CPU, bf16 where supported else fp16 + scaler."""
+"""Device selection and mixed precision (CUDA > MPS > CPU, bf16 where supported else fp16 + scaler),
+host-to-device copies and memory format."""
 
 from __future__ import annotations
 
@@ -39,3 +40,11 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 def set_threads(threads: int) -> None:
     if threads > 0:
         torch.set_num_threads(threads)
+
+
+def host_to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a CPU batch to `device`. On CUDA it goes through pinned memory: a non_blocking copy from
+    pageable memory is synchronous, so without pinning the copy cannot overlap the previous step."""
+    if device.type == "cuda":
+        return batch.pin_memory().to(device, non_blocking=True)
+    return batch.to(device, non_blocking=True)

@@ -27,7 +27,7 @@ from torch import nn
 
 from finesyn import distributed
 from finesyn.data.augment import ssl_view
-from finesyn.device import amp_dtype, autocast, set_threads
+from finesyn.device import amp_dtype, autocast, host_to_device, set_threads
 from finesyn.io import atomic_write_bytes
 from finesyn.methods import SSLMethod, build_method
 from finesyn.models.backbone import Backbone, load_init
@@ -187,9 +187,13 @@ def pretrain(
     method.to(device)
     if synth is not None:
         synth.to(device)
+    if cfg.channels_last:  # conv weights NHWC here, the views in the loop; undone before returning
+        _set_memory_format((method, synth), torch.channels_last)
     method.distribute(ctx)  # each method's multi-process rule (SyncBN, gathers); no-op for one process
     if synth is not None:
         synth.distribute(ctx)
+    if cfg.compile:
+        _compile_backbones(method)
     objective = distributed.data_parallel(Objective(method, synth), ctx)  # DDP averages gradients, once
     params = [p for m in (method, synth) if m is not None for p in m.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -248,7 +252,7 @@ def pretrain(
                 perm = torch.randperm(n, generator=g_data)
             rows = perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size][ctx.rank * local_bs : (ctx.rank + 1) * local_bs]
             idx = indices[rows.numpy()]  # this rank's shard of the global batch
-            batch = torch.from_numpy(np.ascontiguousarray(images[idx])).to(device, non_blocking=True)
+            batch = host_to_device(torch.from_numpy(np.ascontiguousarray(images[idx])), device)
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, step, total, steps_per_epoch)
             with autocast(device, dtype):
@@ -257,6 +261,8 @@ def pretrain(
                 else:
                     v1 = ssl_view(batch, cfg.augment, spec.crop_size, g_aug)
                     v2 = ssl_view(batch, cfg.augment, spec.crop_size, g_aug)
+                if cfg.channels_last:
+                    v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
                 out, s = objective(v1, v2, g_synth)
                 terms = {"L_C": out.loss}
                 if spec.fault_nan_at_step is not None and step == spec.fault_nan_at_step:
@@ -309,7 +315,26 @@ def pretrain(
                 ctx.barrier()  # no rank runs ahead of (or resumes from) a checkpoint still being written
             if stopping:
                 raise Interrupted(f"stopped by signal {stop.signum or 'on another rank'} at step {step}/{total}; checkpoint saved in {spec.ckpt_dir}")
+    if cfg.channels_last:  # encoder.pt holds default-layout tensors whatever the flag (same bytes)
+        _set_memory_format((method, synth), torch.contiguous_format)
     return TrainResult(backbone.cpu(), method.cpu(), synth.cpu() if synth else None, step, resumed_from, pair_images, history)
+
+
+def _set_memory_format(modules, fmt: torch.memory_format) -> None:
+    for m in modules:
+        if m is not None:
+            m.to(memory_format=fmt)  # only 4-D tensors (conv weights) change layout; values are copied exactly
+
+
+def _compile_backbones(method: SSLMethod) -> None:
+    """torch.compile every backbone of the method (online and momentum copies) in place.
+
+    In place (nn.Module.compile) rather than `torch.compile(module)`: that wrapper prefixes every
+    state_dict key with `_orig_mod.`, which would make checkpoints and encoder.pt depend on the flag.
+    """
+    for m in method.modules():
+        if isinstance(m, Backbone):
+            m.compile()
 
 
 def _restore_generators(state: dict, ctx: distributed.DistContext, seed: int, g_aug: torch.Generator, g_synth: torch.Generator) -> None:
@@ -370,6 +395,6 @@ def run_settings(params, dataset: str, experiment: str) -> dict:
     if not exp.synth:
         for key in ("alpha", "nu", "synth"):
             d.pop(key)
-    for key in ("device", "threads", "checkpoint_every_steps", "keep_checkpoints", "log_every_steps"):
-        d.pop(key)  # how to run, not what is computed
+    for key in ("device", "threads", "channels_last", "compile", "checkpoint_every_steps", "keep_checkpoints", "log_every_steps"):
+        d.pop(key)  # how to run, not what is computed (layout and compilation change only float rounding)
     return {"method": exp.method, "synth": exp.synth, "crop_size": crop, **d}

@@ -8,23 +8,29 @@ import numpy as np
 import torch
 
 from finesyn.data.augment import eval_view
-from finesyn.device import select_device
+from finesyn.device import host_to_device, select_device
 from finesyn.models.backbone import Backbone
 
 
 @torch.no_grad()
 def extract_features(
     backbone: Backbone, images: np.ndarray, indices: np.ndarray, crop_size: int, batch_size: int = 256,
-    device: str = "auto", projector: torch.nn.Module | None = None,
+    device: str = "auto", projector: torch.nn.Module | None = None, channels_last: bool = False,
 ) -> np.ndarray:
-    """float32 (len(indices), d) pooled features h (or projector(h) if a projector is given)."""
+    """float32 (len(indices), d) pooled features h (or projector(h) if a projector is given).
+
+    `channels_last` (pretrain.channels_last): NHWC backbone and images, the layout training used;
+    the features differ from NCHW ones only by float rounding.
+    """
     dev = select_device(device)
-    model = backbone.to(dev).eval()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = backbone.to(dev, memory_format=fmt).eval()
     head = projector.to(dev).eval() if projector is not None else None
     out = []
     for start in range(0, len(indices), batch_size):
         idx = indices[start : start + batch_size]
-        x = eval_view(torch.from_numpy(np.ascontiguousarray(images[idx])).to(dev), crop_size)
+        x = eval_view(host_to_device(torch.from_numpy(np.ascontiguousarray(images[idx])), dev), crop_size)
+        x = x.contiguous(memory_format=fmt)
         h = model(x)
         out.append((head(h) if head is not None else h).float().cpu().numpy())
     d = out[0].shape[1] if out else backbone.dim

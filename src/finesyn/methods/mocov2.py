@@ -30,7 +30,7 @@ class MoCoV2(SSLMethod):
     process would hold after the same global batches. Each rank's InfoNCE is the mean over its own
     queries against that queue; DDP's gradient average makes the step that of the global mean.
 
-    BatchNorm (`shuffle_bn`, a constructor argument):
+    BatchNorm (`shuffle_bn`, from `pretrain.methods.mocov2.shuffle_bn`):
     - False (default): SyncBN for the query and the key encoder. Statistics are over the global
       batch, as in one process, so a W-process run *is* the single-process run (what the
       distributed test proves), and CPU runs reproduce GPU runs.
@@ -64,7 +64,7 @@ class MoCoV2(SSLMethod):
                 stacklevel=2,
             )
             queue = num_train
-        return cls(backbone, m.proj_hidden_dim, m.proj_dim, queue, m.momentum, m.temperature)
+        return cls(backbone, m.proj_hidden_dim, m.proj_dim, queue, m.momentum, m.temperature, shuffle_bn=m.shuffle_bn)
 
     def project(self, h):
         return self.projector(h)

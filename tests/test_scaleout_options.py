@@ -1,0 +1,191 @@
+"""Scale-out switches of `pretrain`: channels_last, torch.compile, pinned host-to-device copies,
+and MoCo's shuffle_bn from params. All on the CPU with the tiny run of train_runner.
+
+torch.compile is exercised for real (TorchDynamo traces the backbones) but with the "eager"
+backend: inductor's C++ code generation takes ~90 s for this run on the 2-core development
+machine, which is too slow for a unit test (`compile: true` with inductor was run by hand).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from finesyn import device as device_mod
+from finesyn.config import parse_params
+from finesyn.eval import features
+from finesyn.methods import build_method
+from finesyn.models.backbone import Backbone
+from finesyn.train import build_models, encoder_artifact, load_latest_checkpoint, pretrain, run_settings
+from finesyn import train
+from tiny_models import TinyBackbone
+from train_runner import tiny_images, tiny_spec
+
+
+class _Stop(Exception):
+    pass
+
+
+def _train(tmp_path, images, **overrides):
+    return pretrain(images, tiny_spec(tmp_path, **overrides))
+
+
+def _record_image_convs(sink: list):
+    """A global forward pre-hook on every conv fed with images (the backbones' first conv):
+    records (input is NHWC, weight is NHWC)."""
+    cl = torch.channels_last
+
+    def hook(mod, args):
+        if isinstance(mod, torch.nn.Conv2d) and mod.in_channels == 3:
+            sink.append((args[0].is_contiguous(memory_format=cl), mod.weight.is_contiguous(memory_format=cl)))
+
+    return torch.nn.modules.module.register_module_forward_pre_hook(hook)
+
+
+def test_channels_last_step_matches_contiguous_and_returns_default_layout(tmp_path):
+    images = tiny_images(8)  # batch 8, one epoch: exactly one step (losses of the same initial weights)
+    seen: list = []
+    ref = _train(tmp_path / "ref", images, epochs=1)
+    handle = _record_image_convs(seen)
+    try:
+        cl = _train(tmp_path / "cl", images, epochs=1, channels_last=True)
+    finally:
+        handle.remove()
+    assert ref.steps == cl.steps == 1
+    # the backbones (online and key, views and generated pairs) ran NHWC with NHWC weights
+    assert seen and all(x and w for x, w in seen), seen
+    for term in ("L_C", "L_R", "L_Cp"):
+        assert cl.history[0][term] == pytest.approx(ref.history[0][term], rel=1e-4), term
+    # the step's update: equal up to float rounding (conv sums in another order), amplified by lr
+    init = build_models(tiny_spec(tmp_path), len(images))[1].state_dict()
+    a, b = ref.method.state_dict(), cl.method.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        da, db = (a[k] - init[k]).double(), (b[k] - init[k]).double()
+        assert (da - db).abs().max() <= 1e-2 * da.abs().max() + 1e-6, k
+    # returned in the default layout, so encoder.pt is the same format (and bytes) whatever the flag
+    assert all(v.is_contiguous() for m in (cl.method, cl.synth) for v in m.state_dict().values())
+
+
+def test_channels_last_is_not_part_of_the_encoder_identity_but_shuffle_bn_is(repo_root):
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    base = run_settings(parse_params(copy.deepcopy(raw)), "synthetic", "mocov2")
+    how = copy.deepcopy(raw)
+    how["pretrain"].update(channels_last=True, compile=True)
+    assert run_settings(parse_params(how), "synthetic", "mocov2") == base
+    what = copy.deepcopy(raw)
+    what["pretrain"].setdefault("methods", {}).setdefault("mocov2", {})["shuffle_bn"] = True
+    assert run_settings(parse_params(what), "synthetic", "mocov2") != base
+
+
+@pytest.fixture
+def eager_compile(monkeypatch):
+    """torch.compile with the eager backend, counting the calls that go through compiled code."""
+    real = torch.compile
+    calls = {"compiled": 0, "used": 0}
+
+    def spy(fn, *args, **kwargs):
+        calls["compiled"] += 1
+        compiled = real(fn, *args, **{**kwargs, "backend": "eager"})
+        if isinstance(fn, torch.nn.Module):  # torch.compile(module): an OptimizedModule wrapper
+            return compiled
+
+        def counted(*a, **k):
+            calls["used"] += 1
+            return compiled(*a, **k)
+
+        return counted
+
+    monkeypatch.setattr(torch, "compile", spy)
+    return calls
+
+
+def test_compile_is_used_and_its_checkpoint_resumes_without_it(tmp_path, eager_compile):
+    images = tiny_images()
+    ckpt = tmp_path / "ck"
+
+    def stop_at_3(step, total):
+        if step == 3:
+            raise _Stop  # after step 3, before its checkpoint: the newest is step 2
+
+    with pytest.raises(_Stop):
+        pretrain(images, tiny_spec(ckpt, synth=False, epochs=1, compile=True), progress=stop_at_3)
+    assert eager_compile["compiled"] == 2  # MoCo: the online and the key backbone
+    assert eager_compile["used"] >= 2 * 3  # every step ran both through the compiled code
+    state = load_latest_checkpoint(tiny_spec(ckpt))
+    assert state["step"] == 2
+    assert not any("_orig_mod" in k for k in state["method"])
+
+    used = eager_compile["used"]
+    resumed = pretrain(images, tiny_spec(ckpt, synth=False, epochs=1, compile=False))
+    assert eager_compile["used"] == used and eager_compile["compiled"] == 2  # compile=false: eager modules
+    assert resumed.resumed_from == 2 and resumed.steps == 5
+    # encoder.pt has the keys of an uncompiled backbone: extract's strict load accepts it
+    blob = torch.load(io.BytesIO(encoder_artifact(resumed, tiny_spec(ckpt), {})), weights_only=False)
+    assert blob["backbone"].keys() == Backbone(blob["arch"], blob["stem"]).state_dict().keys()
+
+
+def test_host_to_device_pins_on_cuda_only(monkeypatch):
+    batch = torch.zeros(2, 4, 4, 3, dtype=torch.uint8)
+    calls: list = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a: calls.append("pin") or self)
+    assert device_mod.host_to_device(batch, torch.device("cpu")) is batch  # CPU: unchanged, never pinned
+    assert calls == []
+    # CUDA (faked: no GPU here): pinned first, then an asynchronous copy
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: calls.append(("to", a, k)) or self)
+    device_mod.host_to_device(batch, torch.device("cuda"))
+    assert calls == ["pin", ("to", (torch.device("cuda"),), {"non_blocking": True})]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_host_to_device_on_a_real_gpu():
+    batch = torch.arange(24, dtype=torch.uint8).reshape(2, 2, 2, 3)
+    out = device_mod.host_to_device(batch, torch.device("cuda"))
+    assert out.is_cuda and torch.equal(out.cpu(), batch)
+
+
+def test_pretrain_and_extract_copy_batches_through_host_to_device(tmp_path, monkeypatch):
+    seen: list = []
+
+    def spy(batch, dev):
+        seen.append((batch.dtype, dev.type))
+        return device_mod.host_to_device(batch, dev)
+
+    monkeypatch.setattr(train, "host_to_device", spy)
+    monkeypatch.setattr(features, "host_to_device", spy)
+    pretrain(tiny_images(8), tiny_spec(tmp_path, synth=False, epochs=1, device="cpu"))
+    assert seen == [(torch.uint8, "cpu")]
+    features.extract_features(TinyBackbone(), tiny_images(8), np.arange(8), 32, batch_size=4, device="cpu")
+    assert seen[1:] == [(torch.uint8, "cpu")] * 2
+
+
+def test_extract_channels_last_gives_the_same_features():
+    torch.manual_seed(0)
+    images, idx = tiny_images(8), np.arange(8)
+    ref = features.extract_features(TinyBackbone().eval(), images, idx, 24, device="cpu")
+    torch.manual_seed(0)
+    model, seen = TinyBackbone(), []
+    handle = _record_image_convs(seen)
+    try:
+        cl = features.extract_features(model, images, idx, 24, device="cpu", channels_last=True)
+    finally:
+        handle.remove()
+    assert seen and all(x and w for x, w in seen), seen  # NHWC images into NHWC weights
+    np.testing.assert_allclose(cl, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("where", ["pretrain", "override"])
+def test_shuffle_bn_reaches_the_moco_object_from_params(repo_root, where):
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    assert build_method("mocov2", TinyBackbone(), parse_params(copy.deepcopy(raw)).pretrain_for("mocov2"), 64).shuffle_bn is False
+    if where == "pretrain":
+        raw["pretrain"].setdefault("methods", {}).setdefault("mocov2", {})["shuffle_bn"] = True
+    else:
+        raw["experiments"]["mocov2"]["overrides"] = {"methods": {"mocov2": {"shuffle_bn": True}}}
+    cfg = parse_params(raw).pretrain_for("mocov2")
+    assert build_method("mocov2", TinyBackbone(), cfg, 64).shuffle_bn is True
