@@ -9,6 +9,27 @@ PARAMS = load_params("params.yaml")  # a typo anywhere fails here, naming the ke
 STAGES = dvc_stages(workflow.basedir)
 THREADS = {"prepare": 2, "pretrain": 2, "extract": 2, "probe": 2, "retrieve": 2}
 
+# `snakemake --report report.html` (after a run): the report stage's own tables and figures, so the
+# Snakemake report shows what `dvc repro` shows. Keys are DVC outputs of the report stage.
+report: "snakemake-report/workflow.rst"
+REPORT_OUTPUTS = {
+    "reports/index.html": dict(caption="snakemake-report/index.rst", category="1. Pipeline report"),
+    "reports/results.csv": dict(caption="snakemake-report/results.rst", category="2. Tables"),
+    "reports/results.md": dict(caption="snakemake-report/results.rst", category="2. Tables"),
+    "reports/figures": dict(
+        patterns=["{figure}.png"], caption="snakemake-report/figure.rst", category="3. Figures", labels={"figure": "{figure}"}
+    ),
+}
+_unknown = set(REPORT_OUTPUTS) - {o for st in STAGES for o in st.outs}
+if _unknown:  # a renamed output in dvc.yaml would otherwise drop out of the report silently
+    raise WorkflowError(f"REPORT_OUTPUTS in the Snakefile names paths no DVC stage writes: {sorted(_unknown)}")
+
+
+def snakemake_output(path):
+    """A DVC output as a Snakemake output: directory() by the dvc.yaml convention, report() if shown."""
+    out = directory(path) if is_directory_output(path) else path
+    return report(out, **REPORT_OUTPUTS[path]) if path in REPORT_OUTPUTS else out
+
 
 rule all:
     input:
@@ -24,7 +45,7 @@ for st in STAGES:
         input:
             snakemake_inputs(st, STAGES),
         output:
-            [directory(o) if is_directory_output(o) else o for o in st.outs],
+            [snakemake_output(o) for o in st.outs],
         params:
             # the command travels as a param: a `shell:` expression would be evaluated when the job
             # runs, after the loop has moved on to the last stage

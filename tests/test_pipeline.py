@@ -1,8 +1,11 @@
 """The real tools on the real stage graph, with a tiny params.yaml: dvc repro, reruns, snakemake."""
 
+import base64
 import json
+import time
 
 import pytest
+import yaml
 
 from finesyn.graph import dvc_stages, snakemake_inputs
 from pipeline_helpers import edited_params, make_project, run
@@ -36,6 +39,58 @@ def test_dvc_repro_writes_metrics_with_provenance(project):
 def test_second_repro_does_nothing(project):
     out = run(["dvc", "repro"], project).stdout
     assert ran_stages(out) == set(), out
+
+
+def queue_states(project) -> dict[str, str]:
+    """Experiment name -> state (Queued, Running, Success, Failed) from `dvc queue status`."""
+    rows = (line.split() for line in run(["dvc", "queue", "status"], project).stdout.splitlines())
+    return {r[1]: r[-1] for r in rows if len(r) >= 4 and r[-1] in {"Queued", "Running", "Success", "Failed"}}
+
+
+def test_queued_sweep_runs_outside_the_workspace(project):
+    """The README's sweep: queued experiments run in copies under .dvc/tmp/exps (shared cache, no
+    checkpoints/, tools from PATH); `dvc exp show`, `metrics diff` and `plots diff` compare them."""
+    run(["dvc", "repro"], project)  # the committed baseline holds the current grid's results
+    run(["git", "add", "-A"], project)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "baseline results"], project)
+    nu = yaml.safe_load((project / "params.yaml").read_text())["pretrain"]["nu"]
+    other = 1.0 if nu != 1.0 else 0.5
+    run(["dvc", "exp", "run", "-S", f"pretrain.nu={nu},{other}", "--queue"], project)
+    run(["dvc", "queue", "start"], project)
+    deadline = time.monotonic() + 600
+    try:
+        while len(states := queue_states(project)) < 2 or {"Queued", "Running"} & set(states.values()):
+            assert time.monotonic() < deadline, f"queue not done after 600 s: {states}"
+            time.sleep(2)
+    finally:
+        run(["dvc", "queue", "stop", "--kill"], project, check=False)  # no worker outlives the test
+    failed = [n for n, s in states.items() if s != "Success"]
+    assert not failed, "\n".join(run(["dvc", "queue", "logs", n], project, check=False).stdout[-3000:] for n in failed)
+
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    base = next(r for r in shown if r["rev"] != "workspace")
+    exps = {rev["data"]["params"]["params.yaml"]["data"]["pretrain"]["nu"]: rev for e in base["experiments"] for rev in e["revs"]}
+    assert set(exps) == {nu, other}, exps.keys()
+
+    def metrics(rev: dict, exp: str) -> dict:
+        return {f: rev["data"]["metrics"][f"metrics/synthetic/{exp}/seed0/{f}"]["data"] for f in ("probe.json", "retrieval.json")}
+
+    for exp in ("random_init", "mocov2_synth"):  # the unchanged value reproduces the baseline: nothing reran
+        assert metrics(exps[nu], exp) == metrics(base, exp), exp
+    assert metrics(exps[other], "random_init") == metrics(base, "random_init")  # identical untrained encoder: not re-evaluated
+    changed = metrics(exps[other], "mocov2_synth")["probe.json"]
+    assert changed["encoder_run_id"] != metrics(base, "mocov2_synth")["probe.json"]["encoder_run_id"]
+
+    name = exps[other]["name"]  # the README's filtered view lists each experiment's ν and metrics
+    table = run(["dvc", "exp", "show", "--csv", "--drop", ".*", "--keep", r"Experiment|pretrain\.nu|.*mocov2_synth.*:(top1|mAP)$"], project).stdout
+    header, *rows = table.splitlines()
+    assert set(header.split(",")) == {"Experiment", "pretrain.nu", "metrics/synthetic/mocov2_synth/seed0/probe.json:top1",
+                                      "metrics/synthetic/mocov2_synth/seed0/retrieval.json:mAP"}, header
+    assert any(r.startswith(f"{name},") and f"{changed['top1']}" in r for r in rows), table
+    diff = run(["dvc", "metrics", "diff", "HEAD", name], project).stdout
+    assert "mocov2_synth/seed0/probe.json" in diff and "random_init" not in diff, diff
+    run(["dvc", "plots", "diff", "HEAD", name, "-o", "plots_diff"], project)
+    assert name in (project / "plots_diff/index.html").read_text()
 
 
 def test_param_change_reruns_only_its_readers(project):
@@ -104,3 +159,17 @@ def test_snakemake_runs_the_graph_end_to_end(tmp_path):
     for exp in ("random_init", "mocov2_synth"):
         assert (proj / "metrics/synthetic" / exp / "seed0/retrieval.json").is_file()
     assert "| mocov2_synth |" in (proj / "reports/results.md").read_text()
+
+    # `snakemake --report` after the run embeds the report stage's own tables and figures
+    run(["snakemake", "--report", "report.html"], proj)
+    report = (proj / "report.html").read_text()
+    figures = sorted((proj / "reports/figures").glob("*.png"))
+    assert {f.name for f in figures} >= {"fig4_pairs_synthetic_mocov2_synth.png", "curves_synthetic.png"}
+    pipeline_report = (proj / "reports/index.html").read_text()
+    for f in figures:
+        data = base64.b64encode(f.read_bytes()).decode()
+        assert data in report, f"{f.name} is not in the Snakemake report"
+        assert data in pipeline_report, f"{f.name} is not in reports/index.html"  # the same figures as the pipeline's report
+    for table in ("reports/index.html", "reports/results.csv", "reports/results.md"):
+        assert base64.b64encode((proj / table).read_bytes()).decode() in report, f"{table} is not in the Snakemake report"
+    assert "Fig. 4 analogue: generated pairs" in report and "Training curves: every logged" in report  # per-figure captions
