@@ -90,10 +90,11 @@ def tree(tmp_path_factory):
             (m / "retrieval.json").write_text(json.dumps({"rank1": 50.0 + k, "rank5": 80.0, "mAP": 30.0 + 2 * k, "knn": {"top1_k5": 40.0}, "protocol": "test_loo", **common}))
             if e != "random_init":
                 live = root / "models" / D / e / f"seed{seed}" / "live" / "plots" / "metrics" / "train"
-                for term in ("loss", "L_C") + (("L_R", "L_Cp", "n_selected") if "synth" in e or "nu0" in e else ()):
+                terms = ("L_R", "L_Cp", "n_selected") if "synth" in e or "varonly" in e else ("L_R",) if "nu0" in e else ()
+                for term in ("loss", "L_C") + terms:
                     write_tsv(live, term, [5, 10, 15], [3.0 - k * 0.1, 2.5, 2.0])
                 write_tsv(live, "lr", [5, 10, 15], [0.1, 0.05, 0.0])
-    for e in ("mocov2_synth", "mocov2_a05_nu0", "mocov2_varonly"):
+    for e in ("mocov2_synth", "mocov2_varonly"):  # ν = 0 runs make no pairs
         (root / "models" / D / e / "seed0" / "pairs.png").write_bytes(png_bytes())
     save_encoder(root / "models" / D / "mocov2" / "seed0", 1)
     save_encoder(root / "models" / D / "mocov2_synth" / "seed0", 2)
@@ -203,7 +204,7 @@ def test_stage_cli_reports_a_malformed_reference_file(tmp_path, tree, monkeypatc
 def test_figures_written_and_embedded(report):
     _, out, res = report
     figs = {f["id"]: f for f in res["figures"]}
-    expected = {"fig2_variance_toy", "fig3_gradcam_toy", "fig4_pairs_toy_mocov2_synth", "fig4_pairs_toy_mocov2_a05_nu0", "fig4_pairs_toy_mocov2_varonly", "fig5_alpha", "curves_toy"}
+    expected = {"fig2_variance_toy", "fig3_gradcam_toy", "fig4_pairs_toy_mocov2_synth", "fig4_pairs_toy_mocov2_varonly", "fig5_alpha", "curves_toy"}
     assert set(figs) == expected
     pngs = sorted((out / "figures").glob("*.png"))
     assert {p.stem for p in pngs} == expected

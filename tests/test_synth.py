@@ -370,3 +370,32 @@ def test_deep_decoder_output_size():
     with torch.no_grad():
         assert dec(torch.randn(2, D)).shape == (2, 3, 112, 112)
     assert dec.seed == 7
+
+
+@pytest.mark.parametrize("method_name", ["mocov2", "simsiam"])
+def test_without_pairs_only_l_r_is_computed_and_the_encoder_sees_no_decoded_image(method_name):
+    """ν = 0 (Fig. 5's α-only runs): the encoder's BN statistics must not see decoded images."""
+    method = make_method(method_name)
+    synth = make_synth()
+    x1, x2 = images(4, 1), images(4, 2)
+    out = method.ssl_loss(x1, x2)
+    bn_before = {k: v.clone() for k, v in method.backbone.state_dict().items() if "running" in k}
+    seen = []
+    hook = method.backbone.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    try:
+        s = synth(method, out, x1, gen(3), pairs=False)
+    finally:
+        hook.remove()
+    assert seen == [] and s.images is None and s.n_selected == 0
+    assert all(torch.equal(v, method.backbone.state_dict()[k]) for k, v in bn_before.items())
+    with torch.no_grad():
+        expected = F.mse_loss(synth.decoder(out.h1), x1)
+    torch.testing.assert_close(s.recon.detach(), expected, rtol=1e-5, atol=1e-7)
+    # with pairs, the same call passes both decoded images through the encoder
+    out = method.ssl_loss(x1, x2)
+    hook = method.backbone.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    try:
+        s = synth(method, out, x1, gen(3))
+    finally:
+        hook.remove()
+    assert len(seen) >= 1 and s.images is not None and s.n_selected > 0

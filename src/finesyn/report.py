@@ -474,8 +474,8 @@ def fig_pairs(params: Params, models_root: Path, fig_dir: Path, log: logging.Log
     figs = []
     for dataset in params.grid.datasets:
         for exp in params.grid.experiments:
-            if not params.experiments[exp].synth:
-                continue
+            if not params.experiments[exp].synth or params.pretrain_for(exp).nu == 0:
+                continue  # ν = 0 (α-only) runs make no pairs
             src = models_root / dataset / exp / f"seed{seed}" / "pairs.png"
             fid = f"fig4_pairs_{dataset}_{exp}"
             title = f"Fig. 4 analogue — {dataset}, {exp}"

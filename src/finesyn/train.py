@@ -125,13 +125,13 @@ def load_latest_checkpoint(spec: RunSpec) -> dict | None:
 class Objective(nn.Module):
     """The step's losses as one module, so that DistributedDataParallel wraps a single forward."""
 
-    def __init__(self, method: SSLMethod, synth: SynthPairs | None):
+    def __init__(self, method: SSLMethod, synth: SynthPairs | None, pairs: bool = True):
         super().__init__()
-        self.method, self.synth = method, synth
+        self.method, self.synth, self.pairs = method, synth, pairs
 
     def forward(self, v1: torch.Tensor, v2: torch.Tensor, g_synth: torch.Generator):
         out = self.method.ssl_loss(v1, v2)
-        s = self.synth(self.method, out, v1, g_synth) if self.synth is not None else None
+        s = self.synth(self.method, out, v1, g_synth, pairs=self.pairs) if self.synth is not None else None
         return out, s
 
 
@@ -194,7 +194,7 @@ def pretrain(
         synth.distribute(ctx)
     if cfg.compile:
         _compile_backbones(method)
-    objective = distributed.data_parallel(Objective(method, synth), ctx)  # DDP averages gradients, once
+    objective = distributed.data_parallel(Objective(method, synth, pairs=cfg.nu > 0), ctx)  # DDP averages gradients, once
     params = [p for m in (method, synth) if m is not None for p in m.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     dtype = amp_dtype(device, cfg.amp)
@@ -270,9 +270,12 @@ def pretrain(
                 total_loss = terms["L_C"]
                 n_sel = 0
                 if s is not None:
-                    terms["L_R"], terms["L_Cp"], n_sel = s.recon, s.pair, s.n_selected
-                    total_loss = total_loss + cfg.alpha * s.recon + cfg.nu * s.pair
-                    pair_images = s.images
+                    terms["L_R"], n_sel = s.recon, s.n_selected
+                    total_loss = total_loss + cfg.alpha * s.recon
+                    if cfg.nu > 0:  # with ν = 0 no pair is made (Objective): there is no L_Cp to log
+                        terms["L_Cp"] = s.pair
+                        total_loss = total_loss + cfg.nu * s.pair
+                    pair_images = s.images if s.images is not None else pair_images
             # the global batch's losses (mean over ranks), on every rank: logged, and checked together
             # so that a non-finite loss on one rank stops all of them at the same step
             values = [total_loss, *terms.values()]
@@ -297,7 +300,7 @@ def pretrain(
                 now = time.perf_counter()
                 rec = {"step": step, "epoch": (step - 1) // steps_per_epoch, "lr": opt.param_groups[0]["lr"], "loss": total_value.item()}
                 rec.update({k: v.item() for k, v in term_values.items()})
-                if synth is not None:
+                if "L_Cp" in term_values:
                     rec["n_selected"] = n_sel
                 rec["images_per_s"] = imgs_since / max(now - t_last, 1e-9)
                 t_last, imgs_since = now, 0

@@ -40,7 +40,7 @@ class SynthLosses:
     pair: torch.Tensor  # L_Cp
     n_selected: int  # dimensions perturbed this step
     mask: torch.Tensor  # (d,) bool
-    images: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (x1, g(h), g(h̃)) of the pair samples, detached
+    images: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None  # (x1, g(h), g(h̃)) of the pair samples, detached; None without pairs
 
 
 class SynthPairs(nn.Module):
@@ -125,11 +125,18 @@ class SynthPairs(nn.Module):
         return d.local_rows(perturb(h_all, mask, cfg.perturbation, cfg.beta, mean, std, g))
 
     # -- the module ------------------------------------------------------------------
-    def forward(self, method: SSLMethod, out: SSLOutput, x1: torch.Tensor, g: torch.Generator) -> SynthLosses:
-        """`g` must be in the same state on every rank under DDP (the trainer's shared generator)."""
+    def forward(self, method: SSLMethod, out: SSLOutput, x1: torch.Tensor, g: torch.Generator, pairs: bool = True) -> SynthLosses:
+        """`g` must be in the same state on every rank under DDP (the trainer's shared generator).
+
+        `pairs=False` (ν = 0, the α-only runs of Fig. 5): L_R only. No pair is selected, decoded or
+        passed through the encoder, so decoded images never reach its BatchNorm statistics.
+        """
         cfg, h = self.cfg, out.h1
         x_hat = self.decoder(h if cfg.recon_grad_to_encoder else h.detach())
         loss_r = F.mse_loss(x_hat, x1)
+        if not pairs:
+            none = torch.zeros(h.shape[1], dtype=torch.bool, device=h.device)
+            return SynthLosses(loss_r, loss_r.new_zeros(()), 0, none, None)
 
         mean, var = self._stats(h.detach().float(), self.dist.all_reduce_sum if self.dist.enabled else None)
         mask = self.select(h, out.loss, var, g)
