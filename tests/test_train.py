@@ -102,3 +102,14 @@ def test_run_identity_ignores_settings_a_baseline_does_not_use(repo_root):
     after = parse_params(raw)
     assert run_settings(before, "synthetic", "mocov2") == run_settings(after, "synthetic", "mocov2")
     assert run_settings(before, "synthetic", "mocov2_synth") != run_settings(after, "synthetic", "mocov2_synth")
+
+
+def test_a_finished_run_resumed_at_its_last_checkpoint_still_has_its_pairs(tmp_path):
+    """pairs.png must not vanish when `dvc repro` reruns a finished pretrain stage (it resumes at the end)."""
+    spec = tiny_spec(tmp_path, epochs=1)
+    first = pretrain(tiny_images(), spec)
+    again = pretrain(tiny_images(), tiny_spec(tmp_path, epochs=1))
+    assert again.resumed_from == first.steps  # no step was taken
+    assert first.pair_images is not None and again.pair_images is not None
+    for a, b in zip(first.pair_images, again.pair_images):
+        assert torch.equal(a.cpu(), b)

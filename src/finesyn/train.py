@@ -36,6 +36,9 @@ from finesyn.synth import SynthPairs
 log = logging.getLogger("finesyn.train")
 
 
+PAIR_ROWS = 8  # generated pairs kept for pairs.png (the first rows of the last step's pair batch)
+
+
 class NonFiniteLossError(RuntimeError):
     pass
 
@@ -207,7 +210,7 @@ def pretrain(
 
     steps_per_epoch = n // cfg.batch_size  # drop_last: a tiny last batch would wreck BN statistics
     total = steps_per_epoch * cfg.epochs
-    step, perm, history, resumed_from = 0, None, [], None
+    step, perm, history, resumed_from, pair_images = 0, None, [], None, None
     state = load_latest_checkpoint(spec)
     seen = ctx.all_gather_object(None if state is None else state["step"])
     if len(set(seen)) > 1:
@@ -222,6 +225,7 @@ def pretrain(
         g_data.set_state(state["g_data"])
         torch.set_rng_state(state["torch_rng"])
         step, perm, history = state["step"], state["perm"], state["history"]
+        pair_images = state.get("pair_images")
         resumed_from = step
         log.info("resumed from step %d of %d (%s)", step, total, spec.ckpt_dir)
 
@@ -240,9 +244,10 @@ def pretrain(
             "g_data": g_data.get_state(),
             "torch_rng": torch.get_rng_state(),
             "history": history,
+            # the pairs.png rows: a run resumed from its last checkpoint takes no step but still writes them
+            "pair_images": None if pair_images is None else tuple(t[:PAIR_ROWS].cpu() for t in pair_images),
         }
 
-    pair_images = None
     objective.train()
     t_last, imgs_since = time.perf_counter(), 0
     with _StopFlag() as stop:
@@ -275,7 +280,8 @@ def pretrain(
                     if cfg.nu > 0:  # with ν = 0 no pair is made (Objective): there is no L_Cp to log
                         terms["L_Cp"] = s.pair
                         total_loss = total_loss + cfg.nu * s.pair
-                    pair_images = s.images if s.images is not None else pair_images
+                    if s.images is not None:
+                        pair_images = tuple(t[:PAIR_ROWS] for t in s.images)
             # the global batch's losses (mean over ranks), on every rank: logged, and checked together
             # so that a non-finite loss on one rank stops all of them at the same step
             values = [total_loss, *terms.values()]
