@@ -245,7 +245,7 @@ def pretrain(
             "torch_rng": torch.get_rng_state(),
             "history": history,
             # the pairs.png rows: a run resumed from its last checkpoint takes no step but still writes them
-            "pair_images": None if pair_images is None else tuple(t[:PAIR_ROWS].cpu() for t in pair_images),
+            "pair_images": None if pair_images is None else tuple(t.cpu() for t in pair_images),
         }
 
     objective.train()
