@@ -113,3 +113,10 @@ def test_a_finished_run_resumed_at_its_last_checkpoint_still_has_its_pairs(tmp_p
     assert first.pair_images is not None and again.pair_images is not None
     for a, b in zip(first.pair_images, again.pair_images):
         assert torch.equal(a.cpu(), b)
+
+
+def test_alpha_only_run_logs_l_r_and_makes_no_pair(tmp_path):
+    """ν = 0: the trainer asks the module for L_R only; no L_Cp or n_selected is logged, no pairs.png."""
+    result = pretrain(tiny_images(), tiny_spec(tmp_path, epochs=1, nu=0.0))
+    assert result.history and all("L_R" in r and "L_Cp" not in r and "n_selected" not in r for r in result.history)
+    assert result.pair_images is None

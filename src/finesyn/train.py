@@ -197,7 +197,8 @@ def pretrain(
         synth.distribute(ctx)
     if cfg.compile:
         _compile_backbones(method)
-    objective = distributed.data_parallel(Objective(method, synth, pairs=cfg.nu > 0), ctx)  # DDP averages gradients, once
+    make_pairs = synth is not None and cfg.nu > 0  # ν = 0 (α-only runs): L_R only, no pair, no L_Cp
+    objective = distributed.data_parallel(Objective(method, synth, pairs=make_pairs), ctx)  # DDP averages gradients, once
     params = [p for m in (method, synth) if m is not None for p in m.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     dtype = amp_dtype(device, cfg.amp)
@@ -277,7 +278,7 @@ def pretrain(
                 if s is not None:
                     terms["L_R"], n_sel = s.recon, s.n_selected
                     total_loss = total_loss + cfg.alpha * s.recon
-                    if cfg.nu > 0:  # with ν = 0 no pair is made (Objective): there is no L_Cp to log
+                    if make_pairs:
                         terms["L_Cp"] = s.pair
                         total_loss = total_loss + cfg.nu * s.pair
                     if s.images is not None:
@@ -306,7 +307,7 @@ def pretrain(
                 now = time.perf_counter()
                 rec = {"step": step, "epoch": (step - 1) // steps_per_epoch, "lr": opt.param_groups[0]["lr"], "loss": total_value.item()}
                 rec.update({k: v.item() for k, v in term_values.items()})
-                if "L_Cp" in term_values:
+                if make_pairs:
                     rec["n_selected"] = n_sel
                 rec["images_per_s"] = imgs_since / max(now - t_last, 1e-9)
                 t_last, imgs_since = now, 0
