@@ -1,4 +1,4 @@
-"""retrieve: FAISS retrieval (Rank-k, mAP over the full ranking) and weighted kNN accuracy -> retrieval.json."""
+"""retrieve: retrieval (Rank-k, mAP over the full ranking) and FAISS weighted kNN accuracy -> retrieval.json."""
 
 import time
 from pathlib import Path
@@ -30,7 +30,7 @@ def main(
         f = load_features(features)
         t0 = time.perf_counter()
         gallery = (f["train_features"], f["train_labels"]) if cfg.protocol == "train_gallery" else (None, None)
-        res = retrieval_metrics(f["test_features"], f["test_labels"], *gallery, ks=cfg.ks, map_at_r=cfg.map_at_r)
+        res = retrieval_metrics(f["test_features"], f["test_labels"], *gallery, ks=cfg.ks, map_at_r=cfg.map_at_r, engine=cfg.engine)
         res["knn"] = knn_accuracy(f["train_features"], f["train_labels"], f["test_features"], f["test_labels"], ks=cfg.knn_ks, temperature=cfg.knn_temperature)
         res["search_time_s"] = round(time.perf_counter() - t0, 3)
         res["encoder_run_id"] = str(f["encoder_run_id"])

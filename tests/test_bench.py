@@ -113,10 +113,15 @@ def test_evaluation(quick):
     assert all(_pos(x["images_per_s"]) for x in ev["extraction"])
     assert ev["probe"] and all(_pos(x["fit_time_s"]) for x in ev["probe"])
     r = ev["retrieval"]
-    assert set(r["implementations"]) == {"faiss", "numpy"} and r["n"] == 2000
-    for impl in r["implementations"].values():
+    assert set(r["implementations"]) == {"sort", "numpy"} and r["n"] == 2000
+    ref = r["implementations"]["numpy"]
+    assert ref["queries"] == 500 and ref["search_s_all_queries_estimated"] == pytest.approx(ref["search_s"] * 4, rel=1e-3)
+    ag = r["agreement"]
+    assert set(ag["implementations"]) == {"sort", "faiss", "numpy"} and ag["n"] == 1000
+    for impl in [*r["implementations"].values(), *ag["implementations"].values()]:
         assert _pos(impl["search_s"]) and _pos(impl["peak_rss_mib"])
-    assert r["max_metric_diff_pct"] < 1e-3  # the reference agrees with retrieval_metrics
+    assert ag["max_metric_diff_pct"] < 1e-3  # both engines agree with the reference
+    assert _pos(r["ratio_ours_over_numpy"]) and _pos(ag["ratio_faiss_over_sort"])
 
 
 def test_stage_memory_per_process(quick):

@@ -47,46 +47,55 @@ def data():
     return x, y, rng
 
 
+ENGINES = ["sort", "faiss"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("chunk", [1, 13, 149, 4096])
-def test_loo_matches_reference(data, chunk):
+def test_loo_matches_reference(data, chunk, engine):
     x, y, _ = data
-    out = retrieval_metrics(x, y, ks=(1, 5, 10), map_at_r=True, chunk_size=chunk, device="cpu")
+    out = retrieval_metrics(x, y, ks=(1, 5, 10), map_at_r=True, chunk_size=chunk, device="cpu", engine=engine)
     ref, skipped = reference(x, y, ks=(1, 5, 10))
     check(out, ref, skipped)
     assert skipped == 1
     assert out["protocol"] == "test_loo" and out["n_queries"] == 150 and out["n_gallery"] == 149
+    assert out["engine"] == engine and out["device"] == "cpu"
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("chunk", [1, 7, 1024])
-def test_train_gallery_matches_reference(data, chunk):
-    x, y, rng = data
+def test_train_gallery_matches_reference(data, chunk, engine):
+    x, y, _ = data
+    rng = np.random.default_rng(5)
     g = rng.standard_normal((90, x.shape[1])).astype(np.float32)
     gy = rng.integers(0, 8, 90)  # class 99 absent from the gallery
-    out = retrieval_metrics(x, y, g, gy, map_at_r=True, chunk_size=chunk)
+    out = retrieval_metrics(x, y, g, gy, map_at_r=True, chunk_size=chunk, engine=engine)
     ref, skipped = reference(x, y, g, gy)
     check(out, ref, skipped)
     assert out["protocol"] == "train_gallery" and out["n_gallery"] == 90 and skipped == 1
 
 
-def test_hand_computed_ap():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_hand_computed_ap(engine):
     q = np.array([[1, 0]], np.float32)
     # similarities 1, .8, .6, 0: relevant (label 0) at ranks 1 and 3
     g = np.array([[1, 0], [0.8, 0.6], [0.6, 0.8], [0, 1]], np.float32)
-    out = retrieval_metrics(q, [0], g, [0, 1, 0, 1], ks=(1, 2), map_at_r=True)
+    out = retrieval_metrics(q, [0], g, [0, 1, 0, 1], ks=(1, 2), map_at_r=True, engine=engine)
     assert out["mAP"] == pytest.approx(100 * (1 / 1 + 2 / 3) / 2)
     assert out["mAP@R"] == pytest.approx(100 * (1 / 1) / 2)  # R = 2: only rank 1 is within R
     assert out["rank1"] == 100 and out["rank2"] == 100
     # Not normalised: features of any scale give the same cosine ranking
-    out2 = retrieval_metrics(5 * q, [0], 3 * g, [0, 1, 0, 1], ks=(1, 2), map_at_r=True)
+    out2 = retrieval_metrics(5 * q, [0], 3 * g, [0, 1, 0, 1], ks=(1, 2), map_at_r=True, engine=engine)
     assert out2["mAP"] == out["mAP"]
 
 
-def test_ties_lower_gallery_index_first():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_ties_lower_gallery_index_first(engine):
     q = np.array([[1, 0]], np.float32)
     g = np.array([[1, 0], [1, 0], [0, 1]], np.float32)  # items 0 and 1 tie
-    a = retrieval_metrics(q, ["a"], g, ["a", "b", "a"])  # relevant at ranks 1, 3
+    a = retrieval_metrics(q, ["a"], g, ["a", "b", "a"], engine=engine)  # relevant at ranks 1, 3
     assert a["rank1"] == 100 and a["mAP"] == pytest.approx(100 * (1 + 2 / 3) / 2)
-    b = retrieval_metrics(q, ["a"], g, ["b", "a", "a"])  # relevant at ranks 2, 3
+    b = retrieval_metrics(q, ["a"], g, ["b", "a", "a"], engine=engine)  # relevant at ranks 2, 3
     assert b["rank1"] == 0 and b["mAP"] == pytest.approx(100 * (1 / 2 + 2 / 3) / 2)
     # many tied rows, across chunk sizes, against the reference
     rng = np.random.default_rng(1)
@@ -94,14 +103,15 @@ def test_ties_lower_gallery_index_first():
     y = rng.integers(0, 4, 60)
     ref, skipped = reference(x, y)
     for chunk in (1, 25, 100):
-        check(retrieval_metrics(x, y, chunk_size=chunk, map_at_r=True), ref, skipped)
+        check(retrieval_metrics(x, y, chunk_size=chunk, map_at_r=True, engine=engine), ref, skipped)
 
 
-def test_loo_self_excluded_and_singletons_counted():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_loo_self_excluded_and_singletons_counted(engine):
     # item 0 and 1 are identical; 2 is a singleton class; 3 has the same label as 0/1
     x = np.array([[1, 0], [1, 0], [0.9, 0.1], [0, 1]], np.float32)
     y = np.array([0, 0, 1, 0])
-    out = retrieval_metrics(x, y, ks=(1,))
+    out = retrieval_metrics(x, y, ks=(1,), engine=engine)
     assert out["n_queries_without_relevant"] == 1
     # q0 ranks [1(0), 2(1), 3(0)] -> AP (1 + 2/3)/2; q1 ranks [0(0), 2(1), 3(0)] -> same;
     # q3 ranks [2(1), 0(0), 1(0)] (0 and 1 tie at 0) -> AP (1/2 + 2/3)/2, rank-1 miss
@@ -114,26 +124,36 @@ def test_no_relevant_at_all_gives_nan_not_crash():
     assert out["n_queries_without_relevant"] == 3 and np.isnan(out["mAP"])
 
 
-def test_inputs_untouched_and_chunked_search(monkeypatch):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_inputs_untouched_and_chunked_search(monkeypatch, engine):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((300, 8)).astype(np.float32)
     before = x.copy()
     y = rng.integers(0, 5, 300)
-    calls = []
-    real = retrieval.search
+    calls = []  # (queries, gallery items scored) per chunk
+    if engine == "faiss":
+        real = retrieval.search
 
-    def spy(index, q, k):
-        calls.append((len(q), k))
-        return real(index, q, k)
+        def spy(index, q, k):
+            calls.append((len(q), k))
+            return real(index, q, k)
 
-    monkeypatch.setattr(retrieval, "search", spy)
-    retrieval_metrics(x, y, chunk_size=64)
+        monkeypatch.setattr(retrieval, "search", spy)
+    else:
+        real = retrieval.similarities
+
+        def spy(q, g, self_ids):
+            calls.append((len(q), len(g)))
+            return real(q, g, self_ids)
+
+        monkeypatch.setattr(retrieval, "similarities", spy)
+    retrieval_metrics(x, y, chunk_size=64, engine=engine)
     np.testing.assert_array_equal(x, before)
     assert max(n for n, _ in calls) == 64 and sum(n for n, _ in calls) == 300
     # the element cap shrinks chunks for big galleries: memory is O(chunk x N), never N x N
     calls.clear()
     monkeypatch.setattr(retrieval, "MAX_CHUNK_ELEMS", 300 * 50)
-    retrieval_metrics(x, y, chunk_size=1024)
+    retrieval_metrics(x, y, chunk_size=1024, engine=engine)
     assert max(n * k for n, k in calls) <= 300 * 50
 
 
@@ -159,3 +179,17 @@ def test_bad_inputs():
         retrieval_metrics(x, [0, 1, 1], ks=(0,))
     with pytest.raises(ValueError):  # NaN would make FAISS return id -1
         retrieval_metrics(np.full((3, 2), np.nan, np.float32), [0, 1, 1])
+    with pytest.raises(ValueError, match="engine"):
+        retrieval_metrics(x, [0, 1, 1], engine="annoy")
+
+
+def test_engines_rank_identically_on_many_ties():
+    """Float32 scores collide in big galleries: both engines must break ties the same way."""
+    rng = np.random.default_rng(3)
+    x = rng.integers(-2, 3, (400, 4)).astype(np.float32)  # few distinct directions: many exact ties
+    x[rng.integers(0, 400, 20)] = 0  # zero vectors: similarity 0 to everything
+    y = rng.integers(0, 6, 400)
+    a = retrieval_metrics(x, y, ks=(1, 5), map_at_r=True, chunk_size=37, engine="sort")
+    b = retrieval_metrics(x, y, ks=(1, 5), map_at_r=True, chunk_size=37, engine="faiss")
+    for key in ("rank1", "rank5", "mAP", "mAP@R"):
+        assert a[key] == b[key], key

@@ -235,6 +235,7 @@ class RetrieveConfig(Section):
     protocol: Literal["test_loo", "train_gallery"] = "test_loo"
     ks: tuple[int, ...] = (1, 5)
     map_at_r: bool = False
+    engine: Literal["sort", "faiss"] = Field("sort", description="full ranking: BLAS + stable sort, or FAISS search with k = N (slower)")
     knn_ks: tuple[int, ...] = (20, 200)
     knn_temperature: float = Field(0.07, gt=0)
 

@@ -1,8 +1,15 @@
-"""Retrieval metrics (Rank-k hit rates, full-ranking mAP) with FAISS, in bounded memory.
+"""Retrieval metrics (Rank-k hit rates, full-ranking mAP) in bounded memory.
 
 Protocol (paper notes, "Evaluation protocols"): cosine similarity of L2-normalised features,
 exact inner-product search. ``test_loo``: every test item queries all *other* test items;
 ``train_gallery``: test queries against a separate gallery.
+
+mAP needs the rank of every relevant item in every query's *full* ranking. Two engines give the
+same ranks (ties: lower index first): ``sort`` (default): a BLAS product per chunk of queries (on
+the GPU when there is one), then ranks by sorting similarity *values* (`relevant_ranks`);
+``faiss``: FAISS exact search with k = gallery size. FAISS's k-selection is a heap, built for
+k << N: for k = N it is the slow one (benchmarks/results.md, issue 9), so FAISS does the kNN
+vote (small k, `finesyn.eval.knn`) and the sort engine the full ranking.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from collections.abc import Sequence
 
 import faiss
 import numpy as np
+import torch
 
 # FAISS GPU k-selection cannot return more than this many neighbours per query.
 GPU_MAX_K = 2048
@@ -25,6 +33,7 @@ MAP_DEFINITION = (
 )
 TIE_BREAK = "equal similarity: lower gallery index ranks first"
 DEVICES = ("auto", "cpu", "gpu")
+ENGINES = ("sort", "faiss")
 
 
 def faiss_index(dim: int, device: str = "auto") -> faiss.Index:
@@ -86,6 +95,55 @@ def search(index: faiss.Index, x: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
     return d, i
 
 
+def torch_device(device: str = "auto") -> torch.device:
+    """The sort engine's device: CUDA when asked/available, like `faiss_index`."""
+    check_device(device)
+    if device == "gpu" and not torch.cuda.is_available():
+        raise RuntimeError("device='gpu' but torch sees no CUDA device")
+    return torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def similarities(queries: torch.Tensor, gallery: torch.Tensor, self_ids: torch.Tensor | None) -> np.ndarray:
+    """Cosine similarities of a chunk of queries (BLAS / cuBLAS) as a float32 NumPy array.
+
+    ``self_ids``: each query's own gallery index (LOO), set to -inf so it ranks after everything.
+    """
+    sim = queries @ gallery.T
+    if self_ids is not None:
+        sim[torch.arange(len(sim), device=sim.device), self_ids] = -torch.inf  # scores are finite
+    return sim.cpu().numpy()
+
+
+def relevant_ranks(sim: np.ndarray, rel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, 1-based rank) of every relevant item, ranks ascending within each row.
+
+    The ranking is similarity descending, equal similarity by lower index. It is never
+    materialised: a relevant item's rank is its position among the row's relevant items (sorted
+    by that rule) plus the number of other items ranked above it, counted by binary search in the
+    row's sorted other similarities. A value sort is ~3x faster than the stable argsort a full
+    ranking needs (50,000-wide rows, NumPy's SIMD sort vs torch.argsort).
+    """
+    r, c = np.nonzero(rel)
+    v = sim[r, c]
+    order = np.lexsort((c, -v, r))  # by row, then similarity descending, then index ascending
+    r, c, v = r[order], c[order], v[order]
+    n_rel = np.bincount(r, minlength=len(sim))
+    start = np.cumsum(n_rel) - n_rel
+    rank = np.arange(1, len(r) + 1) - start[r]  # position among the row's relevant items
+    others = np.where(rel, -np.inf, sim)  # relevant items (and a LOO query's -inf self) never count
+    others.sort(axis=1)
+    n = sim.shape[1]
+    for i in np.flatnonzero(n_rel):
+        sl = slice(start[i], start[i] + n_rel[i])
+        lo = np.searchsorted(others[i], v[sl], "left")
+        hi = np.searchsorted(others[i], v[sl], "right")
+        rank[sl] += n - hi  # strictly more similar
+        for j in np.flatnonzero(hi > lo):  # equal similarity: only lower indices rank above (rare)
+            k = start[i] + j
+            rank[k] += np.count_nonzero((sim[i, :c[k]] == v[k]) & ~rel[i, :c[k]])
+    return r, rank
+
+
 def _codes(query_labels, gallery_labels) -> tuple[np.ndarray, np.ndarray]:
     """Integer codes for labels of any dtype, shared by queries and gallery."""
     _, inv = np.unique(np.concatenate([np.asarray(query_labels), np.asarray(gallery_labels)]),
@@ -104,6 +162,7 @@ def retrieval_metrics(
     map_at_r: bool = False,
     chunk_size: int = 1024,
     device: str = "auto",
+    engine: str = "sort",
 ) -> dict:
     """Rank-k hit rates and full-ranking mAP (percent) of cosine retrieval.
 
@@ -113,9 +172,10 @@ def retrieval_metrics(
     ``n_queries_without_relevant``. Ties: lower gallery index first. Queries are processed in
     chunks of at most ``chunk_size`` (further capped so chunk x gallery <= MAX_CHUNK_ELEMS):
     memory is O(chunk x N), never N x N. ``n_gallery`` is the number of items each query
-    ranks (N - 1 under LOO). A full ranking needs k = gallery size, beyond FAISS-GPU's
-    k-selection limit, so galleries larger than GPU_MAX_K are searched on CPU
-    (``faiss_device`` in the output says which).
+    ranks (N - 1 under LOO). ``engine`` (module docstring): "sort" or "faiss"; ``device``: the
+    engine's device ("auto": GPU when there is one). A full ranking needs k = gallery size,
+    beyond FAISS-GPU's k-selection limit, so the faiss engine searches galleries larger than
+    GPU_MAX_K on CPU (``device`` in the output says where the ranking ran).
     """
     loo = gallery_feats is None
     if loo != (gallery_labels is None):
@@ -126,6 +186,8 @@ def retrieval_metrics(
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
     check_device(device)
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     q = normalize(query_feats)
     g = q if loo else normalize(gallery_feats)
     if loo:
@@ -140,25 +202,41 @@ def retrieval_metrics(
     if n_rank < 1:
         raise ValueError("retrieval needs at least one gallery item per query")
 
-    index = faiss_index(q.shape[1], device if n_g <= GPU_MAX_K else "cpu")
-    index.add(g)
     step = max(1, min(chunk_size, MAX_CHUNK_ELEMS // n_g))
+    if engine == "faiss":
+        index = faiss_index(q.shape[1], device if n_g <= GPU_MAX_K else "cpu")
+        index.add(g)
+        ran_on = "gpu" if is_gpu_index(index) else "cpu"
+
+        def ranking(s: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+            _, ids = search(index, q[s:s + m], n_g)
+            if loo:  # drop the query itself, wherever it ranks
+                ids = ids[ids != np.arange(s, s + m)[:, None]].reshape(m, n_rank)
+            r, c = np.nonzero(gy[ids] == qy[s:s + m, None])  # row-major: ranks ascending per row
+            return r, c + 1
+    else:
+        dev = torch_device(device)
+        ran_on = "gpu" if dev.type == "cuda" else "cpu"
+        q_t = torch.from_numpy(q).to(dev)
+        g_t = q_t if loo else torch.from_numpy(g).to(dev)
+
+        def ranking(s: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+            self_ids = np.arange(s, s + m)
+            sim = similarities(q_t[s:s + m], g_t, torch.from_numpy(self_ids).to(dev) if loo else None)
+            rel = gy[None, :] == qy[s:s + m, None]
+            if loo:
+                rel[np.arange(m), self_ids] = False
+            return relevant_ranks(sim, rel)
 
     hits = np.zeros(len(ks))
     ap_sum = apr_sum = 0.0
     n_eval = 0
     for s in range(0, n_q, step):
-        _, ids = search(index, q[s:s + step], n_g)
-        m = len(ids)
-        if loo:  # drop the query itself, wherever it ranks
-            ids = ids[ids != np.arange(s, s + m)[:, None]].reshape(m, n_rank)
-        rel = gy[ids] == qy[s:s + m, None]
-        del ids
-        r, c = np.nonzero(rel)  # row-major: relevant ranks ascending within each row
-        del rel
+        m = min(step, n_q - s)
+        r, rank = ranking(s, m)  # rows ascending, relevant ranks ascending within each row
         n_rel = np.bincount(r, minlength=m)
         start = np.cumsum(n_rel) - n_rel
-        rank = c + 1.0
+        rank = rank.astype(np.float64)
         prec = (np.arange(len(r)) - start[r] + 1) / rank  # k / r_k
         ok = n_rel > 0
         first = rank[start[ok]]
@@ -182,6 +260,7 @@ def retrieval_metrics(
         similarity="cosine",
         map_definition=MAP_DEFINITION,
         tie_break=TIE_BREAK,
-        faiss_device="gpu" if is_gpu_index(index) else "cpu",
+        engine=engine,
+        device=ran_on,
     )
     return out
