@@ -72,14 +72,19 @@ class LightlyMoCoV2:
         self.head_m = copy.deepcopy(self.head).requires_grad_(False)
         self.criterion = L.NTXentLoss(temperature=m.temperature, memory_bank_size=(queue, m.proj_dim))
         self.update_momentum, self.momentum = L.update_momentum, m.momentum
+        self.channels_last = cfg.channels_last  # the same memory layout as our trainer uses
         for mod in (self.backbone, self.head, self.backbone_m, self.head_m, self.criterion):
             mod.train()
+            if self.channels_last:
+                mod.to(memory_format=torch.channels_last)
         params = list(self.backbone.parameters()) + list(self.head.parameters())
         self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
     def step(self, v1, v2) -> float:
         import torch
 
+        if self.channels_last:
+            v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
         self.update_momentum(self.backbone, self.backbone_m, self.momentum)
         self.update_momentum(self.head, self.head_m, self.momentum)
         q = self.head(self.backbone(v1))

@@ -39,7 +39,7 @@ def main(
             raise ParamsError(f"probe.protocol {cfg.protocol!r} needs {', '.join(missing)}")
         t0 = time.perf_counter()
         if cfg.protocol == "lbfgs":
-            from finesyn.eval.features import load_features
+            from finesyn.eval.feature_file import load_features
             from finesyn.eval.probe import lbfgs_probe
 
             f = load_features(features)

@@ -20,7 +20,7 @@ def main(
 ) -> None:
     p = load(params)
     with user_errors(), output_lock(out):  # refuse a concurrent run writing the same outputs
-        from finesyn.eval.features import load_features
+        from finesyn.eval.feature_file import load_features
         from finesyn.eval.knn import knn_accuracy
         from finesyn.eval.retrieval import retrieval_metrics
         from finesyn.io import atomic_write_json

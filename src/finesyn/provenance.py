@@ -7,6 +7,7 @@ import json
 import platform
 import subprocess
 from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,10 @@ def code_version() -> str:
 def library_versions() -> dict[str, str]:
     import numpy
     import torch
-    import torchvision
 
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__, "numpy": numpy.__version__}
+    # torchvision from its metadata: importing it pulls in torch._dynamo (~2 s per stage process),
+    # and torch's version already names the build (e.g. +cu130)
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": metadata.version("torchvision"), "numpy": numpy.__version__}
     try:
         import faiss
 

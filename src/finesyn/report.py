@@ -363,7 +363,7 @@ def _seed0(params: Params) -> int:
 
 
 def fig_variance(params: Params, features_root: Path, fig_dir: Path, log: logging.Logger) -> list[Figure]:
-    from finesyn.eval.features import load_features
+    from finesyn.eval.feature_file import load_features
     from finesyn import figures
 
     exp = first_baseline(params)

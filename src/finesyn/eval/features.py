@@ -52,12 +52,3 @@ def load_encoder(model_dir: Path):
         projector = mlp(**state["projector_spec"])
         projector.load_state_dict(state["projector"])
     return backbone, projector, state
-
-
-def load_features(path: Path) -> dict[str, np.ndarray]:
-    """The extract stage's .npz: {train,test}_{features,labels,ids}, num_classes, encoder_run_id."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no features (run the extract stage first)")
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
