@@ -5,6 +5,7 @@ from pathlib import Path
 
 import typer
 
+import _local_src  # noqa: F401,I001  (this checkout's src/ before any installed finesyn)
 from finesyn.cli import load, stage_logging, user_errors
 from finesyn.io import output_lock
 

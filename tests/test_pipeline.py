@@ -173,3 +173,19 @@ def test_snakemake_runs_the_graph_end_to_end(tmp_path):
     for table in ("reports/index.html", "reports/results.csv", "reports/results.md"):
         assert base64.b64encode((proj / table).read_bytes()).decode() in report, f"{table} is not in the Snakemake report"
     assert "Fig. 4 analogue: generated pairs" in report and "Training curves: every logged" in report  # per-figure captions
+
+
+@pytest.mark.parametrize("stage", ["validate", "prepare", "pretrain", "extract", "probe", "retrieve", "report"])
+def test_a_copy_of_the_project_runs_its_own_library(tmp_path, stage):
+    """A queued experiment's workspace (or any copy) must run the finesyn next to it, not the
+    editable install's: here the copy's library refuses to import, and the stage must hit that."""
+    from pipeline_helpers import ROOT
+
+    dest = tmp_path / "copy"
+    (dest / "src" / "finesyn").mkdir(parents=True)
+    (dest / "stages").mkdir()
+    (dest / "stages" / f"{stage}.py").write_bytes((ROOT / "stages" / f"{stage}.py").read_bytes())
+    (dest / "stages" / "_local_src.py").write_bytes((ROOT / "stages" / "_local_src.py").read_bytes())
+    (dest / "src" / "finesyn" / "__init__.py").write_text("raise ImportError('the copy s own finesyn was imported')\n")
+    r = run(["python", f"stages/{stage}.py", "--help"], cwd=dest, check=False)
+    assert r.returncode != 0 and "the copy s own finesyn was imported" in r.stderr, r.stderr[-2000:]
