@@ -344,13 +344,15 @@ def print_table(params: Params, rows: list[dict]) -> None:
     for dataset in params.grid.datasets:
         chance = chance_level(params, dataset)
         t = Table(title=f"{dataset}" + (f" (chance {chance:.1f}%)" if chance else ""))
-        t.add_column("experiment")
+        t.add_column("experiment", no_wrap=True)  # names are what users look up: never truncated
         for h in headers:
             t.add_column(h, justify="right")
         for row in rows:
             if row["dataset"] == dataset:
                 t.add_row(row["experiment"], *_cells(row, headers))
-        Console().print(t)
+        console = Console()
+        need = t.__rich_measure__(console, console.options.update(max_width=10_000)).maximum
+        Console(width=max(console.width, need)).print(t)  # wider than the terminal beats truncated numbers
 
 
 # ----------------------------------------------------------------------------- figures
