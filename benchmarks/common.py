@@ -67,8 +67,8 @@ class Context:
     def plan(self, setting: str) -> StepPlan:
         if self.quick:
             return StepPlan(warmup=1, min_steps=2, max_steps=2)
-        # default: ~1 s steps on 2 idle cores -> ~10 samples; paper-like: ~4-10 s steps -> 3-4 samples
-        return StepPlan(warmup=2, min_steps=5, max_steps=25, target_s=10.0) if setting == "default" else StepPlan(warmup=1, min_steps=3, max_steps=8, target_s=16.0)
+        # default: 0.45-1.5 s steps on 2 idle cores -> 5-14 samples; paper-like: 1.5-5 s steps -> 3-7 samples
+        return StepPlan(warmup=2, min_steps=5, max_steps=25, target_s=6.0) if setting == "default" else StepPlan(warmup=1, min_steps=3, max_steps=8, target_s=10.0)
 
 
 # ----------------------------------------------------------------------------- settings
