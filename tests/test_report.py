@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,7 +192,9 @@ def test_stage_cli_reports_a_malformed_reference_file(tmp_path, tree, monkeypatc
     bad = tmp_path / "bad.csv"
     bad.write_text("dataset,experiment,metric,value\ntoy,mocov2,top1,n/a\n")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params(reference_numbers=str(bad))))
-    spec = importlib.util.spec_from_file_location("report_stage", figures.__file__.replace("src/finesyn/figures.py", "stages/report.py"))
+    stage_file = figures.__file__.replace("src/finesyn/figures.py", "stages/report.py")
+    monkeypatch.syspath_prepend(str(Path(stage_file).parent))  # as when run as a script: stages/ first on sys.path
+    spec = importlib.util.spec_from_file_location("report_stage", stage_file)
     stage = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stage)
     with pytest.raises(SystemExit) as e:

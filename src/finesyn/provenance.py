@@ -20,10 +20,17 @@ def params_hash(obj: Any) -> str:
 
 @lru_cache(maxsize=1)
 def code_version() -> str:
-    """git revision of the checkout (with '-dirty' if src/ or stages/ have uncommitted edits)."""
+    """The last git commit that changed src/ or stages/ (with '-dirty' if they have uncommitted edits).
+
+    Not HEAD: a commit that changes only params (each queued `dvc exp run` makes one) must not change
+    the bytes of an artifact whose inputs did not change (the encoder file records this), or DVC
+    would rerun everything downstream of it.
+    """
     root = Path(__file__).resolve().parents[2]
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        git = ["git", "-C", str(root)]
+        rev = subprocess.run([*git, "log", "-1", "--format=%H", "--", "src", "stages"], capture_output=True, text=True, timeout=10).stdout.strip()
+        rev = rev or subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--", "src", "stages"], cwd=root, capture_output=True, text=True, timeout=10
         ).stdout.strip()
