@@ -286,7 +286,7 @@ def pairs_figure(png: bytes, title: str, columns: Sequence[str] = ("input view",
 def alpha_sweep_figure(panels: list[dict]):
     """One panel per dataset: {"dataset", "series": [{"method", "points": [(alpha, mean, std, name)]}],
     "lines": [{"label", "value", "std", "style", "method"}]} -> linear top-1 vs α."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 5.2), squeeze=False)
     cmap = plt.get_cmap("tab10")
     for ax, panel in zip(axes[0], panels):
         k = 0
@@ -311,7 +311,7 @@ def alpha_sweep_figure(panels: list[dict]):
         ax.set_ylabel("linear top-1 (%)")
         ax.set_title(panel["dataset"])
         ax.grid(alpha=0.3)
-        ax.legend(loc="best")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8)  # below the axes: never over a point
     fig.tight_layout()
     return fig
 
