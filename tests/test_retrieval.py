@@ -193,3 +193,13 @@ def test_engines_rank_identically_on_many_ties():
     b = retrieval_metrics(x, y, ks=(1, 5), map_at_r=True, chunk_size=37, engine="faiss")
     for key in ("rank1", "rank5", "mAP", "mAP@R"):
         assert a[key] == b[key], key
+
+
+def test_sort_engine_device_selection():
+    import torch
+
+    assert retrieval.torch_device("cpu").type == "cpu"
+    assert retrieval.torch_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA"):
+            retrieval_metrics(np.eye(3, dtype=np.float32), [0, 0, 1], device="gpu")
