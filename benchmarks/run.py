@@ -5,8 +5,8 @@ Writes <out>/results.json (every measured value, the machine, the targets with p
 mode, benchmarks/quick/ with --quick (so a smoke run never overwrites real numbers).
 
 --quick: tiny sizes, every code path, no meaningful number (< 3 minutes; the test suite runs it).
-Full mode: see each module's docstring; the time it takes is dominated by the 50,000-feature
-retrieval comparison and the end-to-end `dvc repro` (budget notes in benchmarks/README.md).
+Full mode: see each module's docstring; ~14 minutes on 2 cores, ~60 % of it the end-to-end
+`dvc repro` (budget in benchmarks/README.md).
 """
 
 from __future__ import annotations
