@@ -27,13 +27,13 @@ def code_version() -> str:
     would rerun everything downstream of it.
     """
     root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+
     try:
-        git = ["git", "-C", str(root)]
-        rev = subprocess.run([*git, "log", "-1", "--format=%H", "--", "src", "stages"], capture_output=True, text=True, timeout=10).stdout.strip()
-        rev = rev or subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src", "stages"], cwd=root, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
+        rev = git("log", "-1", "--format=%H", "--", "src", "stages") or git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--", "src", "stages")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (rev or "unknown") + ("-dirty" if dirty else "")
