@@ -112,7 +112,8 @@ def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out:
 
         t0 = time.perf_counter()
         with progress_bar(f"pretrain {experiment}") if ctx.is_main else contextlib.nullcontext(None) as update:
-            result = pretrain(ds.images, spec, train_idx, on_log=on_log, progress=update, dist=ctx)
+            result = pretrain(ds.images, spec, train_idx, on_log=on_log, progress=update, dist=ctx,
+                              labels=ds.labels, num_classes=len(ds.classes))
         wall = time.perf_counter() - t0
         if not ctx.is_main:
             return

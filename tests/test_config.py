@@ -94,9 +94,11 @@ def test_real_dataset_requires_root(raw):
     assert "datasets.cub200: 'root' is required for kind 'cub200'" in error_of(raw)
 
 
-def test_synth_needs_a_method(raw):
-    raw["experiments"]["random_init"]["synth"] = True
-    assert "experiments.random_init" in error_of(raw)
+@pytest.mark.parametrize("reference", ["random_init", "supervised"])
+def test_synth_needs_a_method(raw, reference):
+    raw["experiments"][reference]["synth"] = True
+    msg = error_of(raw)
+    assert f"experiments.{reference}" in msg and "needs an SSL method" in msg
 
 
 def test_stage_cli_fails_fast_naming_the_key(repo_root, tmp_path, raw):

@@ -12,6 +12,7 @@ from finesyn.config import PretrainConfig
 from finesyn.methods import METHODS, SSLMethod, build_method, register
 from finesyn.methods.mocov2 import MoCoV2, info_nce
 from finesyn.methods.simsiam import SimSiam, negative_cosine
+from finesyn.methods.supervised import Supervised
 from finesyn.models.backbone import Backbone
 from tiny_models import TinyBackbone
 
@@ -212,8 +213,10 @@ def test_registry_builds_every_registered_method():
     assert {"mocov2", "simsiam"} <= set(METHODS)
     for name, cls in METHODS.items():
         torch.manual_seed(0)
-        m = build_method(name, TinyBackbone(), tiny_cfg(), num_train=100)
+        m = build_method(name, TinyBackbone(), tiny_cfg(), num_train=100, num_classes=3)
         assert type(m) is cls and isinstance(m, SSLMethod) and m.name == name
+        if m.uses_labels:
+            m.set_targets(torch.tensor([0, 1, 2, 0]))
         out = m.ssl_loss(images(4, 1), images(4, 2), update_state=False)
         assert out.loss.ndim == 0 and torch.isfinite(out.loss)
         assert out.h1.shape == (4, 8) and out.h1.requires_grad
@@ -234,3 +237,32 @@ def test_duplicate_registration_raises_and_keeps_the_original():
     with pytest.raises(ValueError, match="registered twice"):
         register("mocov2")(Impostor)
     assert METHODS["mocov2"] is original and original.name == "mocov2"
+
+
+# ----------------------------------------------------------------------------- supervised reference
+def test_supervised_loss_is_the_mean_cross_entropy_of_both_views():
+    torch.manual_seed(0)
+    m = Supervised(TinyBackbone(), num_classes=3)
+    x1, x2, y = images(4, 1), images(4, 2), torch.tensor([2, 0, 1, 2])
+    m.set_targets(y)
+    out = m.ssl_loss(x1, x2)
+    expected = 0.0
+    for x in (x1, x2):  # -log softmax(logits)[y], written out
+        logits = m.projector(m.backbone(x))
+        expected += 0.5 * (logits.exp().sum(1).log() - logits[torch.arange(4), y]).mean()
+    torch.testing.assert_close(out.loss, expected)
+    torch.testing.assert_close(out.h1, m.backbone(x1))
+
+
+def test_supervised_refuses_a_batch_without_its_labels():
+    m = Supervised(TinyBackbone(), num_classes=3)
+    with pytest.raises(RuntimeError, match="set_targets"):
+        m.ssl_loss(images(4, 1), images(4, 2))
+    m.set_targets(torch.tensor([0, 1]))  # a previous batch's labels: wrong length
+    with pytest.raises(RuntimeError, match="set_targets"):
+        m.ssl_loss(images(4, 1), images(4, 2))
+
+
+def test_supervised_needs_the_number_of_classes():
+    with pytest.raises(ValueError, match="num_classes"):
+        build_method("supervised", TinyBackbone(), tiny_cfg(), num_train=100)

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -120,3 +121,30 @@ def test_alpha_only_run_logs_l_r_and_makes_no_pair(tmp_path):
     result = pretrain(tiny_images(), tiny_spec(tmp_path, epochs=1, nu=0.0))
     assert result.history and all("L_R" in r and "L_Cp" not in r and "n_selected" not in r for r in result.history)
     assert result.pair_images is None
+
+
+def _coloured_images(n: int = 48):
+    """Class k = which colour channel is bright: learnable in a few steps, so labels fed to the wrong
+    images (or none) would show as chance accuracy."""
+    labels = np.arange(n) % 3
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 60, (n, 32, 32, 3), dtype=np.uint8)
+    imgs[np.arange(n), :, :, labels] += 180
+    return imgs, labels
+
+
+def test_supervised_reference_learns_the_labels_of_its_own_images(tmp_path):
+    from finesyn.data.augment import eval_view
+
+    imgs, labels = _coloured_images()
+    plain = {"crop_scale": [1.0, 1.0], "flip_p": 0.0, "color_jitter_p": 0.0, "grayscale_p": 0.0, "blur_p": 0.0}
+    spec = tiny_spec(tmp_path, method="supervised", synth=False, epochs=8, augment=plain, lr=0.05)
+    train = np.arange(13, 48)  # offset by 13: labels looked up by batch position instead of image index would be shifted by one class
+    with pytest.raises(ValueError, match="labels"):
+        pretrain(imgs, spec, train)
+    result = pretrain(imgs, spec, train, labels=labels, num_classes=3)
+    assert result.steps == 8 * (35 // 8) and [h["L_C"] for h in result.history][-1] < result.history[0]["L_C"]
+    model = torch.nn.Sequential(result.backbone, result.method.projector).eval()
+    with torch.no_grad():
+        pred = model(eval_view(torch.from_numpy(imgs), 32)).argmax(1).numpy()
+    assert (pred[:13] == labels[:13]).mean() == 1.0  # held-out images: chance would be 1/3

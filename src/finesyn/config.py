@@ -115,7 +115,14 @@ class SimCLRConfig(Section):
     temperature: float = Field(0.2, gt=0, description="NT-Xent temperature")
 
 
+class SupervisedConfig(Section):
+    """The supervised reference row (not SSL): a linear head on h, cross-entropy on both views."""
+
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing (0 = none)")
+
+
 class MethodsConfig(Section):
+    supervised: SupervisedConfig = SupervisedConfig()
     mocov2: MoCoV2Config = MoCoV2Config()
     simsiam: SimSiamConfig = SimSiamConfig()
     byol: BYOLConfig = BYOLConfig()
@@ -191,14 +198,15 @@ class PretrainConfig(Section):
 class ExperimentConfig(Section):
     """An SSL method plus options; `overrides` is a partial `pretrain` section."""
 
-    method: Literal["none", "mocov2", "simsiam", "byol", "simclr"] = Field(description="'none' = the randomly initialised encoder")
+    method: Literal["none", "supervised", "mocov2", "simsiam", "byol", "simclr"] = Field(
+        description="'none' = the randomly initialised encoder; 'supervised' = the same encoder and budget trained with the labels (reference rows)")
     synth: bool = False
     overrides: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> "ExperimentConfig":
-        if self.method == "none" and self.synth:
-            raise ValueError("synth: true needs an SSL method (method 'none' trains nothing)")
+        if self.method in ("none", "supervised") and self.synth:
+            raise ValueError(f"synth: true needs an SSL method ('{self.method}' is a reference row, not SSL)")
         return self
 
 

@@ -72,13 +72,13 @@ class TrainResult:
     history: list[dict]
 
 
-def build_models(spec: RunSpec, num_train: int) -> tuple[Backbone, SSLMethod | None, SynthPairs | None]:
+def build_models(spec: RunSpec, num_train: int, num_classes: int | None = None) -> tuple[Backbone, SSLMethod | None, SynthPairs | None]:
     torch.manual_seed(spec.seed)
     backbone = Backbone(spec.cfg.backbone, spec.cfg.stem)
     load_init(backbone, spec.cfg.init)
     if spec.method == "none":
         return backbone, None, None
-    method = build_method(spec.method, backbone, spec.cfg, num_train)
+    method = build_method(spec.method, backbone, spec.cfg, num_train, num_classes)
     synth = SynthPairs.from_config(backbone.dim, spec.crop_size, spec.cfg.synth) if spec.synth else None
     return backbone, method, synth
 
@@ -168,8 +168,12 @@ def pretrain(
     on_log: Callable[[dict], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
     dist: distributed.DistContext | None = None,
+    labels: np.ndarray | None = None,
+    num_classes: int | None = None,
 ) -> TrainResult:
     """Train on `images[indices]` ((N, S, S, 3) uint8, may be a memmap). Resumes from spec.ckpt_dir.
+
+    `labels` (aligned with `images`) and `num_classes` are read only by the supervised reference.
 
     `dist`: this process's place in a torchrun job (default: an initialised process group if
     there is one, else a single process); `pretrain.batch_size` is then the global batch.
@@ -180,7 +184,11 @@ def pretrain(
     device = ctx.device
     indices = np.arange(len(images)) if indices is None else np.asarray(indices)
     n = len(indices)
-    backbone, method, synth = build_models(spec, n)
+    if labels is not None and num_classes is None:
+        num_classes = int(np.max(labels)) + 1
+    backbone, method, synth = build_models(spec, n, num_classes)
+    if method is not None and method.uses_labels and labels is None:
+        raise ValueError(f"method {spec.method!r} trains on the labels: pass labels= to pretrain()")
     if method is None or cfg.epochs == 0:
         return TrainResult(backbone, method, synth, 0, None, None, [])
     if cfg.batch_size > n:
@@ -259,6 +267,8 @@ def pretrain(
             rows = perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size][ctx.rank * local_bs : (ctx.rank + 1) * local_bs]
             idx = indices[rows.numpy()]  # this rank's shard of the global batch
             batch = host_to_device(torch.from_numpy(np.ascontiguousarray(images[idx])), device)
+            if method.uses_labels:
+                method.set_targets(host_to_device(torch.from_numpy(np.asarray(labels[idx], dtype=np.int64)), device))
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, step, total, steps_per_epoch)
             with autocast(device, dtype):

@@ -5,6 +5,6 @@ and import it below.
 """
 
 from finesyn.methods.base import METHODS, SSLMethod, SSLOutput, build_method, register
-from finesyn.methods import byol, mocov2, simclr, simsiam  # noqa: F401  (registration side effect)
+from finesyn.methods import byol, mocov2, simclr, simsiam, supervised  # noqa: F401  (registration side effect)
 
 __all__ = ["METHODS", "SSLMethod", "SSLOutput", "build_method", "register"]

@@ -44,6 +44,7 @@ class SSLMethod(nn.Module):
 
     name: str = ""
     dist: DistContext = SINGLE  # set by `distribute`; a single process until then
+    uses_labels: bool = False  # True only for the supervised reference: the loop then calls set_targets
 
     def __init__(self, backbone: Backbone):
         super().__init__()
@@ -75,7 +76,8 @@ class SSLMethod(nn.Module):
             convert_sync_batchnorm(self, ctx.device)
 
 
-def build_method(name: str, backbone: Backbone, cfg, num_train: int) -> SSLMethod:
+def build_method(name: str, backbone: Backbone, cfg, num_train: int, num_classes: int | None = None) -> SSLMethod:
     if name not in METHODS:
         raise ValueError(f"unknown SSL method {name!r}; registered: {sorted(METHODS)}")
-    return METHODS[name].from_config(backbone, cfg, num_train)
+    cls = METHODS[name]
+    return cls.from_config(backbone, cfg, num_train, num_classes) if cls.uses_labels else cls.from_config(backbone, cfg, num_train)
