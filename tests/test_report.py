@@ -16,7 +16,7 @@ from finesyn import figures
 from finesyn.config import ParamsError, parse_params
 from finesyn.data.cache import write_cache_from_arrays
 from finesyn.models.backbone import Backbone
-from finesyn.report import build_report, compare_reference, collect, fig_alpha, load_reference_numbers
+from finesyn.report import budget_check, build_report, compare_reference, collect, fig_alpha, load_reference_numbers
 
 LOG = logging.getLogger("test_report")
 D = "toy"
@@ -318,3 +318,45 @@ def test_gradcam_layers_pool_to_the_encoder_feature():
     with torch.no_grad():
         for layer in figures.LAYERS:
             assert torch.allclose(figures._pool_from(b, figures._maps_at(b, x, layer), layer), b(x), atol=1e-5), layer
+
+
+# ----------------------------------------------------------------------------- budget check (reference rows)
+def _budget_params(with_supervised: bool = True):
+    raw = raw_params()
+    raw["experiments"]["supervised"] = {"method": "supervised"}
+    if with_supervised:
+        raw["grid"]["experiments"] = ["random_init", "supervised", "mocov2"]
+    else:
+        raw["grid"]["experiments"] = ["random_init", "mocov2"]
+    return parse_params(raw)
+
+
+def _rows(**top1):
+    return [{"dataset": D, "experiment": e, "values": {"linear top-1": v}, "n_test": 1000} for e, v in top1.items()]
+
+
+def test_budget_check_says_the_budget_learns_when_supervised_is_clearly_ahead():
+    msg = budget_check(_budget_params(), _rows(random_init=[13.0], supervised=[29.0, 31.0], mocov2=[11.0]), D)
+    # margin = 2·100·sqrt(.30·.70/1000 + .13·.87/1000) = 3.5949... points; means over seeds: 30 vs 13
+    assert "`supervised` 30.00 vs `random_init` 13.00" in msg and "+17.00 points" in msg and "3.59 " in msg.replace(",", " ")
+    assert "learns on this data" in msg and "say nothing" not in msg
+
+
+def test_budget_check_flags_a_budget_where_even_labels_do_not_help():
+    msg = budget_check(_budget_params(), _rows(random_init=[13.4], supervised=[14.0], mocov2=[10.2]), D)
+    # 0.6 points < 2·100·sqrt(.14·.86/1000 + .134·.866/1000) = 3.075
+    assert "3.08" in msg and "does not learn on this data" in msg and "SSL rows say nothing about SSL" in msg
+    msg = budget_check(_budget_params(), _rows(random_init=[13.4], supervised=[10.2], mocov2=[10.2]), D)
+    assert "does not learn on this data" in msg
+
+
+def test_budget_check_needs_both_reference_rows():
+    assert budget_check(_budget_params(False), _rows(random_init=[13.4], mocov2=[10.2]), D) is None
+
+
+def test_budget_check_is_printed_under_the_table(tree, tmp_path):
+    from finesyn.report import to_markdown
+
+    md = to_markdown(_budget_params(), _rows(random_init=[13.4], supervised=[10.2], mocov2=[10.2]))
+    table_end = md.index("| mocov2 |")
+    assert md.index("Budget check:") > table_end

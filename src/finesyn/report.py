@@ -15,6 +15,7 @@ import csv
 import html
 import io
 import json
+import math
 import logging
 import os
 import re
@@ -69,6 +70,7 @@ def collect(params: Params, metrics_root: Path) -> list[dict]:
                     raise FileNotFoundError(f"report: missing metrics {missing} (run the probe/retrieve stages)")
                 loaded = {name: json.loads(p.read_text()) for name, p in files.items()}
                 row["seeds"].append(seed)
+                row["n_test"] = loaded["probe.json"].get("n_test")
                 for header, name, path in columns(params):
                     v = _get(loaded[name], path)
                     if v is not None:
@@ -268,6 +270,30 @@ def _protocol_text(params: Params) -> str:
     )
 
 
+def budget_check(params: Params, rows: list[dict], dataset: str) -> str | None:
+    """One sentence on what the two reference rows say about the training budget, or None when the
+    grid lacks one of them. Users read tables, not logs: a budget too short for any training to help
+    must be stated next to the numbers, not left to be inferred from them."""
+    refs: dict[str, dict] = {}
+    for r in rows:
+        method = params.experiments[r["experiment"]].method
+        if r["dataset"] == dataset and method in REFERENCE_METHODS and TOP1 in r["values"]:
+            refs.setdefault(method, r)
+    if set(refs) != set(REFERENCE_METHODS) or not refs["supervised"].get("n_test"):
+        return None
+    sup, rnd = refs["supervised"], refs["none"]
+    s, r = (statistics.mean(x["values"][TOP1]) for x in (sup, rnd))
+    n = sup["n_test"]
+    margin = 2 * 100 * math.sqrt((s / 100) * (1 - s / 100) / n + (r / 100) * (1 - r / 100) / n)
+    head = f"Budget check: `{sup['experiment']}` {s:.2f} vs `{rnd['experiment']}` {r:.2f} (linear top-1"
+    if s - r > margin:
+        return (f"{head}; +{s - r:.2f} points, more than two binomial standard errors, {margin:.2f}, on {n} test images): "
+                "training of this length learns on this data, so the SSL rows can be read against both references.")
+    return (f"{head}; the supervised row is not ahead by more than two binomial standard errors, {margin:.2f} points on {n} test images): "
+            "even with the labels, training of this length does not learn on this data, so the SSL rows say nothing about SSL. "
+            "Train longer, or use a backbone that resolves the detail that separates the classes.")
+
+
 def _row_index(rows: list[dict]) -> dict[tuple[str, str], dict]:
     return {(r["dataset"], r["experiment"]): r for r in rows}
 
@@ -296,6 +322,9 @@ def to_markdown(params: Params, rows: list[dict], refs: list[dict] | None = None
             if row["dataset"] == dataset:
                 out.append(f"| {row['experiment']} | " + " | ".join(_cells(row, headers)) + " |")
         out.append("")
+        check = budget_check(params, rows, dataset)
+        if check:
+            out += [check, ""]
     abl = ablations(params)
     if abl:
         out += ["## Ablations", "", "Experiments that differ from a baseline (same method, no overrides) only by `overrides`; Δ top-1 = theirs − the baseline's.", ""]
@@ -359,6 +388,9 @@ def print_table(params: Params, rows: list[dict]) -> None:
         console = Console()
         need = t.__rich_measure__(console, console.options.update(max_width=10_000)).maximum
         Console(width=max(console.width, need)).print(t)  # wider than the terminal beats truncated numbers
+        check = budget_check(params, rows, dataset)
+        if check:
+            console.print(check, markup=False, highlight=False)
 
 
 # ----------------------------------------------------------------------------- figures
@@ -680,6 +712,9 @@ def to_html(params: Params, rows: list[dict], figs: list[Figure], out: Path, ref
         h.append("<table><tr><th>experiment</th>" + "".join(f"<th>{_e(c)}</th>" for c in headers) + "</tr>")
         h += [_html_row(r, headers) for r in rows if r["dataset"] == dataset]
         h.append("</table>")
+        check = budget_check(params, rows, dataset)
+        if check:
+            h.append(f'<p class="check">{_md_code(check)}</p>')
     abl = ablations(params)
     if abl:
         h.append('<h2 id="ablations">Ablations</h2>')
