@@ -332,7 +332,8 @@ def _budget_params(with_supervised: bool = True):
 
 
 def _rows(**top1):
-    return [{"dataset": D, "experiment": e, "values": {"linear top-1": v}, "n_test": 1000} for e, v in top1.items()]
+    return [{"dataset": D, "experiment": e, "values": {"linear top-1": v}, "n_test": 1000, "seeds": list(range(len(v))), "sources": []}
+            for e, v in top1.items()]
 
 
 def test_budget_check_says_the_budget_learns_when_supervised_is_clearly_ahead():
@@ -354,7 +355,7 @@ def test_budget_check_needs_both_reference_rows():
     assert budget_check(_budget_params(False), _rows(random_init=[13.4], mocov2=[10.2]), D) is None
 
 
-def test_budget_check_is_printed_under_the_table(tree, tmp_path):
+def test_budget_check_is_printed_under_the_table():
     from finesyn.report import to_markdown
 
     md = to_markdown(_budget_params(), _rows(random_init=[13.4], supervised=[10.2], mocov2=[10.2]))
