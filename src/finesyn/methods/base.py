@@ -51,7 +51,8 @@ class SSLMethod(nn.Module):
         self.backbone = backbone
 
     @classmethod
-    def from_config(cls, backbone: Backbone, cfg, num_train: int) -> "SSLMethod":
+    def from_config(cls, backbone: Backbone, cfg, num_train: int, num_classes: int | None = None) -> "SSLMethod":
+        """Build from `pretrain` settings and the dataset's facts (SSL methods ignore num_classes)."""
         raise NotImplementedError
 
     def ssl_loss(self, x1: torch.Tensor, x2: torch.Tensor, update_state: bool = True) -> SSLOutput:
@@ -79,5 +80,4 @@ class SSLMethod(nn.Module):
 def build_method(name: str, backbone: Backbone, cfg, num_train: int, num_classes: int | None = None) -> SSLMethod:
     if name not in METHODS:
         raise ValueError(f"unknown SSL method {name!r}; registered: {sorted(METHODS)}")
-    cls = METHODS[name]
-    return cls.from_config(backbone, cfg, num_train, num_classes) if cls.uses_labels else cls.from_config(backbone, cfg, num_train)
+    return METHODS[name].from_config(backbone, cfg, num_train, num_classes)

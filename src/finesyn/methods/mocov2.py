@@ -54,7 +54,7 @@ class MoCoV2(SSLMethod):
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
     @classmethod
-    def from_config(cls, backbone, cfg, num_train: int) -> "MoCoV2":
+    def from_config(cls, backbone, cfg, num_train: int, num_classes: int | None = None) -> "MoCoV2":
         m = cfg.methods.mocov2
         queue = m.queue_size
         if queue > num_train:

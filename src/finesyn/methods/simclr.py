@@ -63,7 +63,7 @@ class SimCLR(SSLMethod):
         self.temperature = temperature
 
     @classmethod
-    def from_config(cls, backbone, cfg, num_train: int) -> "SimCLR":
+    def from_config(cls, backbone, cfg, num_train: int, num_classes: int | None = None) -> "SimCLR":
         m = cfg.methods.simclr
         return cls(backbone, m.proj_hidden_dim, m.proj_dim, m.temperature)
 
