@@ -195,6 +195,9 @@ class PretrainConfig(Section):
         return v
 
 
+REFERENCE_METHODS = ("none", "supervised")  # reference rows, not SSL: no module, never an SSL baseline in the report
+
+
 class ExperimentConfig(Section):
     """An SSL method plus options; `overrides` is a partial `pretrain` section."""
 
@@ -205,7 +208,7 @@ class ExperimentConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> "ExperimentConfig":
-        if self.method in ("none", "supervised") and self.synth:
+        if self.method in REFERENCE_METHODS and self.synth:
             raise ValueError(f"synth: true needs an SSL method ('{self.method}' is a reference row, not SSL)")
         return self
 

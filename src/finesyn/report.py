@@ -22,7 +22,7 @@ import re
 import statistics
 from pathlib import Path
 
-from finesyn.config import Params, ParamsError
+from finesyn.config import REFERENCE_METHODS, Params, ParamsError
 from finesyn.io import atomic_write_bytes, atomic_write_text
 
 COLUMNS = [  # (header, file, key path)
@@ -157,9 +157,6 @@ def module_pairs(params: Params) -> list[tuple[str, str]]:
             if base is not None:
                 pairs.append((base, e))
     return pairs
-
-
-REFERENCE_METHODS = ("none", "supervised")  # reference rows, not SSL: never a baseline of Fig. 2 or the ablations
 
 
 def first_baseline(params: Params) -> str | None:
