@@ -15,8 +15,8 @@ import csv
 import html
 import io
 import json
-import math
 import logging
+import math
 import os
 import re
 import statistics
@@ -268,7 +268,7 @@ def _protocol_text(params: Params) -> str:
 
 
 def budget_check(params: Params, rows: list[dict], dataset: str) -> str | None:
-    """One sentence on what the two reference rows say about the training budget, or None when the
+    """One sentence on what the two reference rows say about the training (recipe and budget), or None when the
     grid lacks one of them. Users read tables, not logs: a budget too short for any training to help
     must be stated next to the numbers, not left to be inferred from them."""
     refs: dict[str, dict] = {}
@@ -285,10 +285,11 @@ def budget_check(params: Params, rows: list[dict], dataset: str) -> str | None:
     head = f"Budget check: `{sup['experiment']}` {s:.2f} vs `{rnd['experiment']}` {r:.2f} (linear top-1"
     if s - r > margin:
         return (f"{head}; +{s - r:.2f} points, more than two binomial standard errors, {margin:.2f}, on {n} test images): "
-                "training of this length learns on this data, so the SSL rows can be read against both references.")
+                "this training (its recipe and length) learns on this data, so the SSL rows can be read against both references.")
     return (f"{head}; the supervised row is not ahead by more than two binomial standard errors, {margin:.2f} points on {n} test images): "
-            "even with the labels, training of this length does not learn on this data, so the SSL rows say nothing about SSL. "
-            "Train longer, or use a backbone that resolves the detail that separates the classes.")
+            "even with the labels, this training (its recipe and length) does not learn on this data, so the SSL rows say nothing about SSL. "
+            "Check the recipe first (this row uses the SSL rows' augmentation, optimiser and schedule), then whether the "
+            "backbone resolves the detail that separates the classes, then the length.")
 
 
 def _row_index(rows: list[dict]) -> dict[tuple[str, str], dict]:
