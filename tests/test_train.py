@@ -100,6 +100,7 @@ def test_run_identity_ignores_settings_a_baseline_does_not_use(repo_root):
     before = parse_params(raw)
     raw["pretrain"]["nu"] = 1.0
     raw["pretrain"]["synth"]["k_var"] = 0.5
+    raw["pretrain"]["adam_beta2"] = 0.95  # the default optimiser is SGD
     after = parse_params(raw)
     assert run_settings(before, "synthetic", "mocov2") == run_settings(after, "synthetic", "mocov2")
     assert run_settings(before, "synthetic", "mocov2_synth") != run_settings(after, "synthetic", "mocov2_synth")
@@ -148,3 +149,22 @@ def test_supervised_reference_learns_the_labels_of_its_own_images(tmp_path):
     with torch.no_grad():
         pred = model(eval_view(torch.from_numpy(imgs), 32)).argmax(1).numpy()
     assert (pred[:13] == labels[:13]).mean() == 1.0  # held-out images: chance would be 1/3
+
+
+def test_adamw_is_the_configured_optimizer_and_resumes_exactly(tmp_path):
+    """pretrain.optimizer: adamw trains with AdamW (betas from momentum, adam_beta2) and its moment
+    estimates are checkpointed: resuming at a mid-run checkpoint ends where an uninterrupted run ends."""
+    settings = dict(epochs=2, optimizer="adamw", lr=1e-3, momentum=0.8, adam_beta2=0.99, weight_decay=0.05, keep_checkpoints=20)
+    full = pretrain(tiny_images(), tiny_spec(tmp_path / "full", **settings))
+    sgd = pretrain(tiny_images(), tiny_spec(tmp_path / "sgd", **{**settings, "optimizer": "sgd"}))
+    assert not torch.equal(final_state(full)["method.backbone.net.conv1.weight"], final_state(sgd)["method.backbone.net.conv1.weight"])
+
+    newest = torch.load(sorted((tmp_path / "full").glob("step_*.pt"))[-1], weights_only=False)["optimizer"]
+    assert newest["param_groups"][0]["betas"] == (0.8, 0.99) and newest["param_groups"][0]["weight_decay"] == 0.05
+    assert {"exp_avg", "exp_avg_sq"} <= set(next(iter(newest["state"].values())))
+
+    for p in sorted((tmp_path / "full").glob("step_*.pt"))[4:]:  # keep steps 1-4 of 10: resume mid-epoch 1
+        p.unlink()
+    resumed = pretrain(tiny_images(), tiny_spec(tmp_path / "full", **settings))
+    assert resumed.resumed_from == 4
+    assert_same_state(final_state(resumed), final_state(full))

@@ -164,8 +164,12 @@ class PretrainConfig(Section):
     init: str = Field("random", description="random | imagenet | path to a state_dict (.pth)")
     epochs: int = Field(10, ge=0)
     batch_size: int = Field(128, ge=2)
+    optimizer: Literal["sgd", "adamw"] = Field(
+        "sgd", description="sgd: momentum + L2 weight decay (the MoCo/SimSiam recipes); adamw: decoupled weight decay, betas (momentum, adam_beta2)"
+    )
     lr: float = Field(0.06, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum; AdamW's beta1")
+    adam_beta2: float = Field(0.999, gt=0, lt=1, description="AdamW only")
     weight_decay: float = Field(5e-4, ge=0)
     warmup_epochs: float = Field(0.0, ge=0)
     schedule: Literal["cosine", "constant"] = "cosine"

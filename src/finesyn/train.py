@@ -83,6 +83,13 @@ def build_models(spec: RunSpec, num_train: int, num_classes: int | None = None) 
     return backbone, method, synth
 
 
+def make_optimizer(cfg, params) -> torch.optim.Optimizer:
+    """pretrain.optimizer; the schedule (lr_at) sets every group's lr before each step."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.momentum, cfg.adam_beta2), weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
 def lr_at(cfg, step: int, total: int, steps_per_epoch: int) -> float:
     warm = int(cfg.warmup_epochs * steps_per_epoch)
     if step < warm:
@@ -208,7 +215,7 @@ def pretrain(
     make_pairs = synth is not None and cfg.nu > 0  # ν = 0 (α-only runs): L_R only, no pair, no L_Cp
     objective = distributed.data_parallel(Objective(method, synth, pairs=make_pairs), ctx)  # DDP averages gradients, once
     params = [p for m in (method, synth) if m is not None for p in m.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(cfg, params)
     dtype = amp_dtype(device, cfg.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     # augmentation: one stream per rank; data order: the same on every rank; the module's draws
@@ -402,8 +409,9 @@ __all__ = ["RunSpec", "TrainResult", "pretrain", "encoder_artifact", "NonFiniteL
 def run_settings(params, dataset: str, experiment: str) -> dict:
     """Exactly the settings that determine the trained encoder: its identity for resume and reuse.
 
-    A baseline does not depend on α, ν or the module's settings, and a method does not depend on
-    another method's settings, so changing those never invalidates its checkpoints.
+    A baseline does not depend on α, ν or the module's settings, a method does not depend on
+    another method's settings, and SGD does not depend on AdamW's beta2, so changing those never
+    invalidates its checkpoints.
     """
     exp = params.experiments[experiment]
     cfg = params.pretrain_for(experiment)
@@ -415,6 +423,8 @@ def run_settings(params, dataset: str, experiment: str) -> dict:
     if not exp.synth:
         for key in ("alpha", "nu", "synth"):
             d.pop(key)
+    if cfg.optimizer == "sgd":
+        d.pop("adam_beta2")
     for key in ("device", "threads", "channels_last", "compile", "checkpoint_every_steps", "keep_checkpoints", "log_every_steps"):
         d.pop(key)  # how to run, not what is computed (layout and compilation change only float rounding)
     return {"method": exp.method, "synth": exp.synth, "crop_size": crop, **d}
