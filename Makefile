@@ -22,8 +22,11 @@ repro: setup  ## run the default grid end to end (dvc repro) and print the resul
 	$(BIN)/dvc repro
 	$(BIN)/python -m finesyn.report
 
-test: setup  ## the whole test suite
-	$(BIN)/python -m pytest -q
+# Two pytest-xdist workers, each test file on one worker (its module fixtures are built once):
+# most of the suite's time is dvc/snakemake subprocesses starting up, which overlap well on 2 cores.
+TEST_WORKERS ?= 2
+test: setup  ## the whole test suite (TEST_WORKERS=0 runs it in one process)
+	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # The peer of the MoCo v2 comparison (lightly) is installed for the benchmark only, into
 # .bench-deps/ (put on sys.path by benchmarks/peer.py), never into the venv or the project's
