@@ -32,7 +32,8 @@ def nt_xent(
     negatives become 2M-2 over the global batch M, and each rank averages over its own 2N anchors.
     With the default identity and rank 0 this is the single-process loss.
     """
-    z1, z2 = F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)
+    dt = torch.promote_types(z1.dtype, torch.float32)  # AMP's half types in float32 (exp of logits / T); float64 stays
+    z1, z2 = F.normalize(z1.to(dt), dim=1), F.normalize(z2.to(dt), dim=1)
     n = len(z1)
     g1, g2 = gather(z1), gather(z2)
     pos = rank * n + torch.arange(n, device=z1.device)  # column of each local sample in the gathered views

@@ -138,7 +138,8 @@ class SynthPairs(nn.Module):
             none = torch.zeros(h.shape[1], dtype=torch.bool, device=h.device)
             return SynthLosses(loss_r, loss_r.new_zeros(()), 0, none, None)
 
-        mean, var = self._stats(h.detach().float(), self.dist.all_reduce_sum if self.dist.enabled else None)
+        stat_dt = torch.promote_types(h.dtype, torch.float32)  # AMP's half types: float32; float64 stays exact
+        mean, var = self._stats(h.detach().to(stat_dt), self.dist.all_reduce_sum if self.dist.enabled else None)
         mask = self.select(h, out.loss, var, g)
         n = max(2, math.ceil(cfg.pair_fraction * len(h)))
         h_src = h.detach()[:n] if cfg.detach_h else h[:n]
