@@ -242,3 +242,27 @@ def test_cli_writes_png_grid(tmp_path):
 
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size[0] > 2 * 64 and im.size[1] >= 4 * 64
+
+
+# ------------------------------------------------------------------------------ difficulty knobs
+def test_one_slot_makes_the_glyph_alone_decide_the_class():
+    layout = class_layout(10, slots=1)
+    assert [g for g, _ in layout] == list(syn.GLYPHS) and {s for _, s in layout} == {"mid"}
+    assert class_layout(10) == class_layout(10, slots=2)  # auto keeps the default's layout
+    with pytest.raises(ValueError, match="with 1 slot"):
+        class_layout(11, slots=1)
+    ds = generate_synthetic(num_classes=10, train_per_class=1, test_per_class=1, slots=1)
+    assert ds.class_names[0] == "dot@mid" and ds.params["slots"] == 1
+
+
+def test_mark_scale_grows_only_the_marking():
+    """Same item, same glyph: the marking's covered area grows with mark_scale², nothing else moves."""
+    size = 64
+    p = syn._item_params(np.random.default_rng([5, 0, 3]), size)
+    base = syn._render([p], ["dot"], ["mid"], size).astype(np.int16)
+    bare = syn._render([p], ["dot"], ["mid"], size, mark_scale=0.5).astype(np.int16)
+    big = syn._render([p], ["dot"], ["mid"], size, mark_scale=1.4).astype(np.int16)
+    area = lambda img: (np.abs(img - bare).max(-1) > 8).sum()  # noqa: E731 - pixels that differ from the 0.5x marking
+    assert area(big) > 1.5 * area(base) > 0
+    with pytest.raises(ValueError, match="mark_scale"):
+        generate_synthetic(train_per_class=1, test_per_class=1, mark_scale=3.0)

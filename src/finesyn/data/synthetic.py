@@ -122,13 +122,18 @@ BODY_B = 0.6
 _SPLITS = {"train": 0, "test": 1}
 
 
-def class_layout(num_classes: int) -> list[tuple[str, str]]:
-    """The (glyph, slot) pair of each class: P = 2 slots if num_classes <= 20 else 3,
-    ceil(num_classes / P) glyphs, class k = (GLYPHS[k // P], slot k % P)."""
-    if not 2 <= num_classes <= MAX_CLASSES:
-        raise ValueError(f"num_classes must be in [2, {MAX_CLASSES}], got {num_classes}")
-    n_slots = 2 if num_classes <= 2 * len(GLYPHS) else 3
-    return [(GLYPHS[k // n_slots], _SLOT_ORDER[k % n_slots]) for k in range(num_classes)]
+def class_layout(num_classes: int, slots: int = 0) -> list[tuple[str, str]]:
+    """The (glyph, slot) pair of each class: P slots (``slots``; 0 = auto: 2 if num_classes <= 20
+    else 3), ceil(num_classes / P) glyphs, class k = (GLYPHS[k // P], slot k % P). With P = 1 every
+    marking sits mid-flank and the glyph alone decides the class (up to len(GLYPHS) classes)."""
+    n_slots = slots or (2 if num_classes <= 2 * len(GLYPHS) else 3)
+    if n_slots not in (1, 2, 3):
+        raise ValueError(f"slots must be 0 (auto), 1, 2 or 3, got {slots}")
+    order = ("mid",) if n_slots == 1 else _SLOT_ORDER[:n_slots]
+    most = len(GLYPHS) * n_slots
+    if not 2 <= num_classes <= most:
+        raise ValueError(f"num_classes must be in [2, {most}] with {n_slots} slot(s), got {num_classes}")
+    return [(GLYPHS[k // n_slots], order[k % n_slots]) for k in range(num_classes)]
 
 
 @dataclass
@@ -315,10 +320,16 @@ def _over(img: np.ndarray, alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
     return img
 
 
-def _render(ps: list[dict], glyphs: list[str], slots: list[str], size: int) -> np.ndarray:
-    b = len(ps)
+def _pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(yy, xx): pixel-centre coordinates, (S, S) each."""
     pix = np.arange(size, dtype=np.float32) + 0.5
-    yy, xx = np.meshgrid(pix, pix, indexing="ij")  # (S, S)
+    return np.meshgrid(pix, pix, indexing="ij")
+
+
+def _background(ps: list[dict], size: int) -> np.ndarray:
+    """(B, 3, S, S) float background scenes: palette-mapped noise field, stripes, blobs."""
+    b = len(ps)
+    yy, xx = _pixel_grid(size)
     xn, yn = xx / size, yy / size
 
     # ---- background: multi-octave smooth noise through a 3-colour palette
@@ -352,26 +363,56 @@ def _render(ps: list[dict], glyphs: list[str], slots: list[str], size: int) -> n
         bx, by, br = (blobs[idx, k, i][:, None, None] for i in range(3))
         d = np.sqrt((xx - bx) ** 2 + (yy - by) ** 2) - br
         img[idx] = _over(img[idx], np.clip(0.5 - d, 0, 1), blobs[idx, k, 3:, None, None])
+    return img
 
-    # ---- object frame: u towards the head, v towards the back, in body units
+
+def _object_frame(ps: list[dict], size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(u, v, unit): every pixel in the object's own frame, in object units, and pixels per unit."""
+    yy, xx = _pixel_grid(size)
     unit = _sc(ps, "unit")
     th = _sc(ps, "theta")
     dx, dy = xx - _sc(ps, "cx"), yy - _sc(ps, "cy")
     cos, sin = np.cos(th), np.sin(th)
     u = (dx * cos + dy * sin) / unit * _sc(ps, "flip")
     v = -(-dx * sin + dy * cos) / unit
+    return u, v, unit
+
+
+def _lighting(img: np.ndarray, ps: list[dict], size: int) -> np.ndarray:
+    """Shading gradient, colour cast, gain, gamma and sensor noise; (B, S, S, 3) uint8."""
+    yy, xx = _pixel_grid(size)
+    xn, yn = xx / size, yy / size
+    sa = _sc(ps, "shade_angle")
+    shade = 1.0 + _sc(ps, "shade_amp") * ((xn - 0.5) * np.cos(sa) + (yn - 0.5) * np.sin(sa)) * 2
+    img = np.clip(img * shade[:, None] * _col(ps, "cast"), 0, 1)
+    img = _sc(ps, "gain")[:, None] * img ** _sc(ps, "gamma")[:, None]
+    img = img + np.stack([p["noise"] for p in ps])
+    img = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(img.transpose(0, 2, 3, 1))
+
+
+def _sd_polygon(u: np.ndarray, v: np.ndarray, pts) -> np.ndarray:
+    """Signed distance (exact inside, a lower bound outside) to a convex polygon, corners counter-clockwise (u right, v up)."""
+    d = None
+    for i in range(len(pts)):
+        (x0, y0), (x1, y1) = pts[i], pts[(i + 1) % len(pts)]
+        ex, ey = x1 - x0, y1 - y0
+        di = ((u - x0) * ey - (v - y0) * ex) / np.sqrt(ex * ex + ey * ey)  # outward normal of a counter-clockwise edge
+        d = di if d is None else np.maximum(d, di)
+    return d
+
+
+def _render(ps: list[dict], glyphs: list[str], slots: list[str], size: int, mark_scale: float = 1.0) -> np.ndarray:
+    b = len(ps)
+    img = _background(ps, size)
+
+    # ---- object frame: u towards the head, v towards the back, in body units
+    u, v, unit = _object_frame(ps, size)
 
     # tail: a wedge behind the body (convex polygon: max of edge half-plane distances)
     spread = _sc(ps, "tail_spread")
     tip_x, half = -1.75, 0.3 * spread
-    pts = [(-0.7, 0.12), (tip_x, 0.12 + half), (tip_x, 0.12 - half)]
-    d_tail = None
-    for i in range(3):
-        (x0, y0), (x1, y1) = pts[i], pts[(i + 1) % 3]
-        ex, ey = x1 - x0, y1 - y0
-        ln = np.sqrt(ex * ex + ey * ey)
-        di = ((u - x0) * ey - (v - y0) * ex) / ln  # outward normal for clockwise order
-        d_tail = di if d_tail is None else np.maximum(d_tail, di)
+    d_tail = _sd_polygon(u, v, [(-0.7, 0.12), (tip_x, 0.12 + half), (tip_x, 0.12 - half)])  # corners (B, 1, 1)
     # legs
     dark = np.full((b, 3, 1, 1), 0.12, np.float32)
     d_legs = np.minimum(
@@ -398,19 +439,11 @@ def _render(ps: list[dict], glyphs: list[str], slots: list[str], size: int) -> n
         idx = np.nonzero(glyph_arr == name)[0]
         sx = np.array([SLOTS[slots[i]][0] for i in idx], np.float32)[:, None, None]
         sy = np.array([SLOTS[slots[i]][1] for i in idx], np.float32)[:, None, None]
-        g = _glyph_scale(name)
+        g = _glyph_scale(name) * mark_scale
         d = _sd_glyph_unit(name, (u[idx] - sx) / g, (v[idx] - sy) / g) * g
         mark[idx] = _cover(d, unit[idx])
     img = _over(img, mark, _col(ps, "mark"))
-
-    # ---- lighting: shading gradient, colour cast, gain, gamma, noise
-    sa = _sc(ps, "shade_angle")
-    shade = 1.0 + _sc(ps, "shade_amp") * ((xn - 0.5) * np.cos(sa) + (yn - 0.5) * np.sin(sa)) * 2
-    img = np.clip(img * shade[:, None] * _col(ps, "cast"), 0, 1)
-    img = _sc(ps, "gain")[:, None] * img ** _sc(ps, "gamma")[:, None]
-    img = img + np.stack([p["noise"] for p in ps])
-    img = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(img.transpose(0, 2, 3, 1))
+    return _lighting(img, ps, size)
 
 
 def generate_synthetic(
@@ -422,13 +455,17 @@ def generate_synthetic(
     chunk: int = 64,
     object_scale: tuple[float, float] = (0.22, 0.30),
     background_bank: int = 32,
+    slots: int = 0,
+    mark_scale: float = 1.0,
 ) -> SyntheticDataset:
     """Render the synthetic fine-grained dataset (see the module docstring).
 
     Items: train first (``num_classes * train_per_class``), then test; in each split item i
     has label ``i % num_classes``. Deterministic in ``seed``; ``chunk`` only bounds memory.
     """
-    layout = class_layout(num_classes)
+    layout = class_layout(num_classes, slots)
+    if not 0.5 <= mark_scale <= 2.0:
+        raise ValueError(f"mark_scale must be in [0.5, 2] (a larger marking leaves the body), got {mark_scale}")
     if train_per_class < 0 or test_per_class < 0:
         raise ValueError("train_per_class and test_per_class must be >= 0")
     if image_size < 16:
@@ -450,7 +487,7 @@ def generate_synthetic(
                 bg = np.random.default_rng([seed, 7, int(rng.integers(background_bank))])
             ps.append(_item_params(rng, image_size, object_scale, bg))
         images[start : start + len(part)] = _render(
-            ps, [layout[y][0] for *_, y in part], [layout[y][1] for *_, y in part], image_size
+            ps, [layout[y][0] for *_, y in part], [layout[y][1] for *_, y in part], image_size, mark_scale
         )
     return SyntheticDataset(
         images=images,
@@ -466,6 +503,8 @@ def generate_synthetic(
             "seed": seed,
             "object_scale": list(object_scale),
             "background_bank": background_bank,
+            "slots": slots,
+            "mark_scale": mark_scale,
         },
     )
 

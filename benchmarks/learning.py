@@ -1,0 +1,196 @@
+"""The learning study: which design of the embedded default learns within the CPU budget.
+
+Each *variant* is a data setting, a `pretrain` override and a method; a run trains it with the
+library's own `pretrain()` (the loop the pipeline runs), extracts test features with the
+pipeline's extractor and scores them with the pipeline's L-BFGS linear probe and kNN, at the
+start point (step 0: the encoder the run started from) and at the end. The numbers in
+docs/findings.md come from this script:
+
+    python -m benchmarks.learning --variants mocov2_small,supervised_small --seeds 0 1 2
+    python -m benchmarks.learning --list
+
+Results are appended, one JSON object per run, to benchmarks/learning.jsonl (with the variant's
+full settings, seed, code version and machine), so a study can be continued and summarised with
+`--summary`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from finesyn.config import PretrainConfig
+from finesyn.data.synthetic import generate_synthetic
+from finesyn.eval.features import extract_features
+from finesyn.eval.knn import knn_accuracy
+from finesyn.eval.probe import lbfgs_probe
+from finesyn.provenance import code_version
+from finesyn.train import RunSpec, pretrain
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "learning.jsonl"
+
+# The default's data as in params.yaml; a variant's `data` overrides these keys.
+DATA = {"num_classes": 10, "train_per_class": 200, "test_per_class": 100, "image_size": 64, "seed": 0}
+QUICK_MOCO = {"methods": {"mocov2": {"queue_size": 4096}}}
+
+
+def _v(method: str, data: dict | None = None, crop: int = 64, init: str | None = None, **pretrain_overrides) -> dict:
+    return {"method": method, "data": data or {}, "crop": crop, "init": init, "pretrain": pretrain_overrides}
+
+
+SMALL = {"backbone": "resnet_small"}
+ADAMW = {"optimizer": "adamw", "lr": 0.002, "weight_decay": 0.05}
+GENERIC = {"pretrain": {**SMALL, **ADAMW, "epochs": 13, "augment": {"crop_scale": [0.6, 1.0]}}, "world": {"train_per_class": 300, "object_scale": [0.12, 0.35]}}
+VARIANTS: dict[str, dict] = {
+    # the old default (ResNet-18, SGD 0.06, 93 steps) for the before/after record
+    "old_default_mocov2": _v("mocov2", epochs=3),
+    "old_default_supervised": _v("supervised", epochs=3),
+    # a cheaper encoder step, more steps
+    "small_mocov2_e10": _v("mocov2", **SMALL, epochs=10, lr=0.03),
+    "small_supervised_e10": _v("supervised", **SMALL, epochs=10, lr=0.03),
+    "small48_mocov2_e10": _v("mocov2", crop=48, **SMALL, epochs=10, lr=0.03),
+    "small48_supervised_e10": _v("supervised", crop=48, **SMALL, epochs=10, lr=0.03),
+    # the data's difficulty: the glyph alone decides the class (1 slot), a larger marking, crops that keep it
+    "g1_small_supervised": _v("supervised", {"slots": 1}, **SMALL, epochs=10, lr=0.03, augment={"crop_scale": [0.4, 1.0]}),
+    "g1_small_mocov2": _v("mocov2", {"slots": 1}, **SMALL, epochs=10, lr=0.03, augment={"crop_scale": [0.4, 1.0]}),
+    "g1m14_small_supervised": _v("supervised", {"slots": 1, "mark_scale": 1.4}, **SMALL, epochs=10, lr=0.03, augment={"crop_scale": [0.4, 1.0]}),
+    "g1m14_small_mocov2": _v("mocov2", {"slots": 1, "mark_scale": 1.4}, **SMALL, epochs=10, lr=0.03, augment={"crop_scale": [0.4, 1.0]}),
+    # start from an encoder trained with labels on the generic world (the ImageNet analogue)
+    "init_probe": _v("mocov2", {"slots": 1, "mark_scale": 1.4}, init=GENERIC, **SMALL, epochs=0),
+    "g1m14_init_mocov2": _v("mocov2", {"slots": 1, "mark_scale": 1.4}, init=GENERIC, **SMALL, epochs=10, lr=0.01, augment={"crop_scale": [0.4, 1.0]}),
+    "g1m14_init_supervised": _v("supervised", {"slots": 1, "mark_scale": 1.4}, init=GENERIC, **SMALL, epochs=10, lr=0.01, augment={"crop_scale": [0.4, 1.0]}),
+    "g1m14_init_mocov2_adamw": _v("mocov2", {"slots": 1, "mark_scale": 1.4}, init=GENERIC, **SMALL, **{**ADAMW, "lr": 0.0005}, epochs=10, augment={"crop_scale": [0.4, 1.0]}),
+    "g1m14_init_supervised_adamw": _v("supervised", {"slots": 1, "mark_scale": 1.4}, init=GENERIC, **SMALL, **ADAMW, epochs=10, augment={"crop_scale": [0.4, 1.0]}),
+}
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def pretrain_config(variant: dict) -> PretrainConfig:
+    """params.yaml's `pretrain` section with the variant's overrides (validated like the pipeline's)."""
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())["pretrain"]
+    over = dict(variant["pretrain"])
+    if variant["init"]:
+        over["init"] = variant["init"]
+    return PretrainConfig(**_deep_merge(base, {**over, "checkpoint_every_steps": 10**9, "log_every_steps": 10**9}))
+
+
+_DATA_CACHE: dict[str, object] = {}
+
+
+def dataset(data: dict):
+    key = json.dumps({**DATA, **data}, sort_keys=True)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE[key] = generate_synthetic(**{**DATA, **data})
+    return _DATA_CACHE[key]
+
+
+def scores(backbone, ds, crop: int) -> dict:
+    tr, te = np.nonzero(ds.split == "train")[0], np.nonzero(ds.split == "test")[0]
+    ftr = extract_features(backbone, ds.images, tr, crop)
+    fte = extract_features(backbone, ds.images, te, crop)
+    k = len(ds.class_names)
+    lin = lbfgs_probe(ftr, ds.labels[tr], fte, ds.labels[te], num_classes=k)
+    knn = knn_accuracy(ftr, ds.labels[tr], fte, ds.labels[te], ks=(20,))
+    return {"linear_top1": round(lin["top1"], 2), "knn20_top1": round(knn["top1_k20"], 2)}
+
+
+def generic_init(init: dict, ckpt_root: Path) -> tuple[str, dict]:
+    """Train the `init` encoder on the generic world (once per setting, seed 0) -> its state_dict file.
+
+    `init` is {"epochs", "pretrain": overrides, "world": generate_generic kwargs}; returns the path and
+    the encoder's linear/kNN scores on the generic world's own test split.
+    """
+    from finesyn.data.generic import generate_generic
+
+    key = hashlib.sha256(json.dumps(init, sort_keys=True).encode()).hexdigest()[:12]
+    path = ckpt_root / f"init-{key}.pt"
+    if path.is_file():
+        return str(path), _INIT_SCORES[key]
+    world = generate_generic(**init.get("world", {}))
+    cfg = pretrain_config({"pretrain": init["pretrain"], "init": None})
+    tr = np.nonzero(world.split == "train")[0]
+    spec = RunSpec("supervised", False, cfg, init.get("crop", 64), 0, f"init-{key}", ckpt_root / f"init-{key}")
+    t0 = time.perf_counter()
+    result = pretrain(world.images, spec, tr, labels=world.labels, num_classes=len(world.class_names))
+    torch.save(result.backbone.net.state_dict(), path)
+    _INIT_SCORES[key] = {**scores(result.backbone, world, spec.crop_size), "train_s": round(time.perf_counter() - t0, 1), "steps": result.steps}
+    return str(path), _INIT_SCORES[key]
+
+
+_INIT_SCORES: dict[str, dict] = {}
+
+
+def run(name: str, seed: int, ckpt_root: Path) -> dict:
+    variant = dict(VARIANTS[name])
+    init_scores = None
+    if isinstance(variant["init"], dict):
+        variant["init"], init_scores = generic_init(variant["init"], ckpt_root)
+    cfg = pretrain_config(variant)
+    ds = dataset(variant["data"])
+    tr = np.nonzero(ds.split == "train")[0]
+    spec = lambda c: RunSpec(variant["method"], False, c, variant["crop"], seed, f"study-{name}-{seed}", ckpt_root / f"{name}-{seed}")  # noqa: E731
+    start = pretrain(ds.images, spec(cfg.model_copy(update={"epochs": 0})), tr, labels=ds.labels, num_classes=len(ds.class_names))
+    t0 = time.perf_counter()
+    result = pretrain(ds.images, spec(cfg), tr, labels=ds.labels, num_classes=len(ds.class_names))
+    wall = time.perf_counter() - t0
+    rec = {
+        "variant": name, "seed": seed, "steps": result.steps, "train_s": round(wall, 1),
+        "images_per_s": round(result.steps * cfg.batch_size / max(wall, 1e-9), 1),
+        "start": scores(start.backbone, ds, variant["crop"]), "end": scores(result.backbone, ds, variant["crop"]),
+        "init_on_generic": init_scores, "settings": VARIANTS[name], "code_version": code_version(), "threads": torch.get_num_threads(),
+    }
+    return rec
+
+
+def summary(path: Path = OUT) -> str:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = ["| variant | seed | steps | train s | start lin / kNN | end lin / kNN |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        s, e = r["start"], r["end"]
+        lines.append(f"| {r['variant']} | {r['seed']} | {r['steps']} | {r['train_s']} | {s['linear_top1']} / {s['knn20_top1']} | {e['linear_top1']} / {e['knn20_top1']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.learning", description=__doc__.split("\n")[0])
+    ap.add_argument("--variants", default="", help="comma-separated names (see --list)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--summary", action="store_true")
+    a = ap.parse_args(argv)
+    if a.list:
+        print("\n".join(f"{k}: {json.dumps(v)}" for k, v in VARIANTS.items()))
+        return 0
+    if a.summary:
+        print(summary(a.out))
+        return 0
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="finesyn-study-") as tmp:
+        for name in [v for v in a.variants.split(",") if v]:
+            for seed in a.seeds:
+                rec = run(name, seed, Path(tmp))
+                with a.out.open("a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                print(json.dumps({k: rec[k] for k in ("variant", "seed", "steps", "train_s", "start", "end")}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
