@@ -53,6 +53,8 @@ class DatasetConfig(Section):
     seed: int = Field(0, ge=0, description="synthetic: generator seed")
     object_scale: tuple[float, float] = Field((0.22, 0.30), description="synthetic: bird size range, fraction of the image per body unit")
     background_bank: int = Field(32, ge=0, description="synthetic: number of shared background scenes (0 = a unique one per image)")
+    slots: Literal[0, 1, 2, 3] = Field(0, description="synthetic: marking positions per glyph (1: the glyph alone decides the class; 0: auto, 2 or 3)")
+    mark_scale: float = Field(1.0, ge=0.5, le=2.0, description="synthetic: marking size, a linear factor on the default marking")
 
     @model_validator(mode="after")
     def _check(self) -> "DatasetConfig":
@@ -159,7 +161,8 @@ class SynthConfig(Section):
 class PretrainConfig(Section):
     """Settings shared by every experiment; an experiment's `overrides` may change any of them."""
 
-    backbone: Literal["resnet18", "resnet50"] = "resnet18"
+    backbone: Literal["resnet_small", "resnet18", "resnet50"] = Field(
+        "resnet18", description="resnet_small: ResNet-18's layout at 1/4 width with a 3x3 stem (the CPU default)")
     stem: Literal["standard", "small"] = Field("standard", description="small: 3x3 stride-1 conv, no max-pool")
     init: str = Field("random", description="random | imagenet | path to a state_dict (.pth)")
     epochs: int = Field(10, ge=0)
@@ -183,7 +186,10 @@ class PretrainConfig(Section):
     )
     compile: bool = Field(False, description="torch.compile the backbone(s) in place (a compile delay at start); checkpoints and encoder.pt are the same either way")
     checkpoint_every_steps: int = Field(200, ge=1)
-    keep_checkpoints: int = Field(2, ge=1)
+    keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept of the current run (its newest)")
+    keep_other_runs: int = Field(
+        2, ge=0, description="other runs (other settings or data) whose checkpoints are kept per dataset/experiment/seed, "
+        "the most recently written or resumed; older ones are deleted when the current run checkpoints")
     log_every_steps: int = Field(10, ge=1)
     augment: AugmentConfig = AugmentConfig()
     methods: MethodsConfig = MethodsConfig()
