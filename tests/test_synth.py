@@ -399,3 +399,25 @@ def test_without_pairs_only_l_r_is_computed_and_the_encoder_sees_no_decoded_imag
     finally:
         hook.remove()
     assert len(seen) >= 1 and s.images is not None and s.n_selected > 0
+
+
+def bn_running_stats(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Every BatchNorm buffer (running mean/var, num_batches_tracked) of the module, cloned."""
+    return {f"{name}.{b}": t.clone() for name, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            for b, t in m.named_buffers(recurse=False)}
+
+
+@pytest.mark.parametrize("method_name", ["mocov2", "simsiam"])
+def test_pairs_leave_the_methods_bn_running_statistics_as_without_them(method_name):
+    """Extraction normalises real images with the running statistics: the decoded pair must not
+    move them (encoder, heads, MoCo's key encoder), while the pair's forward still uses batch statistics."""
+    x1, x2 = images(6, 1), images(6, 2)
+    with_pairs, without = make_method(method_name), make_method(method_name)
+    s = make_synth()(with_pairs, with_pairs.ssl_loss(x1, x2), x1, gen(3))
+    without.ssl_loss(x1, x2)
+    assert s.n_selected > 0
+    a, b = bn_running_stats(with_pairs), bn_running_stats(without)
+    assert any("key_backbone" in k for k in a) or method_name != "mocov2"
+    assert a.keys() == b.keys() and len(a) >= 3
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    assert all(m.track_running_stats for m in with_pairs.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))  # restored

@@ -15,12 +15,15 @@ the run must equal one process on the global batch.
   which the trainer makes a generator shared by all ranks; the perturbation is drawn for the
   all-gathered pair batch (with gradient if h is not detached) and each rank keeps its rows.
 - The decoder's BatchNorm is SyncBN; L_R and L_Cp are per-rank means (DDP averages gradients).
+- L_Cp's forward normalises with batch statistics (train mode, synchronised where L_C's are) but
+  updates no BatchNorm running statistics of the method (`running_stats_kept`), on any rank.
 Exact for pair_fraction = 1; with f < 1 each rank pairs the first ⌈f·N/W⌉ of its shard.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +35,26 @@ from finesyn.methods.base import SSLMethod, SSLOutput
 from finesyn.models.decoder import Decoder
 from finesyn.synth import criteria
 from finesyn.synth.perturb import perturb
+
+
+@contextmanager
+def running_stats_kept(module: nn.Module):
+    """Within the block, `module`'s BatchNorm layers normalise with batch statistics (train mode)
+    but leave their running statistics (and num_batches_tracked) untouched.
+
+    Decoded images are not real images, and evaluation normalises real images with the running
+    statistics: L_Cp's forward must not move them. track_running_stats=False is what every BN
+    (torch's, its SyncBatchNorm, ours) reads to skip the update; unlike momentum 0 it is exact for
+    any batch and leaves no buffer in L_Cp's graph that a restore would have to overwrite.
+    """
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for m in bns:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in bns:
+            m.track_running_stats = True
 
 
 @dataclass
@@ -159,5 +182,6 @@ class SynthPairs(nn.Module):
                 x_a, x_b = self.decoder(h_src), self.decoder(h_tilde)
             finally:
                 self.decoder.requires_grad_(True)
-        loss_cp = method.ssl_loss(x_a, x_b, update_state=False).loss
+        with running_stats_kept(method):  # the key encoder's too: its buffers are copied from the online ones anyway
+            loss_cp = method.ssl_loss(x_a, x_b, update_state=False).loss
         return SynthLosses(loss_r, loss_cp, int(mask.sum()), mask, (x1[:n].detach(), x_a.detach(), x_b.detach()))
