@@ -182,6 +182,7 @@ def worker(out: Path) -> None:
     x1, x2 = torch.randn(8, 3, SIZE, SIZE, generator=g), torch.randn(8, 3, SIZE, SIZE, generator=g)
     torch.manual_seed(123)  # rank 0's global RNG draws the permutation it broadcasts
     moco.ssl_loss(ctx.local_rows(x1), ctx.local_rows(x2))
+    moco.after_step(0.0)  # the step's keys join the queue
     report["shuffle_queues"] = ctx.all_gather_object(moco.queue.clone())
 
     # the gradient Grad-CAM uses, through SyncBN (SimSiam, BYOL) and the SimCLR gather

@@ -62,13 +62,15 @@ def test_info_nce_is_lower_when_the_positive_matches():
 
 
 # ----------------------------------------------------------------------------- the queue
-def test_ssl_loss_enqueues_the_key_encoder_outputs_at_the_pointer():
+def test_the_steps_keys_are_enqueued_at_the_pointer_when_the_step_ends():
     m = tiny_moco(queue_size=5)
     x1, x2 = images(3, 1), images(3, 2)
     before = m.queue.clone()
     m.ssl_loss(x1, x2)
     with torch.no_grad():
         k = F.normalize(m.key_projector(m.key_backbone(x2)), dim=1)
+    assert torch.equal(m.queue, before)  # every loss of the step sees the queue without its keys
+    m.after_step(0.0)
     assert torch.allclose(m.queue[:3], k, atol=1e-6)
     assert torch.equal(m.queue[3:], before[3:])
     assert int(m.queue_ptr) == 3
@@ -93,7 +95,8 @@ def test_enqueue_wraps_around_a_queue_that_is_not_a_multiple_of_the_batch():
 
 def test_update_state_false_leaves_the_queue_untouched():
     m = tiny_moco(queue_size=5)
-    m.ssl_loss(images(3, 1), images(3, 2))  # pointer at 3
+    m.ssl_loss(images(3, 1), images(3, 2))
+    m.after_step(0.0)  # pointer at 3
     queue, ptr = m.queue.clone(), m.queue_ptr.clone()
     out1 = m.ssl_loss(images(3, 3), images(3, 4), update_state=False)
     out2 = m.ssl_loss(images(3, 3), images(3, 4), update_state=False)

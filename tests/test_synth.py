@@ -421,3 +421,26 @@ def test_pairs_leave_the_methods_bn_running_statistics_as_without_them(method_na
     assert a.keys() == b.keys() and len(a) >= 3
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
     assert all(m.track_running_stats for m in with_pairs.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))  # restored
+
+
+def test_l_cp_reads_the_queue_as_it_was_before_this_steps_keys():
+    """L_C's keys join MoCo's queue when the step ends: L_Cp's queries, decoded from the same
+    images, would otherwise meet their own fresh keys as negatives."""
+    method, synth = make_method("mocov2"), make_synth()
+    x1, x2 = images(4, 1), images(4, 2)
+    with torch.no_grad():
+        keys = method._keys(x2)  # train-mode BN: the keys L_C computes for this batch
+    seen, loss = [], method.ssl_loss
+
+    def watched(a, b, update_state=True):
+        if not update_state:
+            seen.append(method.queue.clone())
+        return loss(a, b, update_state)
+
+    method.ssl_loss = watched
+    synth(method, loss(x1, x2), x1, gen(3))
+    assert len(seen) == 1
+    is_key = torch.isclose(seen[0][:, None], keys[None], atol=1e-6).all(-1)  # (queue row, key)
+    assert not is_key.any()
+    method.after_step(0.0)
+    torch.testing.assert_close(method.queue[:4], keys, atol=1e-6, rtol=0)  # enqueued at the step's end

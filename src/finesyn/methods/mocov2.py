@@ -25,6 +25,10 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature:
 class MoCoV2(SSLMethod):
     """Queries from the online encoder, keys from its EMA copy, negatives from a FIFO queue of keys.
 
+    A step's keys join the queue when the step ends (`after_step`), so every loss of the step --
+    L_C and the module's L_Cp on images decoded from the same batch -- meets the same negatives,
+    none of them a key of this step.
+
     Multi-process rule: the keys of all ranks are gathered (no gradient) and enqueued on every
     rank in rank order, so every rank holds the same queue (bitwise) and it is the queue a single
     process would hold after the same global batches. Each rank's InfoNCE is the mean over its own
@@ -52,6 +56,7 @@ class MoCoV2(SSLMethod):
         self.momentum, self.temperature = momentum, temperature
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, proj_dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self._pending: torch.Tensor | None = None  # this step's keys (global batch); none at a checkpoint
 
     @classmethod
     def from_config(cls, backbone, cfg, num_train: int, num_classes: int | None = None) -> "MoCoV2":
@@ -86,7 +91,7 @@ class MoCoV2(SSLMethod):
                 k, k_all = self._keys(x2), None
         loss = info_nce(q, k, self.queue.clone().detach(), self.temperature)
         if update_state:
-            self._enqueue(k_all if k_all is not None else self.dist.all_gather(k))  # global batch, rank order
+            self._pending = k_all if k_all is not None else self.dist.all_gather(k)  # global batch, rank order
         return SSLOutput(loss, h1)
 
     def _keys(self, x: torch.Tensor) -> torch.Tensor:
@@ -113,6 +118,9 @@ class MoCoV2(SSLMethod):
 
     @torch.no_grad()
     def after_step(self, progress: float) -> None:
+        if self._pending is not None:
+            self._enqueue(self._pending)
+            self._pending = None
         for online, key in ((self.backbone, self.key_backbone), (self.projector, self.key_projector)):
             for p_o, p_k in zip(online.parameters(), key.parameters()):
                 p_k.mul_(self.momentum).add_(p_o.detach(), alpha=1 - self.momentum)
