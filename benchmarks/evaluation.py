@@ -54,7 +54,7 @@ def extraction(setting, n: int, batch_size: int) -> dict:
     from finesyn.models.backbone import Backbone
 
     torch.manual_seed(0)
-    backbone = Backbone(setting.cfg.backbone, setting.cfg.stem)
+    backbone = Backbone(setting.cfg.backbone, setting.cfg.stem, setting.cfg.pool)
     images = np.random.default_rng(0).integers(0, 256, (n, setting.image_size, setting.image_size, 3), dtype=np.uint8)
     warm = np.arange(min(n, 8))
     extract_features(backbone, images, warm, setting.crop, batch_size, "cpu")  # oneDNN primitives, allocator

@@ -48,6 +48,8 @@ def _v(method: str, data: dict | None = None, crop: int = 64, init: str | None =
 
 
 SMALL = {"backbone": "resnet_small"}
+G1M14 = {"slots": 1, "mark_scale": 1.4}
+CROP04 = {"crop_scale": [0.4, 1.0]}
 ADAMW = {"optimizer": "adamw", "lr": 0.002, "weight_decay": 0.05}
 GENERIC = {"pretrain": {**SMALL, **ADAMW, "epochs": 13, "augment": {"crop_scale": [0.6, 1.0]}}, "world": {"train_per_class": 300, "object_scale": [0.12, 0.35]}}
 VARIANTS: dict[str, dict] = {
@@ -70,6 +72,22 @@ VARIANTS: dict[str, dict] = {
     "g1m14_init_supervised": _v("supervised", {"slots": 1, "mark_scale": 1.4}, init=GENERIC, **SMALL, epochs=10, lr=0.01, augment={"crop_scale": [0.4, 1.0]}),
     "g1m14_init_mocov2_adamw": _v("mocov2", {"slots": 1, "mark_scale": 1.4}, init=GENERIC, **SMALL, **{**ADAMW, "lr": 0.0005}, epochs=10, augment={"crop_scale": [0.4, 1.0]}),
     "g1m14_init_supervised_adamw": _v("supervised", {"slots": 1, "mark_scale": 1.4}, init=GENERIC, **SMALL, **ADAMW, epochs=10, augment={"crop_scale": [0.4, 1.0]}),
+    "g1m14_small_supervised_adamw": _v("supervised", {"slots": 1, "mark_scale": 1.4}, **SMALL, **ADAMW, epochs=10, augment={"crop_scale": [0.4, 1.0]}),
+    "g1m14_small_mocov2_adamw": _v("mocov2", {"slots": 1, "mark_scale": 1.4}, **SMALL, **{**ADAMW, "lr": 0.0005}, epochs=10, augment={"crop_scale": [0.4, 1.0]}),
+    # SSL with the optimiser that makes the supervised row learn
+    "g1m14_mocov2_adamw2e3": _v("mocov2", G1M14, **SMALL, **ADAMW, epochs=10, augment=CROP04),
+    "g1m14_mocov2_adamw2e3_t01": _v("mocov2", G1M14, **SMALL, **ADAMW, epochs=10, augment=CROP04, methods={"mocov2": {"temperature": 0.1, "queue_size": 1024}}),
+    "g1m14_simclr_adamw2e3": _v("simclr", G1M14, **SMALL, **ADAMW, epochs=10, augment=CROP04),
+    "g1m14_byol_adamw2e3": _v("byol", G1M14, **SMALL, **ADAMW, epochs=10, augment=CROP04),
+    # weaker instance cues: 4 background scenes, colour removed from every view
+    "g1m14b4_mocov2_gray": _v("mocov2", {**G1M14, "background_bank": 4}, **SMALL, **ADAMW, epochs=10, augment={**CROP04, "grayscale_p": 1.0}),
+    "g1m14b4_simclr_gray": _v("simclr", {**G1M14, "background_bank": 4}, **SMALL, **ADAMW, epochs=10, augment={**CROP04, "grayscale_p": 1.0}),
+    "g1m14_mocov2_adamw2e3_e20": _v("mocov2", G1M14, **SMALL, **ADAMW, epochs=20, augment=CROP04),
+    "default_data_supervised_adamw": _v("supervised", {}, **SMALL, **ADAMW, epochs=10, augment=CROP04),
+    # global max pooling of the last feature map (the data test's small CNN learns with it)
+    "default_supervised_maxpool": _v("supervised", {}, **SMALL, **ADAMW, pool="max", epochs=10, augment=CROP04),
+    "default_mocov2_maxpool": _v("mocov2", {}, **SMALL, **ADAMW, pool="max", epochs=10, augment=CROP04),
+    "default_mocov2_adamw": _v("mocov2", {}, **SMALL, **ADAMW, epochs=10, augment=CROP04),
 }
 
 

@@ -33,3 +33,14 @@ def test_resnet_small_uses_torchvision_initialisation_and_is_seeded():
     expected = (2.0 / (conv.shape[0] * 9)) ** 0.5
     assert abs(conv.std().item() - expected) < 0.1 * expected
     assert torch.equal(a.net.layer1[0].bn1.weight, torch.ones(SMALL_WIDTHS[0]))
+
+
+def test_max_pool_takes_the_strongest_response_of_each_channel():
+    x = torch.randn(3, 3, 64, 64)
+    avg, mx = Backbone("resnet_small").eval(), Backbone("resnet_small", pool="max").eval()
+    mx.load_state_dict(avg.state_dict())  # pooling has no parameters: the same weights fit both
+    maps = avg.forward_maps(x)
+    n = maps.shape[2] * maps.shape[3]  # two float32 sums of n terms in any order differ by <= 2 n u max|x|
+    bound = 2 * n * torch.finfo(torch.float32).eps / 2 * maps.abs().amax().item()
+    assert (avg(x) - maps.mean((2, 3))).abs().max().item() <= bound
+    assert torch.equal(mx(x), maps.amax((2, 3)))

@@ -45,7 +45,7 @@ def load_encoder(model_dir: Path):
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no encoder (run the pretrain stage first)")
     state = torch.load(path, map_location="cpu", weights_only=False)
-    backbone = Backbone(state["arch"], state["stem"])
+    backbone = Backbone(state["arch"], state["stem"], state.get("pool", "avg"))
     backbone.load_state_dict(state["backbone"])  # strict: a mismatched file fails naming the keys
     projector = None
     if state.get("projector") is not None:

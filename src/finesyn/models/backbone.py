@@ -44,9 +44,13 @@ def resnet_small() -> models.ResNet:
 
 
 class Backbone(nn.Module):
-    """ResNet trunk + global average pool. `dim` is the size of h (512 for ResNet-18, 2048 for ResNet-50)."""
+    """ResNet trunk + global pool. `dim` is the size of h (512 for ResNet-18, 2048 for ResNet-50).
 
-    def __init__(self, arch: str = "resnet18", stem: str = "standard"):
+    `pool`: "avg" (torchvision's) or "max": a detail covering ~3 % of the image is diluted 30x by
+    an average over the last feature map, not by a maximum (measured in docs/findings.md).
+    """
+
+    def __init__(self, arch: str = "resnet18", stem: str = "standard", pool: str = "avg"):
         super().__init__()
         net = resnet_small() if arch == "resnet_small" else getattr(models, arch)(weights=None)
         if stem == "small" and arch == "resnet_small":
@@ -55,10 +59,14 @@ class Backbone(nn.Module):
             # Low-resolution stem (CIFAR-style): keeps spatial detail that a stride-4 stem destroys at ≤64 px.
             net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
             net.maxpool = nn.Identity()
+        if pool == "max":
+            net.avgpool = nn.AdaptiveMaxPool2d(1)
+        elif pool != "avg":
+            raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
         self.dim = net.fc.in_features
         net.fc = nn.Identity()
         self.net = net
-        self.arch, self.stem = arch, stem
+        self.arch, self.stem, self.pool = arch, stem, pool
 
     def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
         """The last conv block's feature maps (for spatial Grad-CAM)."""
