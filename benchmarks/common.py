@@ -78,7 +78,7 @@ class Setting:
     cfg: Any  # finesyn.config.PretrainConfig
     image_size: int
     crop: int
-    num_train: int  # sets MoCo's queue cap (queue_size is capped to the training-set size)
+    num_train: int  # the training-set size (MoCo's queue is not capped to it)
     source: str
 
     def describe(self) -> dict:
@@ -123,8 +123,7 @@ def default_setting(quick: bool) -> Setting:
 def paper_setting(quick: bool) -> Setting:
     """params/paper.yaml scaled to the CPU: ResNet-50, 112 px crops (from 128 px images, the paper's
     224-from-256 ratio), batch 32, random init, blur sigma scaled with the crop (as params.yaml does
-    for 64 px); 5,994 training images (CUB-200-2011's train split) so the 65,536-key queue is capped
-    as it would be on CUB."""
+    for 64 px); 5,994 training images (CUB-200-2011's train split), as on CUB."""
     import yaml
 
     from finesyn.config import PretrainConfig
@@ -155,7 +154,7 @@ def _tiny(cfg, backbone: str = "resnet18"):
 class TiledImages:
     """`num` random uint8 images (N, S, S, 3) backed by `base` distinct ones (row i is base[i % len(base)]).
 
-    `pretrain` only indexes rows, so the training set can be as large as the queue cap needs
+    `pretrain` only indexes rows, so the training set can be as large as a setting needs
     without holding it in memory.
     """
 
@@ -273,7 +272,7 @@ def timed_pretrain(
         clock["t"] = time.perf_counter()
 
     with tempfile.TemporaryDirectory(prefix="finesyn-bench-") as ckpt, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # queue-size cap etc.: recorded in the settings instead
+        warnings.simplefilter("ignore")  # recorded in the settings instead
         spec = RunSpec(method, synth, setting.cfg, setting.crop, 0, f"bench-{method}-{synth}", Path(ckpt), views=views)
         try:
             pretrain(images, spec, np.arange(setting.num_train), progress=progress)

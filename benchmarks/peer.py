@@ -117,7 +117,7 @@ def compare(ctx: Context, L, setting: Setting) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     m = setting.cfg.methods.mocov2
-    queue = min(m.queue_size, setting.num_train)  # our trainer's cap, applied to both
+    queue = m.queue_size  # our trainer keeps the whole queue (own images masked), so does the peer
     pairs = _views(setting, 2 if ctx.quick else 4)
     peer = LightlyMoCoV2(L, setting, queue)
     losses = []

@@ -77,9 +77,9 @@ class TinyBackbone(nn.Module):
 
     dim = 24
 
-    def __init__(self, arch: str = "tiny", stem: str = "standard"):
+    def __init__(self, arch: str = "tiny", stem: str = "standard", pool: str = "avg"):
         super().__init__()
-        self.arch, self.stem = arch, stem
+        self.arch, self.stem, self.pool = arch, stem, pool
         self.net = nn.Sequential(
             nn.Conv2d(3, 12, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(12), nn.ReLU(),
             nn.Conv2d(12, 24, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(24), nn.ReLU(),
@@ -229,6 +229,10 @@ def ddp(tmp_path_factory):
                 initial = {f"method.{k}": v.clone() for k, v in m0.state_dict().items()}
                 initial.update({f"synth.{k}": v.clone() for k, v in (s0.state_dict().items() if s0 else [])})
                 single[name] = {"history": r.history, "state": final_state(r), "initial": initial}
+    except BaseException:
+        proc.kill()  # a failing reference must not leave torchrun (and its full stdout pipe) behind
+        proc.communicate()
+        raise
     finally:
         torch.set_num_threads(threads)
         torch.set_default_dtype(dtype)
@@ -293,7 +297,7 @@ def test_resume_under_ddp_is_bit_identical(ddp):
     assert r["stopped"] == [True, True]  # a non-finite loss stops every rank at the same step
     assert r["resumed_from"] == [2, 2]
     assert r["same_as_full"] == [True, True] and r["history_same"] == [True, True] and r["ranks_same"]
-    ckpt = torch.load(sorted((out / "cut").glob("step_*.pt"))[-1], weights_only=False)
+    ckpt = torch.load(sorted((out / "cut" / "resume").glob("step_*.pt"))[-1], weights_only=False)  # <ckpt_dir>/<run id>/
     assert ckpt["world_size"] == 2 and len(ckpt["g_aug_ranks"]) == 2
     assert not torch.equal(ckpt["g_aug_ranks"][0], ckpt["g_aug_ranks"][1])  # one augmentation stream per rank
 
@@ -345,7 +349,7 @@ def test_pretrain_stage_under_torchrun(tmp_path, repo_root):
     assert record["processes"] == 2 and record["steps"] >= 1 and (tmp_path / "model/encoder.pt").is_file()
     log = (tmp_path / "ckpt/train.log").read_text()
     assert log.count(f"step {record['steps']} epoch") == 1  # one writer: rank 0
-    assert sorted(p.name for p in (tmp_path / "ckpt").glob("step_*.pt"))
+    assert sorted(p.name for p in (tmp_path / "ckpt" / record["run_id"]).glob("step_*.pt"))  # this run's directory
 
 
 # ----------------------------------------------------------------------------- single-process units

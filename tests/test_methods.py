@@ -104,16 +104,62 @@ def test_update_state_false_leaves_the_queue_untouched():
     assert out1.loss.item() == out2.loss.item()  # a pure function of inputs and parameters
 
 
-def test_queue_is_capped_to_the_dataset_size_with_a_warning():
-    cfg = tiny_cfg(queue_size=100)
-    with pytest.warns(UserWarning, match="capped to 10"):
-        m = MoCoV2.from_config(TinyBackbone(), cfg, num_train=10)
-    assert m.queue.shape == (10, 4)
+def test_a_queue_larger_than_the_dataset_is_kept_without_a_warning():
+    """Own images are masked out of the negatives (below), so the queue needs no cap."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        m = MoCoV2.from_config(TinyBackbone(), cfg, num_train=100)  # equal: no warning, no cap
-    assert m.queue.shape == (100, 4)
+        m = MoCoV2.from_config(TinyBackbone(), tiny_cfg(queue_size=100), num_train=10)
+    assert m.queue.shape == (100, 4) and m.queue_idx.shape == (100,)
     assert torch.allclose(m.queue.norm(dim=1), torch.ones(100))  # initial keys are unit vectors
+    assert torch.all(m.queue_idx == -1)  # no image
+    assert "queue_idx" in m.state_dict()  # checkpointed with the queue: resume stays exact
+
+
+def masked_reference_loss(m: MoCoV2, x1, x2, own: torch.Tensor) -> torch.Tensor:
+    """InfoNCE per query over the queue rows that hold no key of the query's own image."""
+    with torch.no_grad():
+        q = F.normalize(m.projector(m.backbone(x1)), dim=1)
+        k = m._keys(x2)
+    losses = []
+    for i in range(len(q)):
+        negatives = m.queue[m.queue_idx != own[i]]
+        logits = torch.cat([(q[i] * k[i]).sum().view(1), negatives @ q[i]]) / m.temperature
+        losses.append(-torch.log_softmax(logits, 0)[0])
+    return torch.stack(losses).mean()
+
+
+def test_a_querys_own_image_is_never_among_its_negatives():
+    """A queue larger than the dataset: several stale keys of each queried image; none is a negative."""
+    m = tiny_moco(queue_size=12)
+    g = torch.Generator().manual_seed(0)
+    for step in range(5):  # 6 images, batch 4: the queue wraps and holds up to 3 keys per image
+        own = torch.randperm(6, generator=g)[:4]
+        x1, x2 = images(4, 10 + step), images(4, 20 + step)
+        m.set_indices(own)
+        loss = m.ssl_loss(x1, x2).loss
+        held = set(m.queue_idx.tolist()) & set(own.tolist())
+        assert step == 0 or held  # the check below has own keys to mask
+        torch.testing.assert_close(loss.detach(), masked_reference_loss(m, x1, x2, own), rtol=1e-5, atol=1e-6)
+        m.after_step(0.0)
+        assert torch.equal(m.queue_idx[(4 * step + torch.arange(4)) % 12], own)  # each key with its image's index
+    unmasked = info_nce(*(F.normalize(t, dim=1) for t in (m.projector(m.backbone(x1)), m._keys(x2))), m.queue, m.temperature)
+    m.set_indices(own)
+    assert not torch.isclose(m.ssl_loss(x1, x2, update_state=False).loss, unmasked)
+
+
+def test_a_shorter_batch_is_the_first_images_of_the_indexed_one():
+    """The module's L_Cp pairs are decoded from the first n images: their sources are masked."""
+    m = tiny_moco(queue_size=8)
+    m.set_indices(torch.tensor([3, 1, 4, 0]))
+    m.ssl_loss(images(4, 1), images(4, 2))
+    m.after_step(0.0)
+    own = torch.tensor([1, 4, 5, 2])
+    m.set_indices(own)
+    x1, x2 = images(2, 3), images(2, 4)
+    loss = m.ssl_loss(x1, x2, update_state=False).loss
+    torch.testing.assert_close(loss.detach(), masked_reference_loss(m, x1, x2, own[:2]), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="indices"):
+        m.ssl_loss(images(5, 3), images(5, 4))
 
 
 # ----------------------------------------------------------------------------- momentum encoder

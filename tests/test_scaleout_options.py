@@ -207,9 +207,11 @@ def test_pretrain_and_extract_copy_batches_through_host_to_device(tmp_path, monk
     monkeypatch.setattr(train, "host_to_device", spy)
     monkeypatch.setattr(features, "host_to_device", spy)
     pretrain(tiny_images(8), tiny_spec(tmp_path, synth=False, epochs=1, device="cpu"))
-    assert seen == [(torch.uint8, "cpu")]
+    # images cross as uint8 (normalised on the device); MoCo's dataset indices (own-key masking) as int64
+    assert seen == [(torch.uint8, "cpu"), (torch.int64, "cpu")]
+    seen.clear()
     features.extract_features(TinyBackbone(), tiny_images(8), np.arange(8), 32, batch_size=4, device="cpu")
-    assert seen[1:] == [(torch.uint8, "cpu")] * 2
+    assert seen == [(torch.uint8, "cpu")] * 2
 
 
 def test_extract_channels_last_gives_the_same_features():

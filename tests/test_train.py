@@ -5,13 +5,14 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from finesyn.train import NonFiniteLossError, pretrain, run_settings
+from finesyn.train import NonFiniteLossError, load_latest_checkpoint, pretrain, run_checkpoint_dir, run_settings, save_checkpoint
 from train_runner import final_state, tiny_images, tiny_spec
 
 RUNNER = Path(__file__).with_name("train_runner.py")
@@ -21,7 +22,7 @@ def run_runner(ckpt: Path, out: Path, kill_after_checkpoint: int | None = None, 
     env = {**os.environ, "PYTHONPATH": str(RUNNER.parent)}
     proc = subprocess.Popen([sys.executable, str(RUNNER), str(ckpt), str(out)], env=env)
     if kill_after_checkpoint is not None:
-        target = ckpt / f"step_{kill_after_checkpoint:08d}.pt"
+        target = run_checkpoint_dir(tiny_spec(ckpt)) / f"step_{kill_after_checkpoint:08d}.pt"
         deadline = time.time() + 300
         while not target.exists() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.02)
@@ -57,6 +58,7 @@ def test_resume_after_kill_is_bit_identical(tmp_path, uninterrupted, sig):
 def test_sigterm_writes_a_checkpoint_before_exiting(tmp_path):
     ckpt = tmp_path / "ckpt"
     run_runner(ckpt, tmp_path / "x.pt", kill_after_checkpoint=2, sig=signal.SIGTERM)
+    ckpt = run_checkpoint_dir(tiny_spec(ckpt))
     steps = sorted(int(p.stem.split("_")[1]) for p in ckpt.glob("step_*.pt"))
     assert steps and steps[-1] >= 2
     state = torch.load(ckpt / f"step_{steps[-1]:08d}.pt", weights_only=False)
@@ -66,7 +68,7 @@ def test_sigterm_writes_a_checkpoint_before_exiting(tmp_path):
 def test_truncated_checkpoint_falls_back_to_previous(tmp_path, uninterrupted):
     ckpt, out = tmp_path / "ckpt", tmp_path / "final.pt"
     run_runner(ckpt, out, kill_after_checkpoint=6)
-    newest = sorted(ckpt.glob("step_*.pt"))[-1]
+    newest = sorted(run_checkpoint_dir(tiny_spec(ckpt)).glob("step_*.pt"))[-1]
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
     with pytest.warns(UserWarning, match=f"checkpoint {newest} is unreadable"):
         result = pretrain(tiny_images(), tiny_spec(ckpt))
@@ -82,12 +84,58 @@ def test_checkpoint_of_another_run_is_not_resumed(tmp_path):
     assert pretrain(tiny_images(), other).resumed_from is None
 
 
+def test_run_after_a_settings_change_resumes_from_its_own_checkpoint(tmp_path, uninterrupted):
+    """Run A (another lr, more steps), then run B in the same directory, killed at step 7 and rerun:
+    B resumes from its own step 7 and ends as if uninterrupted; A's newest checkpoints stay, so
+    changing back would resume A. (A flat directory pruned across runs deletes B's checkpoints as it
+    writes them, A's sorting later, and B restarts from 0.)"""
+    ckpt, out = tmp_path / "ckpt", tmp_path / "final.pt"
+    run_a = replace(tiny_spec(ckpt, epochs=2, lr=0.01), run_id="run-a")
+    assert pretrain(tiny_images(), run_a).steps == 10
+    assert run_runner(ckpt, out, kill_after_checkpoint=7) != 0 and not out.exists()
+    assert run_runner(ckpt, out) == 0
+    resumed = torch.load(out, weights_only=False)
+    assert resumed["resumed_from"] is not None and 7 <= resumed["resumed_from"] < 15
+    assert_same_state(resumed["state"], uninterrupted["state"])
+    assert [p.name for p in sorted(run_checkpoint_dir(run_a).glob("step_*.pt"))] == ["step_00000009.pt", "step_00000010.pt"]
+    assert load_latest_checkpoint(run_a)["step"] == 10
+
+
+def _save(ckpt: Path, run_id: str, steps, keep_other_runs: int = 2) -> None:
+    spec = replace(tiny_spec(ckpt, keep_other_runs=keep_other_runs), run_id=run_id)
+    for step in steps:
+        save_checkpoint(spec, {"step": step}, keep=2)
+
+
+def test_other_runs_are_kept_up_to_keep_other_runs_most_recently_used_first(tmp_path):
+    for run in ("r1", "r2", "r3"):
+        _save(tmp_path, run, [1, 2, 3])
+    assert sorted(d.name for d in tmp_path.iterdir()) == ["r1", "r2", "r3"]
+    assert load_latest_checkpoint(replace(tiny_spec(tmp_path), run_id="r1"))["step"] == 3  # resuming r1 marks it used
+    _save(tmp_path, "r4", [1])  # current r4 + 2 others: the least recently used, r2, goes
+    assert sorted(d.name for d in tmp_path.iterdir()) == ["r1", "r3", "r4"]
+    assert all(len(list((tmp_path / r).glob("step_*.pt"))) == (2 if r != "r4" else 1) for r in ("r1", "r3", "r4"))
+    _save(tmp_path, "r5", [1], keep_other_runs=0)
+    assert sorted(d.name for d in tmp_path.iterdir()) == ["r5"]
+
+
+def test_checkpoints_of_the_flat_layout_resume_their_run_and_count_as_one_other_run(tmp_path):
+    """Directories written before per-run subdirectories: the run that wrote them still resumes
+    (dvc repro after the upgrade reuses finished runs), whatever other runs' files sort after them."""
+    torch.save({"run_id": "mine", "step": 3}, tmp_path / "step_00000003.pt")
+    torch.save({"run_id": "theirs", "step": 9}, tmp_path / "step_00000009.pt")
+    assert load_latest_checkpoint(replace(tiny_spec(tmp_path), run_id="mine"))["step"] == 3
+    assert load_latest_checkpoint(replace(tiny_spec(tmp_path), run_id="new")) is None
+    _save(tmp_path, "new", [1], keep_other_runs=0)
+    assert not list(tmp_path.glob("step_*.pt")) and [d.name for d in tmp_path.iterdir()] == ["new"]
+
+
 def test_nonfinite_loss_names_term_and_step_and_keeps_checkpoint(tmp_path):
     spec = tiny_spec(tmp_path)
     spec.fault_nan_at_step = 3
     with pytest.raises(NonFiniteLossError, match=r"L_C is nan at step 3"):
         pretrain(tiny_images(), spec)
-    newest = sorted(tmp_path.glob("step_*.pt"))[-1]
+    newest = sorted(run_checkpoint_dir(spec).glob("step_*.pt"))[-1]
     assert torch.load(newest, weights_only=False)["step"] == 3  # the last good state, intact
 
 
@@ -97,10 +145,11 @@ def test_run_identity_ignores_settings_a_baseline_does_not_use(repo_root):
     from finesyn.config import parse_params
 
     raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    raw["pretrain"]["optimizer"] = "sgd"  # then AdamW's beta2 is not one of its settings
     before = parse_params(raw)
     raw["pretrain"]["nu"] = 1.0
     raw["pretrain"]["synth"]["k_var"] = 0.5
-    raw["pretrain"]["adam_beta2"] = 0.95  # the default optimiser is SGD
+    raw["pretrain"]["adam_beta2"] = 0.95
     after = parse_params(raw)
     assert run_settings(before, "synthetic", "mocov2") == run_settings(after, "synthetic", "mocov2")
     assert run_settings(before, "synthetic", "mocov2_synth") != run_settings(after, "synthetic", "mocov2_synth")
@@ -156,7 +205,7 @@ def test_adamw_is_the_configured_optimizer_and_resumes_exactly(tmp_path):
     estimates are checkpointed: resuming at a mid-epoch checkpoint ends where an uninterrupted run ends."""
     settings = dict(epochs=1, optimizer="adamw", lr=1e-3, momentum=0.8, adam_beta2=0.99, weight_decay=0.05, checkpoint_every_steps=2)
     full = pretrain(tiny_images(), tiny_spec(tmp_path, synth=False, **settings))
-    kept = sorted(tmp_path.glob("step_*.pt"))
+    kept = sorted(run_checkpoint_dir(tiny_spec(tmp_path)).glob("step_*.pt"))
     assert [p.name for p in kept] == ["step_00000004.pt", "step_00000005.pt"]
 
     opt_state = torch.load(kept[0], weights_only=False)["optimizer"]
@@ -167,3 +216,17 @@ def test_adamw_is_the_configured_optimizer_and_resumes_exactly(tmp_path):
     resumed = pretrain(tiny_images(), tiny_spec(tmp_path, synth=False, **settings))
     assert resumed.resumed_from == 4
     assert_same_state(final_state(resumed), final_state(full))
+
+
+def test_moco_queue_holds_the_dataset_index_of_each_key_and_is_not_capped(tmp_path):
+    """The loop hands MoCo the batch's dataset indices (not batch positions), so a query's own
+    image can be masked; a queue larger than the training set (32 > 27) is then kept, silently."""
+    import warnings
+
+    train = np.arange(13, 40)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*queue.*")
+        result = pretrain(tiny_images(), tiny_spec(tmp_path, synth=False, epochs=2), train)  # 6 steps x 8 keys
+    q = result.method.queue_idx
+    assert len(q) == 32 and int((q >= 0).sum()) == 32
+    assert set(q.tolist()) <= set(train.tolist())

@@ -89,7 +89,7 @@ class AugmentConfig(Section):
 class MoCoV2Config(Section):
     proj_hidden_dim: int = Field(2048, gt=0)
     proj_dim: int = Field(256, gt=0, description="paper-notes: head dim 256")
-    queue_size: int = Field(65536, gt=0, description="capped to the training-set size with a warning")
+    queue_size: int = Field(65536, gt=0, description="may exceed the training set: a query's own image is masked out of its negatives")
     momentum: float = Field(0.999, ge=0, lt=1, description="key-encoder EMA momentum")
     temperature: float = Field(0.2, gt=0)
     shuffle_bn: bool = Field(
@@ -164,6 +164,7 @@ class PretrainConfig(Section):
     backbone: Literal["resnet_small", "resnet18", "resnet50"] = Field(
         "resnet18", description="resnet_small: ResNet-18's layout at 1/4 width with a 3x3 stem (the CPU default)")
     stem: Literal["standard", "small"] = Field("standard", description="small: 3x3 stride-1 conv, no max-pool")
+    pool: Literal["avg", "max"] = Field("avg", description="global pool of the last feature map into h: avg (torchvision's) | max")
     init: str = Field("random", description="random | imagenet | path to a state_dict (.pth)")
     epochs: int = Field(10, ge=0)
     batch_size: int = Field(128, ge=2)

@@ -11,9 +11,11 @@ every rank's augmentation-generator state) and every rank resumes from the same 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
+import os
 import signal
 import time
 import warnings
@@ -74,7 +76,7 @@ class TrainResult:
 
 def build_models(spec: RunSpec, num_train: int, num_classes: int | None = None) -> tuple[Backbone, SSLMethod | None, SynthPairs | None]:
     torch.manual_seed(spec.seed)
-    backbone = Backbone(spec.cfg.backbone, spec.cfg.stem)
+    backbone = Backbone(spec.cfg.backbone, spec.cfg.stem, spec.cfg.pool)
     load_init(backbone, spec.cfg.init)
     if spec.method == "none":
         return backbone, None, None
@@ -101,6 +103,14 @@ def lr_at(cfg, step: int, total: int, steps_per_epoch: int) -> float:
 
 
 # ----------------------------------------------------------------------------- checkpoints
+# Layout: <ckpt_dir>/<run_id>/step_<step>.pt, ckpt_dir being checkpoints/<dataset>/<experiment>/seed<k>.
+# A run prunes and resumes only its own directory, so a settings change never deletes the new run's
+# checkpoints, and changing back finds the old run's. Other runs are kept up to
+# pretrain.keep_other_runs (the most recently written or resumed); the oldest are deleted.
+def run_checkpoint_dir(spec: RunSpec) -> Path:
+    return spec.ckpt_dir / spec.run_id
+
+
 def _ckpt_path(d: Path, step: int) -> Path:
     return d / f"step_{step:08d}.pt"
 
@@ -108,26 +118,64 @@ def _ckpt_path(d: Path, step: int) -> Path:
 def save_checkpoint(spec: RunSpec, state: dict, keep: int) -> Path:
     buf = io.BytesIO()
     torch.save({"run_id": spec.run_id, **state}, buf)
-    path = atomic_write_bytes(_ckpt_path(spec.ckpt_dir, state["step"]), buf.getvalue())
-    for old in sorted(spec.ckpt_dir.glob("step_*.pt"))[:-keep]:
+    run_dir = run_checkpoint_dir(spec)
+    path = atomic_write_bytes(_ckpt_path(run_dir, state["step"]), buf.getvalue())
+    for old in sorted(run_dir.glob("step_*.pt"))[:-keep]:
         old.unlink(missing_ok=True)
+    for tmp in run_dir.glob(".step_*.tmp"):  # left by a write that was killed (stage locks: no other writer)
+        tmp.unlink(missing_ok=True)
+    _prune_other_runs(spec.ckpt_dir, run_dir, spec.cfg.keep_other_runs)
     return path
 
 
+def _other_runs(root: Path, current: Path) -> list[tuple[float, Path, list[Path]]]:
+    """(newest mtime, directory, its checkpoint files) of every other run, newest first. Checkpoints
+    directly in `root` (the layout before per-run directories) count as one run."""
+    groups = [(d, list(d.glob("step_*.pt")) + list(d.glob(".step_*.tmp"))) for d in root.iterdir() if d.is_dir() and d != current]
+    groups.append((root, list(root.glob("step_*.pt"))))
+    return sorted(((max(f.stat().st_mtime for f in files), d, files) for d, files in groups if files), key=lambda g: -g[0])
+
+
+def _prune_other_runs(root: Path, current: Path, keep_other: int) -> None:
+    for _, d, files in _other_runs(root, current)[keep_other:]:
+        for f in files:
+            f.unlink(missing_ok=True)
+        if d != root:
+            with contextlib.suppress(OSError):  # not empty: something that is not a checkpoint stays
+                d.rmdir()
+        log.info("deleted the checkpoints of an older run in %s (pretrain.keep_other_runs = %d)", d, keep_other)
+
+
+def _read_checkpoint(path: Path) -> dict | None:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is skipped, loudly
+        warnings.warn(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); trying the previous one", stacklevel=3)
+        return None
+
+
 def load_latest_checkpoint(spec: RunSpec) -> dict | None:
-    """Newest readable checkpoint of this run; a truncated/corrupt one is skipped with a warning."""
+    """Newest readable checkpoint of this run, whatever other runs left next to it; a truncated or
+    corrupt one is skipped with a warning. Resuming marks the run as recently used (kept longest)."""
     if not spec.ckpt_dir.is_dir():
         return None
-    for path in sorted(spec.ckpt_dir.glob("step_*.pt"), reverse=True):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001 - any unreadable file is skipped, loudly
-            warnings.warn(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); trying the previous one", stacklevel=2)
+    run_dir = run_checkpoint_dir(spec)
+    legacy = sorted(spec.ckpt_dir.glob("step_*.pt"), reverse=True)  # written before per-run directories
+    for path in sorted(run_dir.glob("step_*.pt"), reverse=True) + legacy:
+        state = _read_checkpoint(path)
+        if state is None:
             continue
         if state.get("run_id") != spec.run_id:
-            log.info("ignoring %s: it belongs to another run (settings or data changed)", path)
-            return None
+            if path.parent == run_dir:
+                warnings.warn(f"checkpoint {path} belongs to run {state.get('run_id')!r}, not {spec.run_id!r}: skipped", stacklevel=2)
+            continue
+        with contextlib.suppress(OSError):
+            os.utime(path)
         return state
+    others = [d.name if d != spec.ckpt_dir else "files of the old flat layout" for _, d, _ in _other_runs(spec.ckpt_dir, run_dir)]
+    if others:
+        log.info("no checkpoint of run %s in %s (kept: %s, whose settings or data differ): starting at step 0",
+                 spec.run_id, spec.ckpt_dir, ", ".join(others))
     return None
 
 
@@ -274,6 +322,7 @@ def pretrain(
             rows = perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size][ctx.rank * local_bs : (ctx.rank + 1) * local_bs]
             idx = indices[rows.numpy()]  # this rank's shard of the global batch
             batch = host_to_device(torch.from_numpy(np.ascontiguousarray(images[idx])), device)
+            method.set_indices(host_to_device(torch.from_numpy(np.asarray(idx, dtype=np.int64)), device))  # MoCo: own keys masked
             if method.uses_labels:
                 method.set_targets(host_to_device(torch.from_numpy(np.asarray(labels[idx], dtype=np.int64)), device))
             for group in opt.param_groups:
@@ -389,6 +438,7 @@ def encoder_artifact(result: TrainResult, spec: RunSpec, extra: dict) -> bytes:
     state = {
         "arch": result.backbone.arch,
         "stem": result.backbone.stem,
+        "pool": result.backbone.pool,
         "feature_dim": result.backbone.dim,
         "method": spec.method,
         "backbone": result.backbone.state_dict(),
@@ -406,6 +456,12 @@ def encoder_artifact(result: TrainResult, spec: RunSpec, extra: dict) -> bytes:
 __all__ = ["RunSpec", "TrainResult", "pretrain", "encoder_artifact", "NonFiniteLossError", "Interrupted"]
 
 
+# Raised when a method computes something else under the same settings, so that its runs get a new
+# identity and a checkpoint of the old computation is never resumed. mocov2 2: the queue is no
+# longer capped at the training set and stores each key's image index (own images masked).
+METHOD_REVISION = {"mocov2": 2}
+
+
 def run_settings(params, dataset: str, experiment: str) -> dict:
     """Exactly the settings that determine the trained encoder: its identity for resume and reuse.
 
@@ -418,13 +474,14 @@ def run_settings(params, dataset: str, experiment: str) -> dict:
     d = cfg.model_dump(mode="json")
     crop = params.datasets[dataset].crop_size
     if exp.method == "none":
-        return {"method": "none", "backbone": cfg.backbone, "stem": cfg.stem, "init": cfg.init, "crop_size": crop}
+        return {"method": "none", "backbone": cfg.backbone, "stem": cfg.stem, "pool": cfg.pool, "init": cfg.init, "crop_size": crop}
     d["methods"] = {exp.method: d["methods"][exp.method]}
     if not exp.synth:
         for key in ("alpha", "nu", "synth"):
             d.pop(key)
     if cfg.optimizer == "sgd":
         d.pop("adam_beta2")
-    for key in ("device", "threads", "channels_last", "compile", "checkpoint_every_steps", "keep_checkpoints", "log_every_steps"):
+    for key in ("device", "threads", "channels_last", "compile", "checkpoint_every_steps", "keep_checkpoints", "keep_other_runs", "log_every_steps"):
         d.pop(key)  # how to run, not what is computed (layout and compilation change only float rounding)
-    return {"method": exp.method, "synth": exp.synth, "crop_size": crop, **d}
+    revision = {"revision": METHOD_REVISION[exp.method]} if exp.method in METHOD_REVISION else {}
+    return {"method": exp.method, **revision, "synth": exp.synth, "crop_size": crop, **d}

@@ -45,6 +45,7 @@ class SSLMethod(nn.Module):
     name: str = ""
     dist: DistContext = SINGLE  # set by `distribute`; a single process until then
     uses_labels: bool = False  # True only for the supervised reference: the loop then calls set_targets
+    indices: torch.Tensor | None = None  # dataset index of each image of the batch (set_indices)
 
     def __init__(self, backbone: Backbone):
         super().__init__()
@@ -54,6 +55,11 @@ class SSLMethod(nn.Module):
     def from_config(cls, backbone: Backbone, cfg, num_train: int, num_classes: int | None = None) -> "SSLMethod":
         """Build from `pretrain` settings and the dataset's facts (SSL methods ignore num_classes)."""
         raise NotImplementedError
+
+    def set_indices(self, indices: torch.Tensor) -> None:
+        """The batch's dataset indices (this rank's shard, batch order), from the loop before each
+        `ssl_loss`: how a method tells one image from another across steps (MoCo's queue)."""
+        self.indices = indices
 
     def ssl_loss(self, x1: torch.Tensor, x2: torch.Tensor, update_state: bool = True) -> SSLOutput:
         raise NotImplementedError

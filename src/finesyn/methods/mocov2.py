@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -13,10 +12,15 @@ from finesyn.methods.base import SSLMethod, SSLOutput, register
 from finesyn.models.heads import mlp
 
 
-def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
-    """-log softmax of the positive logit q·k among [q·k, q·queue] / T; q, k, queue L2-normalised."""
+def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """-log softmax of the positive logit q·k among [q·k, q·queue] / T; q, k, queue L2-normalised.
+
+    `exclude` (n, K) bool: negatives left out of query i's softmax (their logit is -inf).
+    """
     pos = (q * k).sum(dim=1, keepdim=True)
     neg = q @ queue.T
+    if exclude is not None:
+        neg = neg.masked_fill(exclude, float("-inf"))
     logits = torch.cat([pos, neg], dim=1) / temperature
     return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
 
@@ -27,10 +31,13 @@ class MoCoV2(SSLMethod):
 
     A step's keys join the queue when the step ends (`after_step`), so every loss of the step --
     L_C and the module's L_Cp on images decoded from the same batch -- meets the same negatives,
-    none of them a key of this step.
+    none of them a key of this step. Each key is stored with its image's dataset index
+    (`set_indices`), and a query's own image is masked out of its negatives: on a small
+    fine-grained dataset the queue holds stale keys of the queried images themselves (moco issue
+    87), which a cap at the dataset size does not prevent, so the queue is never capped.
 
-    Multi-process rule: the keys of all ranks are gathered (no gradient) and enqueued on every
-    rank in rank order, so every rank holds the same queue (bitwise) and it is the queue a single
+    Multi-process rule: the keys of all ranks and their indices are gathered (no gradient) and
+    enqueued on every rank in rank order, so every rank holds the same queue (bitwise) and it is the queue a single
     process would hold after the same global batches. Each rank's InfoNCE is the mean over its own
     queries against that queue; DDP's gradient average makes the step that of the global mean.
 
@@ -55,21 +62,14 @@ class MoCoV2(SSLMethod):
         self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
         self.momentum, self.temperature = momentum, temperature
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, proj_dim), dim=1))
+        self.register_buffer("queue_idx", torch.full((queue_size,), -1, dtype=torch.long))  # key's image; -1: none
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
-        self._pending: torch.Tensor | None = None  # this step's keys (global batch); none at a checkpoint
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None  # this step's (keys, indices), global batch
 
     @classmethod
     def from_config(cls, backbone, cfg, num_train: int, num_classes: int | None = None) -> "MoCoV2":
         m = cfg.methods.mocov2
-        queue = m.queue_size
-        if queue > num_train:
-            warnings.warn(
-                f"pretrain.methods.mocov2.queue_size={queue} exceeds the {num_train} training images: "
-                f"capped to {num_train} so the queue never holds two keys of the same image",
-                stacklevel=2,
-            )
-            queue = num_train
-        return cls(backbone, m.proj_hidden_dim, m.proj_dim, queue, m.momentum, m.temperature, shuffle_bn=m.shuffle_bn)
+        return cls(backbone, m.proj_hidden_dim, m.proj_dim, m.queue_size, m.momentum, m.temperature, shuffle_bn=m.shuffle_bn)
 
     def project(self, h):
         return self.projector(h)
@@ -89,10 +89,23 @@ class MoCoV2(SSLMethod):
                 k = self.dist.local_rows(k_all)
             else:
                 k, k_all = self._keys(x2), None
-        loss = info_nce(q, k, self.queue.clone().detach(), self.temperature)
+        own = self._own_indices(len(x1))
+        exclude = None if own is None else own[:, None] == self.queue_idx[None, :]
+        loss = info_nce(q, k, self.queue, self.temperature, exclude)  # the queue changes only after the backward
         if update_state:
-            self._pending = k_all if k_all is not None else self.dist.all_gather(k)  # global batch, rank order
+            k_all = k_all if k_all is not None else self.dist.all_gather(k)  # global batch, rank order
+            own = torch.full((len(k),), -1, dtype=torch.long, device=k.device) if own is None else own
+            self._pending = (k_all, self.dist.all_gather(own))
         return SSLOutput(loss, h1)
+
+    def _own_indices(self, n: int) -> torch.Tensor | None:
+        """Dataset indices of the n queries; a batch shorter than the indexed one is its first n
+        images (the module's pairs, decoded from them). None without indices: nothing is masked."""
+        if self.indices is None:
+            return None
+        if n > len(self.indices):
+            raise ValueError(f"MoCoV2.ssl_loss: {n} images but {len(self.indices)} indices (set_indices with this batch's first)")
+        return self.indices[:n].to(self.queue_idx.device)
 
     def _keys(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.key_projector(self.key_backbone(x)), dim=1)
@@ -110,16 +123,17 @@ class MoCoV2(SSLMethod):
         return k_all
 
     @torch.no_grad()
-    def _enqueue(self, k: torch.Tensor) -> None:
+    def _enqueue(self, k: torch.Tensor, image_idx: torch.Tensor | None = None) -> None:
         n = min(len(k), len(self.queue))
         idx = (self.queue_ptr + torch.arange(n, device=k.device)) % len(self.queue)
         self.queue[idx] = k[:n]
+        self.queue_idx[idx] = -1 if image_idx is None else image_idx[:n]
         self.queue_ptr.copy_((self.queue_ptr + n) % len(self.queue))
 
     @torch.no_grad()
     def after_step(self, progress: float) -> None:
         if self._pending is not None:
-            self._enqueue(self._pending)
+            self._enqueue(*self._pending)
             self._pending = None
         for online, key in ((self.backbone, self.key_backbone), (self.projector, self.key_projector)):
             for p_o, p_k in zip(online.parameters(), key.parameters()):
