@@ -52,10 +52,15 @@ G1M14 = {"slots": 1, "mark_scale": 1.4}
 CROP04 = {"crop_scale": [0.4, 1.0]}
 ADAMW = {"optimizer": "adamw", "lr": 0.002, "weight_decay": 0.05}
 GENERIC = {"pretrain": {**SMALL, **ADAMW, "epochs": 13, "augment": {"crop_scale": [0.6, 1.0]}}, "world": {"train_per_class": 300, "object_scale": [0.12, 0.35]}}
+# the recipe of the default before the study (params.yaml at 6891a2b), spelled out: variants merge onto today's params.yaml
+OLD = {"backbone": "resnet18", "optimizer": "sgd", "lr": 0.06, "weight_decay": 0.0005, "augment": {"crop_scale": [0.2, 1.0]}}
+# colour is a per-image instance signature (body, wing, head colours): full hue jitter and frequent grayscale break it
+HUE = {**CROP04, "color_jitter": [0.4, 0.4, 0.4, 0.5], "grayscale_p": 0.5}
+Q4K = {"mocov2": {"queue_size": 4096}}
 VARIANTS: dict[str, dict] = {
     # the old default (ResNet-18, SGD 0.06, 93 steps) for the before/after record
-    "old_default_mocov2": _v("mocov2", epochs=3),
-    "old_default_supervised": _v("supervised", epochs=3),
+    "old_default_mocov2": _v("mocov2", **OLD, epochs=3),
+    "old_default_supervised": _v("supervised", **OLD, epochs=3),
     # a cheaper encoder step, more steps
     "small_mocov2_e10": _v("mocov2", **SMALL, epochs=10, lr=0.03),
     "small_supervised_e10": _v("supervised", **SMALL, epochs=10, lr=0.03),
@@ -88,6 +93,12 @@ VARIANTS: dict[str, dict] = {
     "default_supervised_maxpool": _v("supervised", {}, **SMALL, **ADAMW, pool="max", epochs=10, augment=CROP04),
     "default_mocov2_maxpool": _v("mocov2", {}, **SMALL, **ADAMW, pool="max", epochs=10, augment=CROP04),
     "default_mocov2_adamw": _v("mocov2", {}, **SMALL, **ADAMW, epochs=10, augment=CROP04),
+    # after issue 16 fixes 1-3 (own images masked out of the uncapped queue)
+    "default_mocov2_q4096": _v("mocov2", {}, **SMALL, **ADAMW, epochs=10, augment=CROP04, methods=Q4K),
+    "default_mocov2_hue": _v("mocov2", {}, **SMALL, **ADAMW, epochs=10, augment=HUE, methods=Q4K),
+    "default_mocov2_hue_t01": _v("mocov2", {}, **SMALL, **ADAMW, epochs=10, augment=HUE, methods={"mocov2": {"queue_size": 4096, "temperature": 0.1}}),
+    "g1m14_mocov2_hue": _v("mocov2", G1M14, **SMALL, **ADAMW, epochs=10, augment=HUE, methods=Q4K),
+    "default_supervised_hue": _v("supervised", {}, **SMALL, **ADAMW, epochs=10, augment=HUE),
 }
 
 

@@ -315,3 +315,31 @@ def test_supervised_refuses_a_batch_without_its_labels():
 def test_supervised_needs_the_number_of_classes():
     with pytest.raises(ValueError, match="num_classes"):
         build_method("supervised", TinyBackbone(), tiny_cfg(), num_train=100)
+
+
+# ----------------------------------------------------------------------------- SimSiam's fixed predictor lr
+@pytest.mark.parametrize("fix", [True, False])
+def test_simsiam_predictor_keeps_the_base_lr_when_fixed(fix):
+    """Issue 16 fix 5: with fix_pred_lr the predictor's group stays at pretrain.lr through the cosine
+    decay (main_simsiam.py's --fix-pred-lr); without it, one scheduled group as for every method."""
+    from finesyn.train import make_optimizer, param_groups, set_lr
+
+    cfg = PretrainConfig(lr=0.05, schedule="cosine", methods={"simsiam": {"proj_dim": 8, "pred_hidden_dim": 4, "fix_pred_lr": fix}})
+    m = build_method("simsiam", TinyBackbone(), cfg, num_train=100)
+    opt = make_optimizer(cfg, param_groups(m, None))
+    set_lr(opt, cfg, step=90, total=100, steps_per_epoch=10)  # near the end: the schedule is at ~2 % of lr
+    scheduled = opt.param_groups[0]
+    assert scheduled["lr"] < 0.01 * 2.5
+    covered = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert covered == {id(p) for p in m.parameters() if p.requires_grad}  # every parameter trained, once
+    if fix:
+        fixed = opt.param_groups[1]
+        assert fixed["lr"] == 0.05 and {id(p) for p in fixed["params"]} == {id(p) for p in m.predictor.parameters()}
+    else:
+        assert len(opt.param_groups) == 1
+
+
+def test_only_simsiam_has_a_fixed_lr_group():
+    for name in ("mocov2", "supervised"):
+        m = build_method(name, TinyBackbone(), tiny_cfg(), num_train=100, num_classes=3)
+        assert m.fixed_lr_parameters() == []

@@ -128,17 +128,31 @@ def test_gradcam_importance_is_informative_behind_a_batchnorm_projector():
     assert informative.abs().max() > 1000 * degenerate.abs().max()
 
 
-@pytest.mark.parametrize("k, expected", [(1 / 6, {1}), (2 / 6, {1, 4}), (3 / 6, {1, 4, 2}), (4 / 6, {1, 4, 2, 0})])
-def test_gradcam_criterion_selects_the_least_important(k, expected):
+@pytest.mark.parametrize(
+    "rank, k, expected",
+    [  # s = [1, -2, 0.5, 6, -2, 2]; |s| = [1, 2, 0.5, 6, 2, 2] (ties: lower index first)
+        ("signed", 1 / 6, {1}), ("signed", 2 / 6, {1, 4}), ("signed", 3 / 6, {1, 4, 2}), ("signed", 4 / 6, {1, 4, 2, 0}),
+        ("abs", 1 / 6, {2}), ("abs", 2 / 6, {2, 0}), ("abs", 3 / 6, {2, 0, 1}), ("abs", 4 / 6, {2, 0, 1, 4}),
+    ],
+)
+def test_gradcam_criterion_selects_the_least_important(rank, k, expected):
     h, loss, _ = gradcam_setup()
-    synth = SynthPairs(6, SIZE, SynthConfig(decoder_width=16, criteria=("gradcam",), k_cam=k))
+    synth = SynthPairs(6, SIZE, SynthConfig(decoder_width=16, criteria=("gradcam",), k_cam=k, gradcam_rank=rank))
     assert idx(synth.select(h, loss, torch.ones(6), gen())) == expected
+
+
+def test_gradcam_default_ranks_importance_by_magnitude():
+    """Issue 16 fix 4: by default "least important" is the smallest |s_j|, not the most negative s_j."""
+    h, loss, _ = gradcam_setup()
+    synth = SynthPairs(6, SIZE, SynthConfig(decoder_width=16, criteria=("gradcam",), k_cam=2 / 6))
+    assert synth.cfg.gradcam_rank == "abs"
+    assert idx(synth.select(h, loss, torch.ones(6), gen())) == {2, 0}  # signed would take {1, 4} (s = -2, -2)
 
 
 def test_union_and_intersection():
     h, loss, _ = gradcam_setup()  # gradcam, 3 lowest: {1, 4, 2}
     var = torch.tensor([0.1, 5.0, 0.2, 3.0, 4.0, 6.0])  # lowest 2 = {0, 2}
-    cfg = dict(decoder_width=16, criteria=("variance", "gradcam"), k_var=2 / 6, k_cam=3 / 6)
+    cfg = dict(decoder_width=16, criteria=("variance", "gradcam"), k_var=2 / 6, k_cam=3 / 6, gradcam_rank="signed")
     union = SynthPairs(6, SIZE, SynthConfig(combine="union", **cfg))
     inter = SynthPairs(6, SIZE, SynthConfig(combine="intersection", **cfg))
     assert idx(union.select(h, loss, var, gen())) == {0, 1, 2, 4}

@@ -102,6 +102,7 @@ class MoCoV2Config(Section):
 class SimSiamConfig(Section):
     proj_dim: int = Field(2048, gt=0, description="3-layer projector width (BN)")
     pred_hidden_dim: int = Field(512, gt=0)
+    fix_pred_lr: bool = Field(True, description="the official recipe's --fix-pred-lr: the predictor keeps the base lr while the rest follows the schedule")
 
 
 class BYOLConfig(Section):
@@ -141,6 +142,8 @@ class SynthConfig(Section):
     k_var: float = Field(0.25, ge=0, le=1, description="fraction of dims with lowest variance")
     k_cam: float = Field(0.25, ge=0, le=1, description="fraction of dims with lowest Grad-CAM importance")
     k_random: float = Field(0.25, ge=0, le=1, description="fraction for the 'random' control criterion")
+    gradcam_rank: Literal["abs", "signed"] = Field(
+        "abs", description="rank Grad-CAM importance by |s_j| (least influence on L_C either way) or by s_j (the literal lowest); synth/criteria.py")
     variance_stat: Literal["batch", "ema"] = "batch"
     ema_momentum: float = Field(0.9, ge=0, lt=1)
     perturbation: Literal["gaussian_add", "gaussian_replace", "swap"] = "gaussian_add"

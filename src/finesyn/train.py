@@ -85,6 +85,23 @@ def build_models(spec: RunSpec, num_train: int, num_classes: int | None = None) 
     return backbone, method, synth
 
 
+def param_groups(method: SSLMethod, synth: SynthPairs | None) -> list[dict]:
+    """The scheduled group, then (if the method has one) the group kept at the base lr."""
+    fixed = {id(p) for p in method.fixed_lr_parameters()}
+    trainable = [p for m in (method, synth) if m is not None for p in m.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if id(p) not in fixed], "fixed_lr": False}]
+    if fixed:
+        groups.append({"params": [p for p in trainable if id(p) in fixed], "fixed_lr": True})
+    return groups
+
+
+def set_lr(opt: torch.optim.Optimizer, cfg, step: int, total: int, steps_per_epoch: int) -> None:
+    """Every scheduled group follows lr_at; a fixed_lr group stays at pretrain.lr."""
+    scheduled = lr_at(cfg, step, total, steps_per_epoch)
+    for group in opt.param_groups:
+        group["lr"] = cfg.lr if group.get("fixed_lr") else scheduled
+
+
 def make_optimizer(cfg, params) -> torch.optim.Optimizer:
     """pretrain.optimizer; the schedule (lr_at) sets every group's lr before each step."""
     if cfg.optimizer == "adamw":
@@ -262,8 +279,7 @@ def pretrain(
         _compile_backbones(method)
     make_pairs = synth is not None and cfg.nu > 0  # ν = 0 (α-only runs): L_R only, no pair, no L_Cp
     objective = distributed.data_parallel(Objective(method, synth, pairs=make_pairs), ctx)  # DDP averages gradients, once
-    params = [p for m in (method, synth) if m is not None for p in m.parameters() if p.requires_grad]
-    opt = make_optimizer(cfg, params)
+    opt = make_optimizer(cfg, param_groups(method, synth))
     dtype = amp_dtype(device, cfg.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     # augmentation: one stream per rank; data order: the same on every rank; the module's draws
@@ -325,8 +341,7 @@ def pretrain(
             method.set_indices(host_to_device(torch.from_numpy(np.asarray(idx, dtype=np.int64)), device))  # MoCo: own keys masked
             if method.uses_labels:
                 method.set_targets(host_to_device(torch.from_numpy(np.asarray(labels[idx], dtype=np.int64)), device))
-            for group in opt.param_groups:
-                group["lr"] = lr_at(cfg, step, total, steps_per_epoch)
+            set_lr(opt, cfg, step, total, steps_per_epoch)
             with autocast(device, dtype):
                 if spec.views is not None:
                     v1, v2 = spec.views(batch, idx, step)

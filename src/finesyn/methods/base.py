@@ -56,6 +56,10 @@ class SSLMethod(nn.Module):
         """Build from `pretrain` settings and the dataset's facts (SSL methods ignore num_classes)."""
         raise NotImplementedError
 
+    def fixed_lr_parameters(self) -> list[nn.Parameter]:
+        """Parameters trained at the constant base lr, outside the schedule (SimSiam's fix_pred_lr)."""
+        return []
+
     def set_indices(self, indices: torch.Tensor) -> None:
         """The batch's dataset indices (this rank's shard, batch order), from the loop before each
         `ssl_loss`: how a method tells one image from another across steps (MoCo's queue)."""

@@ -23,8 +23,9 @@ class SimSiam(SSLMethod):
     global mean (no 1/world_size anywhere).
     """
 
-    def __init__(self, backbone, proj_dim: int, pred_hidden_dim: int):
+    def __init__(self, backbone, proj_dim: int, pred_hidden_dim: int, fix_pred_lr: bool = True):
         super().__init__(backbone)
+        self.fix_pred_lr = fix_pred_lr
         self.projector_spec = {"dims": [backbone.dim, proj_dim, proj_dim, proj_dim], "last_bn": True, "last_bn_affine": False}
         self.projector = mlp(**self.projector_spec)
         self.predictor = mlp([proj_dim, pred_hidden_dim, proj_dim])
@@ -32,7 +33,12 @@ class SimSiam(SSLMethod):
     @classmethod
     def from_config(cls, backbone, cfg, num_train: int, num_classes: int | None = None) -> "SimSiam":
         m = cfg.methods.simsiam
-        return cls(backbone, m.proj_dim, m.pred_hidden_dim)
+        return cls(backbone, m.proj_dim, m.pred_hidden_dim, m.fix_pred_lr)
+
+    def fixed_lr_parameters(self):
+        # The paper (Sec. 4.1, and main_simsiam.py's --fix-pred-lr): a decaying predictor lr is worse;
+        # the predictor adapts to the latest representation fastest at the base lr.
+        return list(self.predictor.parameters()) if self.fix_pred_lr else []
 
     def project(self, h):
         return self.projector(h)

@@ -30,6 +30,23 @@ def gradcam_importance(h: torch.Tensor, grad_h: torch.Tensor) -> torch.Tensor:
     return (-grad_h * h).mean(0)
 
 
+def gradcam_scores(importance: torch.Tensor, rank: str) -> torch.Tensor:
+    """What `lowest` ranks for the Grad-CAM criterion: |s_j| ("abs", the default) or s_j ("signed").
+
+    s_j is, to first order, how much L_C rises when dimension j is zeroed (ΔL ≈ -g_j·h_j). A large
+    *negative* s_j is a dimension whose removal would lower L_C a lot: it influences the objective
+    as strongly as a large positive one. "Least important" therefore means smallest |s_j|; ranking the
+    signed s_j (Grad-CAM's literal lowest) selects exactly those strongly negative dimensions. On a
+    default MoCo v2 checkpoint 228 / 512 dimensions are negative and the 128 lowest signed overlap
+    0 / 128 with the 128 lowest |s_j| (issue 16). "signed" is kept for the ablation.
+    """
+    if rank == "abs":
+        return importance.abs()
+    if rank == "signed":
+        return importance
+    raise ValueError(f"synth.gradcam_rank must be 'abs' or 'signed', got {rank!r}")
+
+
 def random_mask(d: int, fraction: float, g: torch.Generator, device) -> torch.Tensor:
     return lowest(torch.rand(d, generator=g, device=device), fraction)
 

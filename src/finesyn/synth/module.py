@@ -123,7 +123,7 @@ class SynthPairs(nn.Module):
             elif name == "gradcam":
                 # Only the projection head lies between h and L_C: this backward never enters the backbone.
                 (grad,) = torch.autograd.grad(loss_c, h, retain_graph=True)
-                masks.append(criteria.lowest(self._importance(hd, grad), cfg.k_cam))
+                masks.append(criteria.lowest(criteria.gradcam_scores(self._importance(hd, grad), cfg.gradcam_rank), cfg.k_cam))
             elif name == "random":
                 masks.append(criteria.random_mask(hd.shape[1], cfg.k_random, g, hd.device))
         return criteria.combine(masks, cfg.combine)
