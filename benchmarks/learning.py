@@ -99,6 +99,9 @@ VARIANTS: dict[str, dict] = {
     "default_mocov2_hue_t01": _v("mocov2", {}, **SMALL, **ADAMW, epochs=10, augment=HUE, methods={"mocov2": {"queue_size": 4096, "temperature": 0.1}}),
     "g1m14_mocov2_hue": _v("mocov2", G1M14, **SMALL, **ADAMW, epochs=10, augment=HUE, methods=Q4K),
     "default_supervised_hue": _v("supervised", {}, **SMALL, **ADAMW, epochs=10, augment=HUE),
+    # 3x the steps (930): does SSL learn at all with more budget?
+    "default_mocov2_hue_t01_e30": _v("mocov2", {}, **SMALL, **ADAMW, epochs=30, augment=HUE, methods={"mocov2": {"queue_size": 4096, "temperature": 0.1}}),
+    "default_supervised_e30": _v("supervised", {}, **SMALL, **ADAMW, epochs=30, augment=CROP04),
 }
 
 
