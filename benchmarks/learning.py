@@ -102,6 +102,18 @@ VARIANTS: dict[str, dict] = {
     # 3x the steps (930): does SSL learn at all with more budget?
     "default_mocov2_hue_t01_e30": _v("mocov2", {}, **SMALL, **ADAMW, epochs=30, augment=HUE, methods={"mocov2": {"queue_size": 4096, "temperature": 0.1}}),
     "default_supervised_e30": _v("supervised", {}, **SMALL, **ADAMW, epochs=30, augment=CROP04),
+    # the bird's look (rotation, colours, wing/tail shape, lighting) from a shared bank: the marking becomes an instance cue
+    "look16_mocov2": _v("mocov2", {"look_bank": 16}),
+    "look16_supervised": _v("supervised", {"look_bank": 16}),
+    "look16_mocov2_hue": _v("mocov2", {"look_bank": 16}, augment=HUE),
+    "look4_mocov2": _v("mocov2", {"look_bank": 4}),
+    # the easiest setting for SSL: shared looks, flat backgrounds, the glyph alone decides the class, a larger marking
+    "easy_mocov2": _v("mocov2", {"look_bank": 16, "plain_background": True, **G1M14}),
+    "easy_supervised": _v("supervised", {"look_bank": 16, "plain_background": True, **G1M14}),
+    "plain_mocov2": _v("mocov2", {"look_bank": 16, "plain_background": True}),
+    # hard negatives: images that share look and scene differ by the marking; a low temperature weights them most
+    "easy_mocov2_t005": _v("mocov2", {"look_bank": 16, "plain_background": True, **G1M14}, methods={"mocov2": {"queue_size": 4096, "temperature": 0.05}}),
+    "easy_mocov2_hue_t01": _v("mocov2", {"look_bank": 16, "plain_background": True, **G1M14}, augment=HUE, methods={"mocov2": {"queue_size": 4096, "temperature": 0.1}}),
 }
 
 

@@ -25,16 +25,21 @@ from finesyn.io import output_lock
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
-def write_curves(history: list[dict], live_dir: Path) -> None:
-    """Loss curves via dvclive, replayed from the checkpointed history so a resumed run's curves are whole."""
+def write_curves(history: list[dict], monitor: list[dict], live_dir: Path) -> None:
+    """Loss and learning-monitor curves via dvclive (train/<term>, val/<metric>), replayed from the
+    checkpointed records so a resumed run's curves are whole."""
     from dvclive import Live
 
+    by_step: dict[int, dict] = {}
+    for rec in history:
+        by_step.setdefault(rec["step"], {}).update({f"train/{k}": v for k, v in rec.items() if k not in ("step", "epoch")})
+    for rec in monitor:
+        by_step.setdefault(rec["step"], {}).update({k: v for k, v in rec.items() if k != "step"})
     with Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) as live:
-        for rec in history:
-            live.step = rec["step"]
-            for key, value in rec.items():
-                if key not in ("step", "epoch"):
-                    live.log_metric(f"train/{key}", value)
+        for step in sorted(by_step):
+            live.step = step
+            for key, value in by_step[step].items():
+                live.log_metric(key, value)
             live.next_step()
 
 
@@ -102,10 +107,13 @@ def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out:
         settings = run_settings(p, dataset, experiment)
         run_id = params_hash({"settings": settings, "seed": seed, "data": params_hash(ds.meta)})
         spec = RunSpec(exp.method, exp.synth, cfg, crop, seed, run_id, checkpoints)
-        train_idx = ds.indices("train")
+        train_idx, monitor = _monitor_split(ds, cfg, crop, p.datasets[dataset])
         log.info("pretrain %s/%s seed %d: %s%s, %d train images, run %s", dataset, experiment, seed, exp.method, " + synth" if exp.synth else "", len(train_idx), run_id)
 
         def on_log(rec: dict) -> None:
+            if "loss" not in rec:  # a learning-monitor record
+                log.info("step %d %s", rec["step"], " ".join(f"{k}={v:.2f}" for k, v in rec.items() if k != "step"))
+                return
             terms = " ".join(f"{k}={rec[k]:.4f}" for k in ("L_C", "L_R", "L_Cp") if k in rec)
             sel = f" n_selected={rec['n_selected']}" if "n_selected" in rec else ""
             log.info("step %d epoch %d lr %.4g %s%s %.1f img/s", rec["step"], rec["epoch"], rec["lr"], terms, sel, rec["images_per_s"])
@@ -113,14 +121,14 @@ def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out:
         t0 = time.perf_counter()
         with progress_bar(f"pretrain {experiment}") if ctx.is_main else contextlib.nullcontext(None) as update:
             result = pretrain(ds.images, spec, train_idx, on_log=on_log, progress=update, dist=ctx,
-                              labels=ds.labels, num_classes=len(ds.classes))
+                              labels=ds.labels, num_classes=len(ds.classes), monitor=monitor)
         wall = time.perf_counter() - t0
         if not ctx.is_main:
             return
 
         record = {
             "dataset": dataset, "experiment": experiment, "method": exp.method, "synth": exp.synth, "run_id": run_id,
-            "steps": result.steps, "resumed_from_step": result.resumed_from, "wall_time_s": round(wall, 2), "processes": ctx.world_size,
+            "steps": result.steps, "train_images": len(train_idx), "resumed_from_step": result.resumed_from, "wall_time_s": round(wall, 2), "processes": ctx.world_size,
             "settings": settings, **provenance(seed, settings),
         }
         out.mkdir(parents=True, exist_ok=True)
@@ -128,11 +136,24 @@ def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out:
         # and DVC reruns nothing downstream; timings live in train.json.
         stable = {k: v for k, v in record.items() if k not in ("wall_time_s", "resumed_from_step", "processes")}
         atomic_write_bytes(out / "encoder.pt", encoder_artifact(result, spec, {"provenance": stable}))
-        write_curves(result.history, out / "live")
+        write_curves(result.history, result.monitor, out / "live")
         if result.pair_images is not None:
             atomic_write_bytes(out / "pairs.png", pair_grid_png(result.pair_images))
-        atomic_write_json(out / "train.json", {**record, "final": result.history[-1] if result.history else None})
+        atomic_write_json(out / "train.json", {**record, "final": result.history[-1] if result.history else None, "monitor": result.monitor})
         log.info("wrote %s (%d steps, %.1f s)", out / "encoder.pt", result.steps, wall)
+
+
+def _monitor_split(ds, cfg, crop: int, dataset_cfg):
+    """(images pretraining sees, the learning monitor or None): `pretrain.monitor_val_fraction` of each
+    class of the train split is held out of pretraining (for every method, so rows stay comparable)."""
+    from finesyn.eval.monitor import KnnMonitor, carve_validation
+
+    train_idx = ds.indices("train")
+    if cfg.monitor_val_fraction == 0:
+        return train_idx, None
+    fit, val = carve_validation(train_idx, ds.labels, cfg.monitor_val_fraction, dataset_cfg.split_seed)
+    monitor = KnnMonitor(ds.images, ds.labels, fit, val, crop, k=cfg.monitor_k, device=cfg.device, channels_last=cfg.channels_last)
+    return fit, monitor if cfg.monitor_every_steps > 0 else None
 
 
 if __name__ == "__main__":

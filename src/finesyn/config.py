@@ -55,6 +55,7 @@ class DatasetConfig(Section):
     background_bank: int = Field(32, ge=0, description="synthetic: number of shared background scenes (0 = a unique one per image)")
     slots: Literal[0, 1, 2, 3] = Field(0, description="synthetic: marking positions per glyph (1: the glyph alone decides the class; 0: auto, 2 or 3)")
     mark_scale: float = Field(1.0, ge=0.5, le=2.0, description="synthetic: marking size, a linear factor on the default marking")
+    look_bank: int = Field(0, ge=0, description="synthetic: number of shared bird looks (rotation, colours, wing/tail shape, lighting; 0 = a unique one per image)")
 
     @model_validator(mode="after")
     def _check(self) -> "DatasetConfig":
@@ -195,6 +196,11 @@ class PretrainConfig(Section):
         2, ge=0, description="other runs (other settings or data) whose checkpoints are kept per dataset/experiment/seed, "
         "the most recently written or resumed; older ones are deleted when the current run checkpoints")
     log_every_steps: int = Field(10, ge=1)
+    monitor_every_steps: int = Field(
+        0, ge=0, description="learning monitor: kNN top-1 of the held-out validation images every N steps (and at 0 and the end); 0 = off")
+    monitor_val_fraction: float = Field(
+        0.1, ge=0, lt=1, description="fraction of each class of the train split held out of pretraining as the monitor's validation images; 0 = none (the monitor is then off)")
+    monitor_k: int = Field(20, ge=1, description="neighbours of the monitor's kNN vote")
     augment: AugmentConfig = AugmentConfig()
     methods: MethodsConfig = MethodsConfig()
     alpha: float = Field(0.05, ge=0, description="weight of L_R (synth experiments only)")

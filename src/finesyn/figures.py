@@ -318,12 +318,15 @@ def alpha_sweep_figure(panels: list[dict]):
 
 # ----------------------------------------------------------------------------- training curves
 def read_live_curves(live_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """dvclive TSVs under live/plots/metrics/train/: {metric: (steps, values)}."""
+    """dvclive TSVs under live/plots/metrics/{train,val}/: {metric: (steps, values)}; the learning
+    monitor's metrics keep their "val/" prefix."""
     import csv
 
     out = {}
-    d = Path(live_dir) / "plots" / "metrics" / "train"
-    for tsv in sorted(d.glob("*.tsv")):
+    metrics = Path(live_dir) / "plots" / "metrics"
+    tsvs = [(tsv, tsv.stem) for tsv in sorted((metrics / "train").glob("*.tsv"))]
+    tsvs += [(tsv, f"val/{tsv.stem}") for tsv in sorted((metrics / "val").glob("*.tsv"))]
+    for tsv, name in tsvs:
         with open(tsv, newline="") as f:
             rows = list(csv.reader(f, delimiter="\t"))
         if len(rows) < 2 or rows[0][0] != "step":
@@ -331,15 +334,15 @@ def read_live_curves(live_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]
         col = rows[0].index(tsv.stem) if tsv.stem in rows[0] else 1
         steps = np.array([float(r[0]) for r in rows[1:]])
         values = np.array([float(r[col]) for r in rows[1:]])
-        out[tsv.stem] = (steps, values)
+        out[name] = (steps, values)
     return out
 
 
 def curves_figure(curves: dict[str, dict[int, dict[str, tuple[np.ndarray, np.ndarray]]]], title: str):
-    """curves: experiment -> seed -> metric -> (steps, values). One panel per metric (loss terms
-    first), one colour per experiment, one line per seed."""
+    """curves: experiment -> seed -> metric -> (steps, values). One panel per metric (the learning
+    monitor's val/ metrics first, then the loss terms), one colour per experiment, one line per seed."""
     metrics = sorted({m for seeds in curves.values() for c in seeds.values() for m in c if m not in CURVE_SKIP},
-                     key=lambda m: (CURVE_ORDER.index(m) if m in CURVE_ORDER else len(CURVE_ORDER), m))
+                     key=lambda m: (not m.startswith("val/"), CURVE_ORDER.index(m) if m in CURVE_ORDER else len(CURVE_ORDER), m))
     if not metrics:
         metrics = ["(no curves)"]
     ncol = min(3, len(metrics))

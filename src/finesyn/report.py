@@ -306,6 +306,56 @@ def _delta_top1(row: dict, ref_row: dict | None) -> str:
     return f"{statistics.mean(row['values'][TOP1]) - statistics.mean(ref_row['values'][TOP1]):+.2f}"
 
 
+def start_row_of(params: Params, experiment: str) -> str | None:
+    """The untrained grid row a trained experiment starts from: method `none` with the same encoder
+    (backbone, stem, pool, init), e.g. random_init, or an `init` row for a pretrained start."""
+    if params.experiments[experiment].method == "none":
+        return None
+    cfg = params.pretrain_for(experiment)
+    key = (cfg.backbone, cfg.stem, cfg.pool, cfg.init)
+    for e in params.grid.experiments:
+        if params.experiments[e].method == "none":
+            c = params.pretrain_for(e)
+            if (c.backbone, c.stem, c.pool, c.init) == key:
+                return e
+    return None
+
+
+def paired_difference(a: list[float], b: list[float]) -> dict:
+    """Mean of the per-seed differences a_s − b_s with its two-sided 95 % Student-t interval
+    (None for one seed: a single pair has no spread to estimate)."""
+    from scipy import stats
+
+    d = [x - y for x, y in zip(a, b)]
+    mean = statistics.mean(d)
+    if len(d) < 2:
+        return {"n": len(d), "mean": mean, "half_width": None}
+    half = float(stats.t.ppf(0.975, len(d) - 1)) * statistics.stdev(d) / math.sqrt(len(d))
+    return {"n": len(d), "mean": mean, "half_width": half}
+
+
+def module_effects(params: Params, rows: list[dict]) -> list[dict]:
+    """For every (baseline, baseline + module) pair and headline metric: the paired difference over seeds."""
+    index = _row_index(rows)
+    out = []
+    for dataset in params.grid.datasets:
+        for base, synth in module_pairs(params):
+            rb, rs = index.get((dataset, base)), index.get((dataset, synth))
+            if rb is None or rs is None or rb["seeds"] != rs["seeds"]:
+                continue
+            headline = [TOP1] + [f"kNN-{k}" for k in params.retrieve.knn_ks]
+            for metric in [h for h in headline if h in rb["values"] and h in rs["values"]]:
+                out.append({"dataset": dataset, "baseline": base, "module": synth, "metric": metric,
+                            **paired_difference(rs["values"][metric], rb["values"][metric])})
+    return out
+
+
+def _fmt_effect(e: dict) -> str:
+    if e["half_width"] is None:
+        return f"{e['mean']:+.2f} (1 seed: no interval)"
+    return f"{e['mean']:+.2f} ± {e['half_width']:.2f} [{e['mean'] - e['half_width']:+.2f}, {e['mean'] + e['half_width']:+.2f}]"
+
+
 def to_markdown(params: Params, rows: list[dict], refs: list[dict] | None = None) -> str:
     headers = [h for h, _, _ in columns(params)]
     index = _row_index(rows)
@@ -314,15 +364,27 @@ def to_markdown(params: Params, rows: list[dict], refs: list[dict] | None = None
         chance = chance_level(params, dataset)
         out.append(f"## {dataset}" + (f" (chance: {chance:.1f}%)" if chance else ""))
         out.append("")
-        out.append("| experiment | " + " | ".join(headers) + " |")
-        out.append("|---" * (len(headers) + 1) + "|")
+        out.append("| experiment | " + " | ".join(headers) + " | Δ top-1 vs start |")
+        out.append("|---" * (len(headers) + 2) + "|")
         for row in rows:
             if row["dataset"] == dataset:
-                out.append(f"| {row['experiment']} | " + " | ".join(_cells(row, headers)) + " |")
+                start = start_row_of(params, row["experiment"])
+                delta = f"{_delta_top1(row, index.get((dataset, start)))} (vs {start})" if start else "–"
+                out.append(f"| {row['experiment']} | " + " | ".join(_cells(row, headers)) + f" | {delta} |")
         out.append("")
+        out += ["Δ top-1 vs start: linear top-1 of the row minus that of the untrained row it started from (same encoder and init): "
+                "what the training added.", ""]
         check = budget_check(params, rows, dataset)
         if check:
             out += [check, ""]
+    effects = module_effects(params, rows)
+    if effects:
+        out += ["## The module's effect", "",
+                "Baseline + module − baseline, per seed, then the mean and its two-sided 95 % Student-t interval over the seeds "
+                "(paired: the same seed's data order and initialisation on both sides).", "",
+                "| dataset | module − baseline | metric | seeds | Δ mean ± 95 % half-width [interval] |", "|---|---|---|---|---|"]
+        out += [f"| {e['dataset']} | {e['module']} − {e['baseline']} | {e['metric']} | {e['n']} | {_fmt_effect(e)} |" for e in effects]
+        out.append("")
     abl = ablations(params)
     if abl:
         out += ["## Ablations", "", "Experiments that differ from a baseline (same method, no overrides) only by `overrides`; Δ top-1 = theirs − the baseline's.", ""]
@@ -380,15 +442,21 @@ def print_table(params: Params, rows: list[dict]) -> None:
         t.add_column("experiment", no_wrap=True)  # names are what users look up: never truncated
         for h in headers:
             t.add_column(h, justify="right")
+        t.add_column("Δ top-1 vs start", justify="right")
+        index = _row_index(rows)
         for row in rows:
             if row["dataset"] == dataset:
-                t.add_row(row["experiment"], *_cells(row, headers))
+                start = start_row_of(params, row["experiment"])
+                t.add_row(row["experiment"], *_cells(row, headers), _delta_top1(row, index.get((dataset, start))) if start else "–")
         console = Console()
         need = t.__rich_measure__(console, console.options.update(max_width=10_000)).maximum
         Console(width=max(console.width, need)).print(t)  # wider than the terminal beats truncated numbers
         check = budget_check(params, rows, dataset)
         if check:
             console.print(check, markup=False, highlight=False)
+        for e in module_effects(params, rows):
+            if e["dataset"] == dataset:
+                console.print(f"{e['module']} − {e['baseline']}, {e['metric']}: {_fmt_effect(e)} ({e['n']} seeds, paired)", markup=False, highlight=False)
 
 
 # ----------------------------------------------------------------------------- figures
@@ -592,7 +660,7 @@ def fig_curves(params: Params, models_root: Path, fig_dir: Path, log: logging.Lo
                 c = figures.read_live_curves(live)
                 if c:
                     curves.setdefault(e, {})[seed] = c
-                    sources.append(str(live / "plots" / "metrics" / "train"))
+                    sources.append(str(live / "plots" / "metrics"))
         fid = f"curves_{dataset}"
         title = f"Training curves — {dataset}"
         if not curves:
@@ -601,7 +669,8 @@ def fig_curves(params: Params, models_root: Path, fig_dir: Path, log: logging.Lo
         path = figures.save_png(figures.curves_figure(curves, f"{dataset}: training curves"), fig_dir / f"{fid}.png")
         figs.append(Figure(
             id=fid, section="curves", title=title, path=path, sources=sources,
-            caption=("Every logged training term per step (dvclive, pretrain.log_every_steps): total loss, L_C (SSL loss), L_R (reconstruction, "
+            caption=("The learning monitor first (val/knn20_top1: kNN-20 top-1 of the validation images held out of the train split, "
+                     "every pretrain.monitor_every_steps; never the test set), then every logged training term per step (dvclive, pretrain.log_every_steps): total loss, L_C (SSL loss), L_R (reconstruction, "
                      "module runs), L_Cp (SSL loss on the generated pair) and n_selected (number of perturbed dimensions); one colour per "
                      "experiment, one line style per seed. Experiments without training (method none) have no curves. "
                      "The same TSVs are mirrored to reports/curves/, declared as DVC plots: <code>dvc plots show</code>."),
@@ -617,9 +686,12 @@ def mirror_curves(params: Params, models_root: Path, dest: Path) -> list[Path]:
     for dataset in params.grid.datasets:
         for e in params.grid.experiments:
             for seed in params.grid.seeds:
-                src = models_root / dataset / e / f"seed{seed}" / "live" / "plots" / "metrics" / "train"
-                for tsv in sorted(src.glob("*.tsv")):
-                    written.append(atomic_write_bytes(dest / dataset / e / f"seed{seed}" / tsv.name, tsv.read_bytes()))
+                src = models_root / dataset / e / f"seed{seed}" / "live" / "plots" / "metrics"
+                run_dest = dest / dataset / e / f"seed{seed}"
+                for tsv in sorted((src / "train").glob("*.tsv")):
+                    written.append(atomic_write_bytes(run_dest / tsv.name, tsv.read_bytes()))
+                for tsv in sorted((src / "val").glob("*.tsv")):  # the learning monitor
+                    written.append(atomic_write_bytes(run_dest / "val" / tsv.name, tsv.read_bytes()))
     keep = {p.resolve() for p in written}
     if dest.is_dir():
         for p in sorted(dest.rglob("*"), reverse=True):  # files of runs no longer in the grid; then empty dirs

@@ -72,6 +72,7 @@ class TrainResult:
     resumed_from: int | None
     pair_images: tuple | None
     history: list[dict]
+    monitor: list[dict] = field(default_factory=list)  # {"step", "val/<metric>": ...} from the learning monitor
 
 
 def build_models(spec: RunSpec, num_train: int, num_classes: int | None = None) -> tuple[Backbone, SSLMethod | None, SynthPairs | None]:
@@ -242,10 +243,14 @@ def pretrain(
     dist: distributed.DistContext | None = None,
     labels: np.ndarray | None = None,
     num_classes: int | None = None,
+    monitor: Callable[[Backbone], dict] | None = None,
 ) -> TrainResult:
     """Train on `images[indices]` ((N, S, S, 3) uint8, may be a memmap). Resumes from spec.ckpt_dir.
 
     `labels` (aligned with `images`) and `num_classes` are read only by the supervised reference.
+    `monitor` (e.g. finesyn.eval.monitor.KnnMonitor) scores the encoder at step 0, every
+    `pretrain.monitor_every_steps` and at the end (main rank; eval mode, no random draws, so it
+    changes nothing in the run).
 
     `dist`: this process's place in a torchrun job (default: an initialised process group if
     there is one, else a single process); `pretrain.batch_size` is then the global batch.
@@ -290,7 +295,7 @@ def pretrain(
 
     steps_per_epoch = n // cfg.batch_size  # drop_last: a tiny last batch would wreck BN statistics
     total = steps_per_epoch * cfg.epochs
-    step, perm, history, resumed_from, pair_images = 0, None, [], None, None
+    step, perm, history, resumed_from, pair_images, monitored = 0, None, [], None, None, []
     state = load_latest_checkpoint(spec)
     seen = ctx.all_gather_object(None if state is None else state["step"])
     if len(set(seen)) > 1:
@@ -306,6 +311,7 @@ def pretrain(
         torch.set_rng_state(state["torch_rng"])
         step, perm, history = state["step"], state["perm"], state["history"]
         pair_images = state.get("pair_images")
+        monitored = state.get("monitor", [])
         resumed_from = step
         log.info("resumed from step %d of %d (%s)", step, total, spec.ckpt_dir)
 
@@ -324,10 +330,24 @@ def pretrain(
             "g_data": g_data.get_state(),
             "torch_rng": torch.get_rng_state(),
             "history": history,
+            "monitor": monitored,
             # the pairs.png rows: a run resumed from its last checkpoint takes no step but still writes them
             "pair_images": None if pair_images is None else tuple(t.cpu() for t in pair_images),
         }
 
+    def monitor_due() -> bool:
+        every = cfg.monitor_every_steps
+        return monitor is not None and ctx.is_main and every > 0 and (step % every == 0 or step == total)
+
+    def run_monitor() -> None:
+        rec = {"step": step, **{f"val/{k}": v for k, v in monitor(backbone).items()}}
+        objective.train()  # extraction switched the encoder to eval mode
+        monitored.append(rec)
+        if on_log:
+            on_log(rec)
+
+    if step == 0 and monitor_due():
+        run_monitor()
     objective.train()
     t_last, imgs_since = time.perf_counter(), 0
     with _StopFlag() as stop:
@@ -395,6 +415,8 @@ def pretrain(
                 history.append(rec)
                 if on_log:
                     on_log(rec)
+            if monitor_due():
+                run_monitor()
             if progress:
                 progress(step, total)
             epoch_end = step % steps_per_epoch == 0
@@ -408,7 +430,7 @@ def pretrain(
                 raise Interrupted(f"stopped by signal {stop.signum or 'on another rank'} at step {step}/{total}; checkpoint saved in {spec.ckpt_dir}")
     if cfg.channels_last:  # encoder.pt holds default-layout tensors whatever the flag (same bytes)
         _set_memory_format((method, synth), torch.contiguous_format)
-    return TrainResult(backbone.cpu(), method.cpu(), synth.cpu() if synth else None, step, resumed_from, pair_images, history)
+    return TrainResult(backbone.cpu(), method.cpu(), synth.cpu() if synth else None, step, resumed_from, pair_images, history, monitored)
 
 
 def _set_memory_format(modules, fmt: torch.memory_format) -> None:
@@ -496,7 +518,7 @@ def run_settings(params, dataset: str, experiment: str) -> dict:
             d.pop(key)
     if cfg.optimizer == "sgd":
         d.pop("adam_beta2")
-    for key in ("device", "threads", "channels_last", "compile", "checkpoint_every_steps", "keep_checkpoints", "keep_other_runs", "log_every_steps"):
+    for key in ("device", "threads", "channels_last", "compile", "checkpoint_every_steps", "keep_checkpoints", "keep_other_runs", "log_every_steps", "monitor_every_steps", "monitor_k"):
         d.pop(key)  # how to run, not what is computed (layout and compilation change only float rounding)
     revision = {"revision": METHOD_REVISION[exp.method]} if exp.method in METHOD_REVISION else {}
     return {"method": exp.method, **revision, "synth": exp.synth, "crop_size": crop, **d}

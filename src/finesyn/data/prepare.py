@@ -21,7 +21,7 @@ def prepare_dataset(name: str, cfg: DatasetConfig, out: Path, progress: Callable
 
         t0 = time.perf_counter()
         syn = generate_synthetic(cfg.num_classes, cfg.train_per_class, cfg.test_per_class, cfg.image_size, cfg.seed, object_scale=cfg.object_scale,
-                                 background_bank=cfg.background_bank, slots=cfg.slots, mark_scale=cfg.mark_scale)
+                                 background_bank=cfg.background_bank, slots=cfg.slots, mark_scale=cfg.mark_scale, look_bank=cfg.look_bank)
         log.info("generated %d images in %.1f s", len(syn.labels), time.perf_counter() - t0)
         return write_cache_from_arrays(
             out, syn.images, syn.labels, syn.split, syn.ids, None, syn.class_names,

@@ -224,8 +224,16 @@ _MAX_BLOBS = 6
 
 
 def _item_params(
-    rng: np.random.Generator, size: int, object_scale: tuple[float, float] = (0.22, 0.30), bg_rng: np.random.Generator | None = None
+    rng: np.random.Generator,
+    size: int,
+    object_scale: tuple[float, float] = (0.22, 0.30),
+    bg_rng: np.random.Generator | None = None,
+    look_rng: np.random.Generator | None = None,
+    plain: bool = False,
 ) -> dict:
+    """One item's nuisance parameters. The background comes from ``bg_rng`` and the bird's look
+    (rotation, colours, wing and tail shape, lighting) from ``look_rng`` when they are given (shared
+    banks); position, size, facing and sensor noise always come from the item's own ``rng``."""
     p: dict = {}
     # background (from its own stream when backgrounds come from a shared bank)
     item_rng, rng = rng, bg_rng if bg_rng is not None else rng
@@ -248,6 +256,9 @@ def _item_params(
         blobs[j, :3] = (rng.uniform(0, size), rng.uniform(0, size), rng.uniform(0.04, 0.16) * size)
         blobs[j, 3:] = _random_colour(rng, (0.0, 1.0), (0.0, 1.0))
     p["blobs"] = blobs
+    if plain:  # a flat colour: the scene carries no texture the bird's position could be read against
+        p["grids"] = [g * 0 for g in p["grids"]]
+        p["stripe_amp"], p["blobs"] = 0.0, blobs * 0
     rng = item_rng
     # object pose: unit = pixels per body unit (body = 2 units long, whole bird ≈ 3.3)
     unit = size * rng.uniform(*object_scale)
@@ -257,6 +268,10 @@ def _item_params(
     p["cy"] = rng.uniform(margin, size - margin) if size > 2 * margin else size / 2
     p["theta"] = rng.uniform(-1.0, 1.0) * math.radians(40)
     p["flip"] = 1.0 if rng.uniform() < 0.5 else -1.0
+    pose_rng = rng
+    if look_rng is not None:  # position, size and facing stay the item's; rotation and the rest are the shared look
+        rng = look_rng
+        p["theta"] = rng.uniform(-1.0, 1.0) * math.radians(40)
     # object colours
     body = _random_colour(rng)
     p["body"] = body
@@ -276,6 +291,7 @@ def _item_params(
     p["cast"] = rng.uniform(0.85, 1.15, 3).astype(np.float32)
     p["shade_amp"] = rng.uniform(0.0, 0.45)
     p["shade_angle"] = rng.uniform(0, 2 * math.pi)
+    rng = pose_rng
     # sensor noise: uniform in ±amp (from raw bytes: much cheaper than normals)
     amp = np.float32(rng.uniform(0.01, 0.05) / 127.5)
     raw = np.frombuffer(rng.bytes(3 * size * size), np.uint8).reshape(3, size, size)
@@ -457,6 +473,8 @@ def generate_synthetic(
     background_bank: int = 32,
     slots: int = 0,
     mark_scale: float = 1.0,
+    look_bank: int = 0,
+    plain_background: bool = False,
 ) -> SyntheticDataset:
     """Render the synthetic fine-grained dataset (see the module docstring).
 
@@ -485,7 +503,10 @@ def generate_synthetic(
             bg = None
             if background_bank > 0:  # the background is one of `background_bank` shared scenes
                 bg = np.random.default_rng([seed, 7, int(rng.integers(background_bank))])
-            ps.append(_item_params(rng, image_size, object_scale, bg))
+            look = None
+            if look_bank > 0:  # the bird's look is one of `look_bank` shared looks
+                look = np.random.default_rng([seed, 8, int(rng.integers(look_bank))])
+            ps.append(_item_params(rng, image_size, object_scale, bg, look, plain_background))
         images[start : start + len(part)] = _render(
             ps, [layout[y][0] for *_, y in part], [layout[y][1] for *_, y in part], image_size, mark_scale
         )
@@ -505,6 +526,8 @@ def generate_synthetic(
             "background_bank": background_bank,
             "slots": slots,
             "mark_scale": mark_scale,
+            "look_bank": look_bank,
+            "plain_background": plain_background,
         },
     )
 

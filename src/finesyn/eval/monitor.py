@@ -1,0 +1,59 @@
+"""The learning monitor: a kNN top-1 on a validation split carved from the train split, during pretraining.
+
+It answers "does this run learn, and when?" without touching the test set: `carve_validation`
+holds a stratified fraction of the train split out of pretraining, and `KnnMonitor` scores the
+current encoder by a cosine kNN vote of those held-out images against the remaining train
+images (the probe's own protocol, on frozen centre-crop features).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from finesyn.eval.features import extract_features
+from finesyn.eval.knn import knn_accuracy
+from finesyn.models.backbone import Backbone
+
+
+def carve_validation(train_idx: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, val): `fraction` of each class of `train_idx` (at least one image per class) held out, seeded.
+
+    The split depends only on the data and `seed` (the dataset's), so every experiment and seed of a
+    grid trains on the same images and is monitored on the same held-out ones.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"pretrain.monitor_val_fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng([seed, 2024])
+    train_idx = np.asarray(train_idx)
+    y = np.asarray(labels)[train_idx]
+    val = []
+    for c in np.unique(y):
+        members = train_idx[y == c]
+        if len(members) < 2:
+            raise ValueError(f"class {c} has {len(members)} train image(s): a validation split needs at least 2 per class")
+        n_val = min(len(members) - 1, max(1, round(fraction * len(members))))
+        val.append(rng.choice(members, n_val, replace=False))
+    val_idx = np.sort(np.concatenate(val))
+    return np.setdiff1d(train_idx, val_idx), val_idx
+
+
+@dataclass
+class KnnMonitor:
+    """Callable on a backbone -> {"knn<k>_top1": percent}: held-out images voted by their k nearest fit images."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    fit_idx: np.ndarray
+    val_idx: np.ndarray
+    crop_size: int
+    k: int = 20
+    device: str = "auto"
+    channels_last: bool = False
+
+    def __call__(self, backbone: Backbone) -> dict:
+        feats = [extract_features(backbone, self.images, idx, self.crop_size, device=self.device, channels_last=self.channels_last)
+                 for idx in (self.fit_idx, self.val_idx)]
+        acc = knn_accuracy(feats[0], self.labels[self.fit_idx], feats[1], self.labels[self.val_idx], ks=(self.k,), device=self.device)
+        return {f"knn{self.k}_top1": acc[f"top1_k{self.k}"]}

@@ -1,0 +1,51 @@
+"""The learning monitor: a validation split carved from train, scored by kNN during pretraining."""
+
+import numpy as np
+import pytest
+import torch
+
+from finesyn.eval.monitor import KnnMonitor, carve_validation
+from finesyn.train import pretrain
+from tests.train_runner import final_state, tiny_images, tiny_spec
+
+
+def test_validation_is_a_stratified_seeded_part_of_train_and_leaves_it():
+    labels = np.repeat(np.arange(4), 30)[np.random.default_rng(1).permutation(120)]
+    train_idx = np.arange(10, 110)  # the test split (the rest) is never touched
+    fit, val = carve_validation(train_idx, labels, 0.2, seed=0)
+    assert set(fit) | set(val) == set(train_idx) and not set(fit) & set(val)
+    for c in range(4):
+        n_c = int((labels[train_idx] == c).sum())
+        assert int((labels[val] == c).sum()) == round(0.2 * n_c)
+    assert np.array_equal(carve_validation(train_idx, labels, 0.2, seed=0)[1], val)
+    assert not np.array_equal(carve_validation(train_idx, labels, 0.2, seed=1)[1], val)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1])
+def test_validation_fraction_outside_0_1_is_refused(fraction):
+    with pytest.raises(ValueError, match="monitor_val_fraction"):
+        carve_validation(np.arange(20), np.arange(20) % 2, fraction, 0)
+
+
+def _two_class_images(n: int = 48):
+    """Class = dominant colour channel: a kNN on random-init features already separates it."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 2
+    x = rng.integers(0, 80, (n, 32, 32, 3), dtype=np.uint8)
+    x[labels == 0, :, :, 0] += 150
+    x[labels == 1, :, :, 2] += 150
+    return x, labels
+
+
+def test_monitor_scores_held_out_images_at_0_every_n_and_the_end_and_changes_nothing(tmp_path):
+    images, labels = _two_class_images()
+    fit, val = carve_validation(np.arange(len(images)), labels, 0.25, 0)
+    monitor = KnnMonitor(images, labels, fit, val, 32, k=5, device="cpu")
+    spec = tiny_spec(tmp_path / "a", epochs=2, batch_size=8, monitor_every_steps=3, checkpoint_every_steps=100)
+    watched = pretrain(images, spec, fit, monitor=monitor)
+    assert [r["step"] for r in watched.monitor] == [0, 3, 6, 8]  # 2 epochs of 36 // 8 = 4 steps: every 3rd, and the end
+    assert all(r["val/knn5_top1"] > 90 for r in watched.monitor)  # colour classes: separable from the start
+    plain = pretrain(images, tiny_spec(tmp_path / "b", epochs=2, batch_size=8, checkpoint_every_steps=100), fit)
+    assert plain.monitor == []
+    a, b = final_state(watched), final_state(plain)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # monitoring draws nothing, trains nothing
