@@ -9,6 +9,9 @@ One module per benchmark, each exposing ``run(ctx) -> dict`` (see ``benchmarks.r
                   module/baseline step-time ratio of each method, measured in the same run.
 - ``peer``        our MoCo v2 step against the same MoCo v2 built from lightly, on the same
                   pre-augmented views (lightly is loaded from ``.bench-deps/``, never a project dependency).
+- ``parity``      issue 16.5: whole MoCo v2 runs of our loop and of a minimal loop built from
+                  lightly's pieces (same data, views, optimiser, schedule, steps), 3 seeds; the
+                  seed-mean linear / kNN-20 top-1 must agree within 2 binomial SEs.
 - ``efficiency``  achieved FLOP/s of the training step (FlopCounterMode) over the matmul peak;
                   torch.profiler tables of one step in ``profile_<setting>*.txt``.
 - ``evaluation``  extraction images/s, lbfgs probe fit time, retrieval time against a NumPy

@@ -57,6 +57,8 @@ OLD = {"backbone": "resnet18", "optimizer": "sgd", "lr": 0.06, "weight_decay": 0
 # colour is a per-image instance signature (body, wing, head colours): full hue jitter and frequent grayscale break it
 HUE = {**CROP04, "color_jitter": [0.4, 0.4, 0.4, 0.5], "grayscale_p": 0.5}
 Q4K = {"mocov2": {"queue_size": 4096}}
+# a longer init on larger, easier shapes (GENERIC's shapes were small: it learned 13.4 % of its own task)
+GENERIC2 = {"pretrain": {**SMALL, **ADAMW, "epochs": 20, "augment": {"crop_scale": [0.6, 1.0]}}, "world": {"train_per_class": 300, "object_scale": [0.2, 0.35]}}
 VARIANTS: dict[str, dict] = {
     # the old default (ResNet-18, SGD 0.06, 93 steps) for the before/after record
     "old_default_mocov2": _v("mocov2", **OLD, epochs=3),
@@ -112,6 +114,7 @@ VARIANTS: dict[str, dict] = {
     "easy_supervised": _v("supervised", {"look_bank": 16, "plain_background": True, **G1M14}),
     "plain_mocov2": _v("mocov2", {"look_bank": 16, "plain_background": True}),
     # hard negatives: images that share look and scene differ by the marking; a low temperature weights them most
+    "init2_mocov2": _v("mocov2", {}, init=GENERIC2, **{**ADAMW, "lr": 0.0005}, methods=Q4K),
     "easy_mocov2_t005": _v("mocov2", {"look_bank": 16, "plain_background": True, **G1M14}, methods={"mocov2": {"queue_size": 4096, "temperature": 0.05}}),
     "easy_mocov2_hue_t01": _v("mocov2", {"look_bank": 16, "plain_background": True, **G1M14}, augment=HUE, methods={"mocov2": {"queue_size": 4096, "temperature": 0.1}}),
 }

@@ -1,7 +1,7 @@
 """Our MoCo v2 step against the same MoCo v2 built from lightly (issue 9, item 2).
 
-Same backbone (torchvision ResNet, classifier removed), batch, resolution, queue size,
-temperature, key-encoder momentum, projection head (2-layer MLP, no BN) and SGD settings. Both
+Same backbone (finesyn's Backbone), batch, resolution, queue size, temperature, key-encoder
+momentum, projection head (2-layer MLP, no BN) and optimiser (pretrain.optimizer). Both
 get the same pre-augmented views in the same order, so only the model + loss + optimiser step is
 compared: ours is `finesyn.train.pretrain` with `RunSpec.views` replacing the augmentation; the
 peer's step runs inside our trainer's progress callback, after each of our steps, so the two
@@ -56,18 +56,15 @@ class LightlyMoCoV2:
 
     def __init__(self, L, setting: Setting, queue: int):
         import torch
-        import torchvision
-        from torch import nn
+
+        from finesyn.models.backbone import Backbone
+        from finesyn.train import make_optimizer
 
         cfg, m = setting.cfg, setting.cfg.methods.mocov2
         torch.manual_seed(1)
-        net = getattr(torchvision.models, cfg.backbone)(weights=None)
-        if cfg.stem == "small":  # the same low-resolution stem as ours
-            net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-            net.maxpool = nn.Identity()
-        dim = net.fc.in_features
-        net.fc = nn.Identity()
-        self.backbone, self.head = net, L.MoCoProjectionHead(dim, m.proj_hidden_dim, m.proj_dim)
+        # the same encoder (lightly takes any backbone; resnet_small is not a torchvision model)
+        self.backbone = Backbone(cfg.backbone, cfg.stem, cfg.pool)
+        self.head = L.MoCoProjectionHead(self.backbone.dim, m.proj_hidden_dim, m.proj_dim)
         self.backbone_m = copy.deepcopy(self.backbone).requires_grad_(False)
         self.head_m = copy.deepcopy(self.head).requires_grad_(False)
         self.criterion = L.NTXentLoss(temperature=m.temperature, memory_bank_size=(queue, m.proj_dim))
@@ -77,8 +74,7 @@ class LightlyMoCoV2:
             mod.train()
             if self.channels_last:
                 mod.to(memory_format=torch.channels_last)
-        params = list(self.backbone.parameters()) + list(self.head.parameters())
-        self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.opt = make_optimizer(cfg, list(self.backbone.parameters()) + list(self.head.parameters()))  # pretrain.optimizer, as ours
 
     def step(self, v1, v2) -> float:
         import torch

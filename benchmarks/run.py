@@ -23,7 +23,7 @@ from pathlib import Path
 from benchmarks.common import BENCH_DIR, DEPS_DIR, Context
 
 SCHEMA = "finesyn-bench/1"
-SECTIONS = ("machine", "throughput", "peer", "efficiency", "evaluation", "stage_memory", "e2e")
+SECTIONS = ("machine", "throughput", "peer", "parity", "efficiency", "evaluation", "stage_memory", "e2e")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,9 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _modules():
-    from benchmarks import e2e, efficiency, evaluation, machine, peer, stage_memory, throughput
+    from benchmarks import e2e, efficiency, evaluation, machine, parity, peer, stage_memory, throughput
 
-    return {"machine": machine, "throughput": throughput, "peer": peer, "efficiency": efficiency, "evaluation": evaluation, "stage_memory": stage_memory, "e2e": e2e}
+    return {"machine": machine, "throughput": throughput, "peer": peer, "parity": parity, "efficiency": efficiency, "evaluation": evaluation, "stage_memory": stage_memory, "e2e": e2e}
 
 
 def main(argv: list[str] | None = None) -> int:
