@@ -108,6 +108,9 @@ def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out:
         run_id = params_hash({"settings": settings, "seed": seed, "data": params_hash(ds.meta)})
         spec = RunSpec(exp.method, exp.synth, cfg, crop, seed, run_id, checkpoints)
         train_idx, monitor = _monitor_split(ds, cfg, crop, p.datasets[dataset])
+        if exp.method != "none" and cfg.batch_size > len(train_idx):
+            raise ParamsError(f"pretrain.batch_size ({cfg.batch_size}) exceeds the {len(train_idx)} images {dataset}/{experiment} pretrains on "
+                              f"({data}: its train split less the monitor's held-out {cfg.monitor_val_fraction:g}); lower the batch size")
         log.info("pretrain %s/%s seed %d: %s%s, %d train images, run %s", dataset, experiment, seed, exp.method, " + synth" if exp.synth else "", len(train_idx), run_id)
 
         def on_log(rec: dict) -> None:

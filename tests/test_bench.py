@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import StepPlan, run_measured  # noqa: E402
 from benchmarks.peer import load_lightly  # noqa: E402
 
-SECTIONS = {"machine", "throughput", "peer", "efficiency", "evaluation", "stage_memory", "e2e"}
+SECTIONS = {"machine", "throughput", "peer", "parity", "efficiency", "evaluation", "stage_memory", "e2e"}
 STAGES = ["validate", "prepare", "pretrain", "extract", "probe", "retrieve", "report"]
 
 
@@ -92,6 +92,21 @@ def test_peer_ran_or_says_why(quick):
         assert _pos(c["ours"]["step_s"]["median"]) and _pos(c["peer"]["step_s"]["median"]) and _pos(c["ratio_ours_over_peer"])
         assert c["ours"]["step_s"]["n"] == c["peer"]["step_s"]["n"] == 2
         assert c["flops_match"], (c["ours"]["flops_per_step"], c["peer"]["flops_per_step"])  # the same computation
+
+
+def test_parity_ran_or_says_why(quick):
+    _, d = quick
+    p = d["sections"]["parity"]
+    if p["status"] == "skipped":
+        assert "lightly" in p["reason"] or ".bench-deps" in p["reason"]
+        return
+    r = p["results"]
+    assert set(r["runs"]) == {"ours", "lightly"} and all(len(v) == len(r["seeds"]) for v in r["runs"].values())
+    for metric in ("linear_top1", "knn20_top1"):
+        m = r[metric]
+        assert 0 <= m["ours_mean"] <= 100 and 0 <= m["lightly_mean"] <= 100 and _pos(m["binomial_se"])
+        assert m["diff"] == pytest.approx(m["ours_mean"] - m["lightly_mean"])
+    assert {t["id"] for t in d["targets"] if t["id"].startswith("parity.")} == {"parity.mocov2.linear_top1", "parity.mocov2.knn20_top1"}
 
 
 def test_efficiency_and_profiles(quick):

@@ -139,3 +139,50 @@ def test_experiment_methods_match_the_registry():
 def test_names_must_be_usable_as_keys_and_paths(raw):
     raw["experiments"]["mocov2_alpha0.5"] = {"method": "mocov2"}
     assert "experiments.mocov2_alpha0.5: names may contain only letters, digits" in error_of(raw)
+
+
+@pytest.mark.parametrize("axis", ["datasets", "experiments", "seeds"])
+def test_empty_grid_axis_is_rejected(raw, axis):
+    """An empty axis would run nothing and then overwrite the report with an empty table."""
+    raw["grid"][axis] = []
+    msg = error_of(raw)
+    assert f"grid.{axis}" in msg and "at least 1" in msg
+
+
+def test_repeated_grid_name_is_rejected(raw):
+    raw["grid"]["seeds"] = [0, 1, 0]
+    assert "grid.seeds" in error_of(raw) and "repeated 0" in error_of(raw)
+
+
+def test_duplicate_yaml_key_names_it_and_its_lines(repo_root, tmp_path):
+    text = (repo_root / "params.yaml").read_text()
+    f = tmp_path / "params.yaml"
+    f.write_text(text + "\npretrain:\n  lr: 0.5\n")
+    with pytest.raises(ParamsError) as e:
+        load_params(f)
+    first = 1 + text.splitlines().index("pretrain:" + text.split("\npretrain:", 1)[1].split("\n", 1)[0])
+    assert "duplicate key 'pretrain'" in str(e.value) and f"first at line {first}" in str(e.value)
+    assert str(f) in str(e.value)
+
+
+def test_nested_duplicate_yaml_key_is_rejected(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("grid:\n  seeds: [0]\n  seeds: [1]\n")
+    with pytest.raises(ParamsError, match="duplicate key 'seeds'"):
+        load_params(f)
+
+
+def test_batch_larger_than_the_generated_train_split_is_rejected_before_any_work(raw):
+    ds = raw["datasets"]["synthetic"]
+    ds["num_classes"], ds["train_per_class"] = 2, 20  # 2 x (20 - 2 held out by the monitor) = 36 images
+    raw["pretrain"]["batch_size"] = 37
+    raw["pretrain"]["monitor_val_fraction"] = 0.1
+    msg = error_of(raw)
+    assert "pretrain.batch_size: 37 exceeds the 36 images" in msg and "synthetic/" in msg
+    raw["pretrain"]["batch_size"] = 36
+    parse_params(raw)  # exactly one batch per epoch is fine
+
+
+def test_batch_override_is_named_when_it_is_the_one_too_large(raw):
+    raw["experiments"]["mocov2"]["overrides"] = {"batch_size": 4000}
+    assert "experiments.mocov2.overrides.batch_size: 4000 exceeds" in error_of(raw)

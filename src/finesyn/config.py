@@ -276,9 +276,19 @@ class ReportConfig(Section):
 
 
 class GridConfig(Section):
-    datasets: tuple[str, ...]
-    experiments: tuple[str, ...]
-    seeds: tuple[int, ...] = (0,)
+    """The grid DVC expands; an empty axis would run nothing and overwrite the report with an empty table."""
+
+    datasets: tuple[str, ...] = Field(min_length=1)
+    experiments: tuple[str, ...] = Field(min_length=1)
+    seeds: tuple[int, ...] = Field((0,), min_length=1)
+
+    @field_validator("datasets", "experiments", "seeds")
+    @classmethod
+    def _unique(cls, v: tuple) -> tuple:
+        dup = sorted({str(x) for x in v if v.count(x) > 1})
+        if dup:
+            raise ValueError(f"names must be unique (DVC would define the same stage twice): repeated {', '.join(dup)}")
+        return v
 
 
 class Params(Section):
@@ -383,6 +393,60 @@ def _cross_check(params: Params, source: str) -> None:
             params.pretrain_for(name)
         except ParamsError as e:
             raise ParamsError(f"{source}: {e}") from None
+    _check_batch_fits(params, source)
+
+
+def synthetic_pretrain_images(cfg: DatasetConfig, val_fraction: float) -> int:
+    """How many images pretraining sees on a generated dataset: its train split less the
+    learning monitor's held-out share of each class (as `eval.monitor.carve_validation` takes it)."""
+    n = cfg.train_per_class
+    n_val = 0 if val_fraction == 0 else min(n - 1, max(1, round(val_fraction * n)))
+    return cfg.num_classes * (n - n_val)
+
+
+def _check_batch_fits(params: Params, source: str) -> None:
+    """`pretrain.batch_size` must not exceed the images a run trains on (every step drops the last
+    partial batch, so such a run has no step). Known from params for generated data; real datasets
+    are checked by the pretrain stage against the prepared cache, before any training."""
+    for d in params.grid.datasets:
+        ds = params.datasets[d]
+        if ds.kind != "synthetic":
+            continue
+        for e in params.grid.experiments:
+            cfg = params.pretrain_for(e)
+            n = synthetic_pretrain_images(ds, cfg.monitor_val_fraction)
+            if params.experiments[e].method != "none" and cfg.batch_size > n:
+                key = f"experiments.{e}.overrides.batch_size" if "batch_size" in params.experiments[e].overrides else "pretrain.batch_size"
+                raise ParamsError(
+                    f"{source}: {key}: {cfg.batch_size} exceeds the {n} images that {d}/{e} pretrains on "
+                    f"(datasets.{d}: {ds.num_classes} classes x {ds.train_per_class} train images, less the monitor's "
+                    f"held-out {cfg.monitor_val_fraction:g}); lower the batch size or generate more images"
+                )
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently,
+    so a second `pretrain:` block would replace the first outside DVC)."""
+
+
+def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1}; PyYAML would keep only the last)", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def strict_yaml_load(text: str):
+    """yaml.safe_load, but a duplicate key in any mapping is a YAMLError naming it and its line."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
@@ -390,7 +454,7 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found (run from the repository root or pass --params)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = strict_yaml_load(path.read_text())
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {e}") from None
     return parse_params(raw, str(path))
