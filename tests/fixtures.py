@@ -273,3 +273,21 @@ def make_flat_jpegs(root: Path, n: int, size: tuple[int, int] = (400, 300), n_cl
     for i in range(n):
         write_image(root / f"c{i % n_classes:02d}" / f"{i:05d}.jpg", size, seed=i, quality=quality)
     return root
+
+
+def write_png16(path: Path, a: np.ndarray) -> Path:
+    """A 16-bit PNG of ``a`` (uint16, HxW grey or HxWx3 RGB), written byte by byte so the test does
+    not depend on how PIL encodes high bit depths."""
+    import struct
+    import zlib
+
+    h, w = a.shape[:2]
+    colour_type = 0 if a.ndim == 2 else 2
+    raw = b"".join(b"\x00" + a[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return path

@@ -20,6 +20,7 @@ from fixtures import (
     make_imagefolder_tree,
     truncate_file,
     write_garbage,
+    write_png16,
 )
 from PIL import Image
 
@@ -32,6 +33,7 @@ from finesyn.data.cache import (
     BadImagesError,
     CacheError,
     open_cache,
+    load_image,
     prepare_from_index,
     write_cache_from_arrays,
 )
@@ -62,6 +64,28 @@ def _tree_bytes(d: Path) -> dict[str, bytes]:
 def folder(tmp_path):
     tree = make_imagefolder_tree(tmp_path, per_class=5, n_test=2)
     return tree, index_dataset("imagefolder", tree.root)
+
+
+# --------------------------------------------------------------------------- bit depth
+
+
+def test_16bit_png_is_scaled_not_saturated(tmp_path):
+    """A 16-bit grey PNG keeps its tones (v >> 8, PIL's own rule for 16-bit RGB) instead of being
+    clipped to white; grey and its RGB copy decode to the same 8-bit values."""
+    values = np.array([0, 255, 256, 1000, 30000, 32768, 65280, 65535], dtype=np.uint16)
+    grey = np.tile(values, (8, 1))  # 8 x 8, each column one known value
+    want = np.tile(np.array([0, 0, 1, 3, 117, 128, 255, 255], dtype=np.uint8), (8, 1))
+    g = load_image(write_png16(tmp_path / "grey16.png", grey), 8, fit="squash")
+    rgb = load_image(write_png16(tmp_path / "rgb16.png", np.stack([grey] * 3, axis=-1)), 8, fit="squash")
+    assert g.dtype == np.uint8 and (g == want[..., None]).all()
+    assert (rgb == g).all()
+
+
+def test_float_image_is_refused_with_a_reason(tmp_path):
+    path = tmp_path / "f.tif"
+    Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32), mode="F").save(path)
+    with pytest.raises(ValueError, match="mode F"):
+        load_image(path, 8)
 
 
 # --------------------------------------------------------------------------- io helpers

@@ -114,6 +114,24 @@ def resize_to_square(img: Image.Image, size: int, fit: Fit = "center_crop",
     return img
 
 
+def to_8bit(im: Image.Image) -> Image.Image:
+    """Scale a high-bit-depth single-channel image to 8-bit "L" by its high byte (``v >> 8``).
+
+    PIL's ``convert`` clips 16-bit grey (modes ``I;16*`` / ``I``) at 255, so a 16-bit PNG would
+    come out nearly white; PIL itself decodes 16-bit RGB(A) PNGs to their high bytes, and the same
+    rule here makes a grey image equal to its RGB copy. 32-bit integers beyond 16 bits and float
+    images have no agreed 8-bit scale, so they are rejected (the image is then listed as bad)."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        a = np.asarray(im)
+        if a.size and (int(a.min()) < 0 or int(a.max()) > 65535):
+            raise ValueError(f"mode {im.mode} pixel values span {int(a.min())}..{int(a.max())}, "
+                             "outside 0..65535: save the image as 8- or 16-bit")
+        return Image.fromarray((a.astype(np.uint32) >> 8).astype(np.uint8), mode="L")
+    if im.mode == "F":
+        raise ValueError("float image (mode F) has no defined 8-bit scale: save it as 8- or 16-bit")
+    return im
+
+
 def load_image(path: str | os.PathLike[str], size: int, fit: Fit = "center_crop",
                resample: str = "bicubic") -> np.ndarray:
     """Decode ``path`` with PIL (fully: truncated files raise), convert to RGB, resize/crop to
@@ -121,7 +139,7 @@ def load_image(path: str | os.PathLike[str], size: int, fit: Fit = "center_crop"
     torchvision's loaders)."""
     with Image.open(path) as im:
         im.load()
-        rgb = im.convert("RGB")
+        rgb = to_8bit(im).convert("RGB")
     out = np.asarray(resize_to_square(rgb, size, fit, resample), dtype=np.uint8)
     if out.shape != (size, size, 3):  # pragma: no cover - defensive
         raise ValueError(f"unexpected decoded shape {out.shape}")
