@@ -10,34 +10,12 @@ import time
 from benchmarks.common import Context
 
 
-def _cpuinfo() -> dict:
-    model, cores, flags = None, set(), ""
-    try:
-        text = open("/proc/cpuinfo").read()
-    except OSError:
-        return {"cpu_model": platform.processor() or None, "physical_cores": None, "isa": []}
-    phys = core = None
-    for line in text.splitlines():
-        key, _, value = (s.strip() for s in line.partition(":"))
-        if key == "model name" and model is None:
-            model = value
-        elif key == "physical id":
-            phys = value
-        elif key == "core id":
-            core = value
-            cores.add((phys, core))
-        elif key == "flags" and not flags:
-            flags = value
-    isa = sorted(f for f in flags.split() if f.startswith(("avx", "amx", "fma", "sse4")))
-    return {"cpu_model": model, "physical_cores": len(cores) or None, "isa": isa}
-
-
 def info() -> dict:
     import numpy
     import torch
     import torchvision
 
-    from finesyn.provenance import code_version
+    from finesyn.provenance import code_version, cpuinfo
 
     try:
         import faiss
@@ -60,7 +38,7 @@ def info() -> dict:
     except ImportError:
         pass
     return {
-        **_cpuinfo(),
+        **cpuinfo(),
         "logical_cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "memory_gib": mem,

@@ -24,7 +24,7 @@ def main(
     seed: int = typer.Option(0, help="seed of the run (validation split / SGD init, shuffling, augmentation)"),
     dataset: Optional[str] = typer.Option(None, help="name under `datasets:` (crop size); needed by sgd_paper"),
     data: Optional[Path] = typer.Option(None, help="prepared cache directory; needed by sgd_paper"),
-    model: Optional[Path] = typer.Option(None, help="pretrain output directory (encoder.pt); needed by sgd_paper"),
+    model: Optional[Path] = typer.Option(None, help="pretrain output directory (encoder.pt); needed by sgd_paper; with lbfgs, the features must be of its run"),
     params: Path = typer.Option(Path("params.yaml"), help="params file"),
 ) -> None:
     p = load(params)
@@ -40,10 +40,12 @@ def main(
             raise ParamsError(f"probe.protocol {cfg.protocol!r} needs {', '.join(missing)}")
         t0 = time.perf_counter()
         if cfg.protocol == "lbfgs":
-            from finesyn.eval.feature_file import load_features
+            from finesyn.artifacts import check_same_run, load_features
             from finesyn.eval.probe import lbfgs_probe
 
             f = load_features(features)
+            if model is not None:
+                check_same_run(features, f["encoder_run_id"], model)
             res = lbfgs_probe(
                 f["train_features"], f["train_labels"], f["test_features"], f["test_labels"],
                 num_classes=int(f["num_classes"]), l2_grid=cfg.l2_grid, val_fraction=cfg.val_fraction, seed=seed, max_iter=cfg.max_iter,

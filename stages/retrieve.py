@@ -2,6 +2,7 @@
 
 import time
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -17,11 +18,12 @@ def main(
     features: Path = typer.Option(..., help="features file from extract (.npz)"),
     out: Path = typer.Option(..., help="retrieval.json to write"),
     seed: int = typer.Option(0, help="seed of the run (recorded)"),
+    model: Optional[Path] = typer.Option(None, help="pretrain output directory (encoder.pt): the features must be of its run"),
     params: Path = typer.Option(Path("params.yaml"), help="params file"),
 ) -> None:
     p = load(params)
     with user_errors(), output_lock(out):  # refuse a concurrent run writing the same outputs
-        from finesyn.eval.feature_file import load_features
+        from finesyn.artifacts import check_same_run, load_features
         from finesyn.eval.knn import knn_accuracy
         from finesyn.eval.retrieval import retrieval_metrics
         from finesyn.io import atomic_write_json
@@ -29,6 +31,8 @@ def main(
 
         cfg, log = p.retrieve, stage_logging(None)
         f = load_features(features)
+        if model is not None:
+            check_same_run(features, f["encoder_run_id"], model)
         t0 = time.perf_counter()
         gallery = (f["train_features"], f["train_labels"]) if cfg.protocol == "train_gallery" else (None, None)
         res = retrieval_metrics(f["test_features"], f["test_labels"], *gallery, ks=cfg.ks, map_at_r=cfg.map_at_r, engine=cfg.engine)

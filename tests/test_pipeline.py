@@ -31,6 +31,8 @@ def test_dvc_repro_writes_metrics_with_provenance(project):
         assert 0 <= probe["top1"] <= 100 and 0 <= retr["mAP"] <= 100
         for m in (probe, retr):
             assert m["seed"] == 0 and len(m["params_hash"]) == 16 and m["protocol"] and m["code_version"]
+            # what makes floats differ across machines (issue 17.3): CPU, SIMD level, BLAS
+            assert m["machine"]["cpu_model"] and m["machine"]["torch_cpu_capability"] and m["machine"]["torch_blas"]
     assert (project / "models/synthetic/mocov2_synth/seed0/pairs.png").is_file()
     table = (project / "reports/results.md").read_text()
     assert "| random_init |" in table and "| mocov2_synth |" in table and "probe.json" in table

@@ -47,6 +47,7 @@ def stage_logging(log_file: Path | None) -> logging.Logger:
 def _user_error_types() -> tuple[type[BaseException], ...]:
     types: list[type[BaseException]] = [ParamsError, FileNotFoundError, PermissionError]
     for mod, name in (
+        ("finesyn.artifacts", "ArtifactError"),
         ("finesyn.data.cache", "CacheError"),
         ("finesyn.data.cache", "BadImagesError"),
         ("finesyn.data.sources", "DatasetLayoutError"),
@@ -87,10 +88,23 @@ def user_errors():
 
         err = output_write_error(e.filename, e, atomic=False) if e.filename else e
         if err is e:
+            _to_log_files(f"{type(e).__name__}: {e}", sys.exc_info())
             raise
         _print_error(err)
         raise SystemExit(2) from None
+    except Exception as e:  # a bug: the traceback still goes to stderr, and to the stage's log file
+        _to_log_files(f"{type(e).__name__}: {e}", sys.exc_info())
+        raise
+
+
+def _to_log_files(message: str, exc_info=None) -> None:
+    """The stage's log file (if it has one) records why it failed, not only stderr."""
+    record = logging.LogRecord("finesyn", logging.ERROR, __file__, 0, "%s", (message,), exc_info)
+    for h in logging.getLogger().handlers:
+        if isinstance(h, logging.FileHandler):
+            h.handle(record)
 
 
 def _print_error(e: BaseException) -> None:
     console.print(Text("error: ", style="bold red") + Text(str(e)), soft_wrap=True)
+    _to_log_files(f"error: {e}")

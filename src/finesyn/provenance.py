@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
 import subprocess
 from functools import lru_cache
 from importlib import metadata
@@ -55,8 +56,62 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def cpuinfo() -> dict[str, Any]:
+    """CPU model, physical core count and SIMD flags from /proc/cpuinfo (platform's guess elsewhere)."""
+    model, cores, flags = None, set(), ""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"cpu_model": platform.processor() or None, "physical_cores": None, "isa": []}
+    phys = None
+    for line in text.splitlines():
+        key, _, value = (s.strip() for s in line.partition(":"))
+        if key == "model name" and model is None:
+            model = value
+        elif key == "physical id":
+            phys = value
+        elif key == "core id":
+            cores.add((phys, value))
+        elif key == "flags" and not flags:
+            flags = value
+    isa = sorted(f for f in flags.split() if f.startswith(("avx", "amx", "fma", "sse4")))
+    return {"cpu_model": model, "physical_cores": len(cores) or None, "isa": isa}
+
+
+def _build_setting(config: str, key: str) -> str | None:
+    """One ``KEY=value`` of ``torch.__config__.show()`` (e.g. BLAS_INFO=mkl)."""
+    m = re.search(rf"\b{key}=([^,\s]+)", config)
+    return m.group(1) if m else None
+
+
+@lru_cache(maxsize=1)
+def machine() -> dict[str, Any]:
+    """What makes float results differ in the last digits between machines: the CPU, the SIMD level
+    torch's kernels dispatch to (AVX512 / AVX2 / DEFAULT), and the BLAS that torch and numpy call."""
+    import numpy
+    import torch
+
+    config = torch.__config__.show()
+    try:
+        numpy_blas = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        numpy_blas = f"{numpy_blas.get('name')} {numpy_blas.get('version')}"
+    except (TypeError, KeyError, AttributeError):  # numpy < 1.26 has no dict mode
+        numpy_blas = None
+    cpu = cpuinfo()
+    return {
+        "cpu_model": cpu["cpu_model"], "arch": platform.machine(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_blas": _build_setting(config, "BLAS_INFO"), "torch_lapack": _build_setting(config, "LAPACK_INFO"),
+        "mkldnn": torch.backends.mkldnn.is_available(), "numpy_blas": numpy_blas,
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
 def provenance(seed: int | None, params: Any, protocol: Any = None) -> dict[str, Any]:
-    out = {"code_version": code_version(), "params_hash": params_hash(params), "seed": seed, "libraries": library_versions()}
+    """Code and library versions, params hash, seed and the machine (bit-exactness holds only on the
+    same machine with the same libraries; see README "Reproducibility")."""
+    out = {"code_version": code_version(), "params_hash": params_hash(params), "seed": seed, "libraries": library_versions(),
+           "machine": machine()}
     if protocol is not None:
         out["protocol"] = protocol
     return out

@@ -469,7 +469,7 @@ def _seed0(params: Params) -> int:
 
 
 def fig_variance(params: Params, features_root: Path, fig_dir: Path, log: logging.Logger) -> list[Figure]:
-    from finesyn.eval.feature_file import load_features
+    from finesyn.artifacts import load_features
     from finesyn import figures
 
     exp = first_baseline(params)
@@ -870,12 +870,23 @@ def build_figures(params: Params, rows: list[dict], settings: dict, fig_dir: Pat
     return figs
 
 
+def log_drift(params: Params, rows: list[dict], log: logging.Logger) -> None:
+    """Say whether the metrics reproduce the committed ones (exactly, to rounding, or not)."""
+    from finesyn import drift
+
+    files = [Path(f) for row in rows for src in row["sources"] for f in src["files"]]
+    text = drift.note(drift.compare(files, columns(params)))
+    if text:
+        log.info("%s", text)
+
+
 def build_report(
     params: Params, metrics_root: Path, out: Path, log: logging.Logger, *, features_root: Path | None = None,
     models_root: Path | None = None, data_root: Path | None = None, resolved: Path | None = None,
 ) -> dict:
     """Tables always; figures and index.html when the features/models/data roots are given."""
     rows = collect(params, metrics_root)
+    log_drift(params, rows, log)
     refs = None
     if params.report.reference_numbers is not None:
         refs = compare_reference(rows, load_reference_numbers(params.report.reference_numbers, params))
@@ -902,4 +913,7 @@ if __name__ == "__main__":  # `python -m finesyn.report`: print the tables of th
     from finesyn.config import load_params
 
     _params = load_params()
-    print_table(_params, collect(_params, Path("metrics")))
+    _rows = collect(_params, Path("metrics"))
+    print_table(_params, _rows)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    log_drift(_params, _rows, logging.getLogger("finesyn.report"))

@@ -39,12 +39,10 @@ def extract_features(
 
 def load_encoder(model_dir: Path):
     """Rebuild the backbone (and projector, if any) from a pretrain output directory; strict loading."""
+    from finesyn.artifacts import load_encoder_state
     from finesyn.models.heads import mlp
 
-    path = Path(model_dir) / "encoder.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no encoder (run the pretrain stage first)")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_encoder_state(model_dir)
     backbone = Backbone(state["arch"], state["stem"], state.get("pool", "avg"))
     backbone.load_state_dict(state["backbone"])  # strict: a mismatched file fails naming the keys
     projector = None

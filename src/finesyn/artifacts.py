@@ -1,0 +1,68 @@
+"""Reading the pipeline's own artifacts (encoder.pt, the features .npz).
+
+A missing, truncated or mismatched file is one line that names it and the command that rebuilds
+it, never a traceback. Importable without torch/torchvision (the probe and retrieve stages start
+faster: importing torchvision costs ~2 s per process); torch is imported only to read an encoder.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# models/<d>/<e>/seed<k>/... and features/<d>/<e>/seed<k>.npz, as dvc.yaml lays them out
+_LAYOUT = re.compile(r"(?:^|/)(models|features)/([^/]+)/([^/]+)/seed(\d+)(?:\.npz$|/|$)")
+_WRITER = {"models": "pretrain", "features": "extract"}
+
+
+class ArtifactError(Exception):
+    """An artifact that is missing, unreadable or of another run; the message says how to rebuild it."""
+
+
+def rebuild_command(path: Path) -> str:
+    """The command that rewrites ``path`` (the DVC stage named after the grid cell it belongs to)."""
+    m = _LAYOUT.search(Path(path).as_posix())
+    if m is None:
+        return "rerun the stage that writes it"
+    kind, dataset, experiment, seed = m.groups()
+    return f"rebuild it with `dvc repro -f -s {_WRITER[kind]}@{dataset}-{experiment}-{seed}`"
+
+
+def load_features(path: Path) -> dict[str, np.ndarray]:
+    """The extract stage's .npz: {train,test}_{features,labels,ids}, num_classes, encoder_run_id."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no features (run the extract stage first)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as e:  # zipfile.BadZipFile, EOFError, ValueError, OSError: all mean "not a whole file"
+        raise ArtifactError(f"{path}: unreadable features file ({type(e).__name__}: {e}); {rebuild_command(path)}") from e
+
+
+def load_encoder_state(model_dir: Path) -> dict[str, Any]:
+    """The dict pretrain saved as ``<model_dir>/encoder.pt`` (weights, architecture, run id)."""
+    import torch
+
+    path = Path(model_dir) / "encoder.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no encoder (run the pretrain stage first)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # truncated zip, unpickling errors: the file is not a whole encoder
+        raise ArtifactError(f"{path}: unreadable encoder ({type(e).__name__}: {e}); {rebuild_command(path)}") from e
+    if not isinstance(state, dict) or "run_id" not in state or "backbone" not in state:
+        raise ArtifactError(f"{path}: not an encoder written by the pretrain stage; {rebuild_command(path)}")
+    return state
+
+
+def check_same_run(features: Path, features_run_id: str, model_dir: Path) -> None:
+    """Features scored for a model must come from that model's run (a copied-over file would not)."""
+    expected = str(load_encoder_state(model_dir)["run_id"])
+    if str(features_run_id) != expected:
+        raise ArtifactError(
+            f"{features}: features of encoder run {features_run_id}, but {Path(model_dir) / 'encoder.pt'} is run {expected}; "
+            f"{rebuild_command(features)}")

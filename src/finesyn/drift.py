@@ -1,0 +1,76 @@
+"""This run's metrics against the committed ones: did a rerun reproduce them, to the last digit, to
+float rounding, or not at all?
+
+Bit-exactness holds on the same machine with the same library versions. Another CPU (another SIMD
+level or BLAS) rounds float sums in another order: continuous numbers (mAP) then move in their last
+digits, and training, which amplifies such differences over hundreds of steps, can move top-1 by
+whole points. The note says which case a user is in and names both machines.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+# half a unit of the tables' last printed digit (two decimals): below it the printed tables are the same
+LAST_DIGITS = 0.005
+
+
+def committed_json(path: Path) -> dict | None:
+    """``path`` as committed at HEAD, or None (no git, untracked, or not JSON)."""
+    try:
+        r = subprocess.run(["git", "show", f"HEAD:./{path.name}"], cwd=path.parent, capture_output=True, text=True, timeout=10)
+        return json.loads(r.stdout) if r.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+
+
+def _get(d: Any, path: tuple[str, ...]) -> Any:
+    for k in path:
+        d = d.get(k) if isinstance(d, dict) else None
+    return d
+
+
+def _machine(d: dict) -> str | None:
+    m = d.get("machine")
+    return None if not isinstance(m, dict) else f"{m.get('cpu_model')} ({m.get('torch_cpu_capability')}, {m.get('torch_blas')})"
+
+
+def compare(files: list[Path], columns: list[tuple[str, str, tuple[str, ...]]]) -> dict:
+    """Every column value of ``files`` (metrics JSONs named like the columns' files) vs HEAD."""
+    out = {"files": 0, "values": 0, "untracked": 0, "max_abs_diff": 0.0, "worst": None, "committed_machines": set(), "this_machine": None}
+    for path in files:
+        old = committed_json(path)
+        if old is None:
+            out["untracked"] += 1
+            continue
+        new = json.loads(path.read_text())
+        out["files"] += 1
+        out["this_machine"] = out["this_machine"] or _machine(new)
+        out["committed_machines"].add(_machine(old))
+        for header, name, key in columns:
+            a, b = _get(new, key), _get(old, key)
+            if name != path.name or not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
+                continue
+            out["values"] += 1
+            if abs(a - b) > out["max_abs_diff"]:
+                out["max_abs_diff"], out["worst"] = abs(a - b), f"{path} {header}: {b:g} committed, {a:g} now"
+    return out
+
+
+def note(d: dict) -> str | None:
+    """One sentence for the log; None when there is nothing committed to compare with."""
+    if not d["values"]:
+        return None
+    n = f"{d['values']} values in {d['files']} committed metrics files"
+    if d["max_abs_diff"] == 0:
+        return f"metrics equal the committed ones exactly ({n})"
+    if d["max_abs_diff"] <= LAST_DIGITS:
+        return (f"metrics differ from the committed ones only in the last digits (max |Δ| {d['max_abs_diff']:.2g}, "
+                f"below the tables' 0.01; {n}): float rounding, as expected on another CPU or BLAS")
+    committed = sorted(m for m in d["committed_machines"] if m) or ["a machine the committed files do not record"]
+    return (f"metrics differ from the committed ones by up to {d['max_abs_diff']:.2f} ({d['worst']}; {n}): "
+            f"committed on {', '.join(committed)}, rerun on {d['this_machine'] or 'an unrecorded machine'}; "
+            "bit-exactness holds only on the same machine and library versions (README, Reproducibility)")

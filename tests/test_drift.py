@@ -1,0 +1,52 @@
+"""finesyn.drift: the note that tells a user whether rerun metrics reproduce the committed ones."""
+
+import json
+import subprocess
+
+from finesyn import drift
+
+COLS = [("linear top-1", "probe.json", ("top1",)), ("mAP", "retrieval.json", ("map",))]
+
+
+def _repo(tmp_path, probe: dict, retrieval: dict):
+    d = tmp_path / "metrics"
+    d.mkdir()
+    (d / "probe.json").write_text(json.dumps(probe))
+    (d / "retrieval.json").write_text(json.dumps(retrieval))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", "."], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], cwd=tmp_path, check=True)
+    return [d / "probe.json", d / "retrieval.json"]
+
+
+def _rewrite(path, **change):
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+
+
+MACHINE_A = {"cpu_model": "AMD EPYC", "torch_cpu_capability": "AVX512", "torch_blas": "mkl"}
+MACHINE_B = {"cpu_model": "Intel Xeon", "torch_cpu_capability": "AVX2", "torch_blas": "mkl"}
+
+
+def test_identical_rounding_and_real_differences_are_told_apart(tmp_path):
+    files = _repo(tmp_path, {"top1": 13.4, "machine": MACHINE_A}, {"map": 0.123456789})
+    assert drift.note(drift.compare(files, COLS)).startswith("metrics equal the committed ones exactly (2 values in 2")
+
+    _rewrite(files[1], map=0.123456789 + 3e-6)  # a float-rounding difference, invisible in the tables
+    text = drift.note(drift.compare(files, COLS))
+    assert "only in the last digits" in text and "3e-06" in text
+
+    _rewrite(files[0], top1=14.8, machine=MACHINE_B)  # training moved top-1 by 1.4 points
+    text = drift.note(drift.compare(files, COLS))
+    assert "by up to 1.40" in text and "linear top-1: 13.4 committed, 14.8 now" in text
+    assert "committed on AMD EPYC (AVX512, mkl), rerun on Intel Xeon (AVX2, mkl)" in text
+
+
+def test_untracked_metrics_give_no_note(tmp_path):
+    files = _repo(tmp_path, {"top1": 1.0}, {"map": 0.5})
+    new = tmp_path / "metrics" / "other"
+    new.mkdir()
+    (new / "probe.json").write_text(json.dumps({"top1": 50.0}))
+    d = drift.compare([new / "probe.json"], COLS)
+    assert d["untracked"] == 1 and drift.note(d) is None
+    assert drift.compare(files + [new / "probe.json"], COLS)["max_abs_diff"] == 0
