@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import json
 import os
 import signal
@@ -166,6 +168,67 @@ def test_complete_cache_is_reused_and_not_silently_replaced(tmp_path, folder):
     assert ds.image_size == S + 8
 
 
+# --------------------------------------------------------------------------- disk full
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MiB filesystem (tmpfs; needs mount rights, as root in CI's container has)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+_PREPARE_ON_FULL_DISK = """
+import sys
+from finesyn.data.cache import prepare_from_index
+from finesyn.data.sources import index_dataset
+from finesyn.io import OutputWriteError
+if __name__ == "__main__":
+    index = index_dataset("imagefolder", sys.argv[1])
+    try:
+        prepare_from_index(index, sys.argv[2], image_size=int(sys.argv[3]), workers=2, chunk_size=4, overwrite=True)
+    except OutputWriteError as e:
+        print(e)
+        sys.exit(3)
+"""
+
+
+def test_prepare_on_a_full_disk_says_so_and_changes_nothing(tmp_path, folder, small_disk):
+    """Before: the sparse memmap's pages found no block, the workers died of SIGBUS
+    (BrokenProcessPool, or rc 135 with one worker) and .images.npy.tmp was left behind."""
+    tree, index = folder
+    out = small_disk / "prepared"
+    prepare_from_index(index, out, image_size=S, workers=1)  # a small complete cache that fits
+    before = _tree_bytes(out)
+    script = tmp_path / "prepare_big.py"
+    script.write_text(_PREPARE_ON_FULL_DISK)
+    r = subprocess.run([sys.executable, str(script), str(tree.root), str(out), "384"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 3, (r.returncode, r.stderr[-2000:])
+    assert "disk full" in r.stdout and "GiB free" in r.stdout and "unchanged" in r.stdout
+    assert _tree_bytes(out) == before  # the previous cache intact, no temporary file left
+    assert open_cache(out).image_size == S
+
+
+def test_preallocation_failure_leaves_no_file(tmp_path, folder, monkeypatch):
+    _, index = folder
+    out = tmp_path / "c"
+    prepare_from_index(index, out, image_size=S, workers=1)
+    before = _tree_bytes(out)
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(OSError, match="disk full"):
+        prepare_from_index(index, out, image_size=S + 8, workers=1, overwrite=True)
+    assert _tree_bytes(out) == before
+
+
 # --------------------------------------------------------------------------- bad images
 
 
@@ -305,6 +368,62 @@ def test_killed_prepare_resumes_byte_identical(tmp_path):
     assert 0 < len(calls) <= 12 - 3
     ref = prepare_from_index(index, tmp_path / "ref", image_size=16, workers=1, chunk_size=4)
     assert _tree_bytes(out) == _tree_bytes(ref.path)
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``, from /proc (ppid links)."""
+    parent = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                parent[int(d.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {c for c, p in parent.items() if p in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_prepare_workers_die_with_a_killed_parent(tmp_path):
+    """kill -9 of the prepare process alone (not its group): the pool's workers, the forkserver and
+    the resource tracker must not live on (before: all four alive after 50 s, ~130 MB)."""
+    raw = make_flat_jpegs(tmp_path / "raw", 48, size=(60, 45), n_classes=4)
+    out = tmp_path / "orphans"
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD)
+    proc = subprocess.Popen([sys.executable, str(script), str(raw), str(out)], start_new_session=True)
+    try:
+        deadline, helpers = time.monotonic() + 120, set()
+        while time.monotonic() < deadline and proc.poll() is None:
+            helpers = _descendants(proc.pid)
+            try:
+                if len(helpers) >= 3 and json.loads((out / PROGRESS_FILE).read_text())["done"]:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.02)
+        assert proc.poll() is None and len(helpers) >= 3, "the prepare ended before its workers could be seen"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(map(_alive, helpers)):
+            time.sleep(0.1)
+        assert not [h for h in helpers if _alive(h)], "worker processes outlived the killed prepare"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_resume_discards_progress_when_inputs_change(tmp_path, folder):

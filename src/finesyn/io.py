@@ -21,6 +21,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -35,7 +36,7 @@ except ImportError:  # pragma: no cover
 
 __all__ = [
     "OutputLockedError", "OutputWriteError", "output_write_error", "output_lock", "lock_path_for",
-    "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "fsync_dir",
+    "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "fsync_dir", "preallocated_npy",
 ]
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
@@ -165,6 +166,46 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | N
     """Serialize ``obj`` as JSON (UTF-8, trailing newline) and write it atomically."""
     text = json.dumps(obj, indent=indent, sort_keys=sort_keys, ensure_ascii=False) + "\n"
     return atomic_write_text(path, text)
+
+
+def preallocated_npy(path: str | os.PathLike[str], shape: tuple[int, ...], dtype: str = "uint8") -> Path:
+    """Create ``path`` as a zero-filled .npy of ``shape`` with every block allocated on disk.
+
+    ``open_memmap`` makes a sparse file: the disk fills only when the mapped pages are written,
+    and a write through a mapping that finds no free block kills the process with SIGBUS (no
+    message; a pool of workers dies as BrokenProcessPool). Allocating up front turns a full disk
+    into OutputWriteError here, before anything else is touched; the file is then removed.
+    """
+    import numpy as np
+
+    path = Path(path)
+    try:
+        mm = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        del mm
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        need = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        err = output_write_error(path, e)
+        if err is e:
+            raise
+        free = _free_bytes(path.parent)
+        raise OutputWriteError(err.errno, f"{err.strerror} (it needs {need / 2**30:.2f} GiB; {free / 2**30:.2f} GiB free)",
+                               err.filename) from e
+    return path
+
+
+def _free_bytes(directory: Path) -> float:
+    try:
+        return float(shutil.disk_usage(directory).free)
+    except OSError:
+        return float("nan")
 
 
 # ----------------------------------------------------------------------------- output locks

@@ -20,13 +20,17 @@ published as ``images.npy`` (compacted if bad images were skipped), then the man
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import ctypes
 import hashlib
 import io
 import json
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +39,7 @@ from typing import Any, Callable, Literal, Sequence
 import numpy as np
 from PIL import Image
 
-from finesyn.io import atomic_write_json, atomic_write_text, fsync_dir
+from finesyn.io import atomic_write_json, atomic_write_text, fsync_dir, preallocated_npy
 
 from .sources.base import DatasetIndex
 
@@ -146,10 +150,49 @@ def load_image(path: str | os.PathLike[str], size: int, fit: Fit = "center_crop"
     return out
 
 
-def _worker_init() -> None:
+def _worker_init(owner: int) -> None:
     # Ctrl-C goes to the whole process group: let the parent handle it (it stops submitting,
     # waits for the running chunks and re-raises) instead of every worker printing a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with(owner)
+
+
+def _die_with(owner: int) -> None:
+    """End this worker when the process that prepares (``owner``) is gone, kill -9 included.
+
+    A pool worker's parent is the forkserver, not the owner, and neither notices a SIGKILLed owner
+    while idle: without this they (and the resource tracker they keep open) live on. Linux's
+    PR_SET_PDEATHSIG covers the worker's own parent; a daemon thread that polls the owner covers
+    the rest, on any POSIX system.
+    """
+    with contextlib.suppress(OSError, AttributeError):  # Linux only; the thread suffices elsewhere
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if not _owner_alive(owner):
+                os._exit(1)
+
+    threading.Thread(target=watch, name="finesyn-owner-watch", daemon=True).start()
+
+
+def _owner_alive(pid: int) -> bool:
+    """True while ``pid`` runs; a killed owner its parent has not reaped yet (a zombie) counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: fall back to signal 0
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
 
 
 def _process_chunk(partial: str, start: int, paths: Sequence[str], size: int, fit: Fit,
@@ -212,7 +255,8 @@ def _copy_rows_atomic(dst: Path, src: np.ndarray, rows: np.ndarray | None, block
     n = src.shape[0] if rows is None else len(rows)
     tmp = dst.with_name(f".{dst.name}.tmp")
     _unlink(tmp)
-    mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *src.shape[1:]))
+    preallocated_npy(tmp, (n, *src.shape[1:]))
+    mm = np.load(tmp, mmap_mode="r+")
     try:
         for a in range(0, n, block):
             b = min(a + block, n)
@@ -409,11 +453,10 @@ def prepare_from_index(
             shape = None
         resumable = shape == (n, image_size, image_size, 3)
     if not resumable:
-        _invalidate(out, PROGRESS_FILE, IMAGES_FILE, MANIFEST_FILE, PARTIAL_FILE)
-        mm = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8,
-                                       shape=(n, image_size, image_size, 3))
-        del mm
-        _fsync_file(partial)
+        # allocate the new work file before touching the old cache: a full disk then changes nothing
+        _unlink(partial)
+        preallocated_npy(partial, (n, image_size, image_size, 3))
+        _invalidate(out, PROGRESS_FILE, IMAGES_FILE, MANIFEST_FILE)
         state = {"format_version": FORMAT_VERSION, "fingerprint": fp, "n": n, "chunk_size": chunk_size,
                  "done": [], "bad": {}}
         atomic_write_json(progress_path, state)
@@ -446,7 +489,7 @@ def prepare_from_index(
         else:
             ex = ProcessPoolExecutor(max_workers=min(workers, len(todo)),
                                      mp_context=mp_context or _default_mp_context(),
-                                     initializer=_worker_init)
+                                     initializer=_worker_init, initargs=(os.getpid(),))
             try:
                 pending = {ex.submit(_process_chunk, *a): c for c, a in args}
                 while pending:
