@@ -80,13 +80,20 @@ def test_throughput_every_method_with_and_without_module(quick):
     assert set(t["settings"]) == {"default", "paper"}
 
 
-def test_peer_ran_or_says_why(quick):
-    _, d = quick
-    p = d["sections"]["peer"]
+def _lightly_section(d: dict, name: str) -> dict | None:
+    """The section's results, or None when it was skipped for want of lightly (saying so)."""
+    p = d["sections"][name]
     if p["status"] == "skipped":
         assert "lightly" in p["reason"] or ".bench-deps" in p["reason"]
+        return None
+    return p["results"]
+
+
+def test_peer_ran_or_says_why(quick):
+    _, d = quick
+    if (p := _lightly_section(d, "peer")) is None:
         return
-    cs = p["results"]["comparisons"]
+    cs = p["comparisons"]
     assert [c["setting"] for c in cs] == ["default", "paper"]
     for c in cs:
         assert _pos(c["ours"]["step_s"]["median"]) and _pos(c["peer"]["step_s"]["median"]) and _pos(c["ratio_ours_over_peer"])
@@ -96,11 +103,8 @@ def test_peer_ran_or_says_why(quick):
 
 def test_parity_ran_or_says_why(quick):
     _, d = quick
-    p = d["sections"]["parity"]
-    if p["status"] == "skipped":
-        assert "lightly" in p["reason"] or ".bench-deps" in p["reason"]
+    if (r := _lightly_section(d, "parity")) is None:
         return
-    r = p["results"]
     assert set(r["runs"]) == {"ours", "lightly"} and all(len(v) == len(r["seeds"]) for v in r["runs"].values())
     for metric in ("linear_top1", "knn20_top1"):
         m = r[metric]
