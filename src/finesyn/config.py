@@ -396,12 +396,17 @@ def _cross_check(params: Params, source: str) -> None:
     _check_batch_fits(params, source)
 
 
+def monitor_held_out(n: int, fraction: float) -> int:
+    """Images of a class with ``n`` train images that the learning monitor holds out of training:
+    ``fraction`` of them, at least one, and at least one left to train on."""
+    return min(n - 1, max(1, round(fraction * n)))
+
+
 def synthetic_pretrain_images(cfg: DatasetConfig, val_fraction: float) -> int:
     """How many images pretraining sees on a generated dataset: its train split less the
-    learning monitor's held-out share of each class (as `eval.monitor.carve_validation` takes it)."""
+    learning monitor's held-out share of each class (none when the monitor is off)."""
     n = cfg.train_per_class
-    n_val = 0 if val_fraction == 0 else min(n - 1, max(1, round(val_fraction * n)))
-    return cfg.num_classes * (n - n_val)
+    return cfg.num_classes * (n - (monitor_held_out(n, val_fraction) if val_fraction else 0))
 
 
 def _check_batch_fits(params: Params, source: str) -> None:

@@ -27,9 +27,12 @@ def committed_json(path: Path) -> dict | None:
         return None
 
 
-def _get(d: Any, path: tuple[str, ...]) -> Any:
+def value_at(d: Any, path: tuple[str, ...]) -> Any:
+    """``d[path[0]][path[1]]…``, or None where a level is missing (a metrics file's column)."""
     for k in path:
-        d = d.get(k) if isinstance(d, dict) else None
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
     return d
 
 
@@ -51,7 +54,7 @@ def compare(files: list[Path], columns: list[tuple[str, str, tuple[str, ...]]]) 
         out["this_machine"] = out["this_machine"] or _machine(new)
         out["committed_machines"].add(_machine(old))
         for header, name, key in columns:
-            a, b = _get(new, key), _get(old, key)
+            a, b = value_at(new, key), value_at(old, key)
             if name != path.name or not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
                 continue
             out["values"] += 1

@@ -23,6 +23,7 @@ import statistics
 from pathlib import Path
 
 from finesyn.config import REFERENCE_METHODS, Params, ParamsError
+from finesyn.drift import value_at
 from finesyn.io import atomic_write_bytes, atomic_write_text
 
 COLUMNS = [  # (header, file, key path)
@@ -48,14 +49,6 @@ def columns(params: Params) -> list[tuple[str, str, tuple[str, ...]]]:
     return COLUMNS + [(f"kNN-{k}", "retrieval.json", ("knn", f"top1_k{k}")) for k in params.retrieve.knn_ks]
 
 
-def _get(d: dict, path: tuple[str, ...]):
-    for k in path:
-        if not isinstance(d, dict) or k not in d:
-            return None
-        d = d[k]
-    return d
-
-
 def collect(params: Params, metrics_root: Path) -> list[dict]:
     """One row per (dataset, experiment) of the grid, with per-seed values and their sources."""
     rows = []
@@ -72,7 +65,7 @@ def collect(params: Params, metrics_root: Path) -> list[dict]:
                 row["seeds"].append(seed)
                 row["n_test"] = loaded["probe.json"].get("n_test")
                 for header, name, path in columns(params):
-                    v = _get(loaded[name], path)
+                    v = value_at(loaded[name], path)
                     if v is not None:
                         row["values"].setdefault(header, []).append(float(v))
                 row["sources"].append(

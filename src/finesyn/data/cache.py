@@ -20,9 +20,7 @@ published as ``images.npy`` (compacted if bad images were skipped), then the man
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import ctypes
 import hashlib
 import io
 import json
@@ -161,13 +159,10 @@ def _die_with(owner: int) -> None:
     """End this worker when the process that prepares (``owner``) is gone, kill -9 included.
 
     A pool worker's parent is the forkserver, not the owner, and neither notices a SIGKILLed owner
-    while idle: without this they (and the resource tracker they keep open) live on. Linux's
-    PR_SET_PDEATHSIG covers the worker's own parent; a daemon thread that polls the owner covers
-    the rest, on any POSIX system.
+    while idle: without this they (and the resource tracker they keep open) live on. A daemon
+    thread polls the owner itself (PR_SET_PDEATHSIG would watch only the forkserver), on any POSIX
+    system; the forkserver and the tracker exit once the workers have.
     """
-    with contextlib.suppress(OSError, AttributeError):  # Linux only; the thread suffices elsewhere
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
     def watch() -> None:
         while True:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from finesyn.config import monitor_held_out
 from finesyn.eval.features import extract_features
 from finesyn.eval.knn import knn_accuracy
 from finesyn.models.backbone import Backbone
@@ -33,7 +34,7 @@ def carve_validation(train_idx: np.ndarray, labels: np.ndarray, fraction: float,
         members = train_idx[y == c]
         if len(members) < 2:
             raise ValueError(f"class {c} has {len(members)} train image(s): a validation split needs at least 2 per class")
-        n_val = min(len(members) - 1, max(1, round(fraction * len(members))))
+        n_val = monitor_held_out(len(members), fraction)
         val.append(rng.choice(members, n_val, replace=False))
     val_idx = np.sort(np.concatenate(val))
     return np.setdiff1d(train_idx, val_idx), val_idx
