@@ -116,6 +116,26 @@ VARIANTS: dict[str, dict] = {
     # hard negatives: images that share look and scene differ by the marking; a low temperature weights them most
     "init2_mocov2": _v("mocov2", {}, init=GENERIC2, **{**ADAMW, "lr": 0.0005}, methods=Q4K),
     "easy_mocov2_t005": _v("mocov2", {"look_bank": 16, "plain_background": True, **G1M14}, methods={"mocov2": {"queue_size": 4096, "temperature": 0.05}}),
+    # few shared nuisance combinations (4 looks x 4 scenes): within a combination the marking is the strongest stable instance cue
+    "look4bg4_mocov2": _v("mocov2", {"look_bank": 4, "background_bank": 4}),
+    "look4bg4_supervised": _v("supervised", {"look_bank": 4, "background_bank": 4}),
+    "look4bg4_mocov2_hue_t01": _v("mocov2", {"look_bank": 4, "background_bank": 4}, augment=HUE, methods={"mocov2": {"temperature": 0.1}}),
+    "look4bg4_mocov2_hue_t01_e26": _v("mocov2", {"look_bank": 4, "background_bank": 4}, augment=HUE, epochs=26, methods={"mocov2": {"temperature": 0.1}}),
+    "look2bg2_mocov2_hue_t01": _v("mocov2", {"look_bank": 2, "background_bank": 2}, augment=HUE, methods={"mocov2": {"temperature": 0.1}}),
+    "look4bg4_mocov2_hue_t01_crop02": _v("mocov2", {"look_bank": 4, "background_bank": 4}, augment={**HUE, "crop_scale": [0.2, 1.0]}, methods={"mocov2": {"temperature": 0.1}}),
+    # the near miss on the default data (12.7 / 10.6 at 310 steps), at the default's 13 epochs and uncapped queue, 3 seeds
+    "default_mocov2_hue_t01_e13": _v("mocov2", {}, augment=HUE, methods={"mocov2": {"temperature": 0.1}}),
+    # a plain 4-block CNN (the data test's family; an early scratch run saw MoCo v2 rise on it): no strided stem, no residual stages
+    "convnet_mocov2": _v("mocov2", {}, backbone="convnet"),
+    "convnet_supervised": _v("supervised", {}, backbone="convnet"),
+    "convnet_mocov2_hue_t01": _v("mocov2", {}, backbone="convnet", augment=HUE, methods={"mocov2": {"temperature": 0.1}}),
+    "convnet_max_mocov2": _v("mocov2", {}, backbone="convnet", pool="max"),
+    # views that cover the generator's nuisance: the bird's rotation (±40°) by rotated crops, its colours by full hue jitter
+    "default_mocov2_rot_hue_t01": _v("mocov2", {}, augment={**HUE, "rotation": 40.0}, methods={"mocov2": {"temperature": 0.1}}),
+    "default_supervised_rot": _v("supervised", {}, augment={**CROP04, "rotation": 40.0}),
+    "convnet_max_supervised": _v("supervised", {}, backbone="convnet", pool="max"),
+    "convnet_max_mocov2_hue_t01": _v("mocov2", {}, backbone="convnet", pool="max", augment=HUE, methods={"mocov2": {"temperature": 0.1}}),
+    "convnet_max_mocov2_rot": _v("mocov2", {}, backbone="convnet", pool="max", augment={**CROP04, "rotation": 40.0}),
     "easy_mocov2_hue_t01": _v("mocov2", {"look_bank": 16, "plain_background": True, **G1M14}, augment=HUE, methods={"mocov2": {"queue_size": 4096, "temperature": 0.1}}),
 }
 

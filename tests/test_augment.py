@@ -123,6 +123,31 @@ def test_a_quarter_area_crop_is_a_half_side_window_at_native_resolution():
         assert torch.all(out >= 0) and torch.all(out <= 1)
 
 
+def test_rotation_turns_the_crop_about_its_centre_by_at_most_the_bound():
+    """A full crop of a centred horizontal bar turned by phi in ±30°: the bar's pixels lie on a line
+    through the centre whose slope angle is within ±30° and not always 0 (the draws differ per sample)."""
+    size = 33
+    img = torch.zeros(64, 3, size, size)
+    img[:, :, 15:18, 2:-2] = 1.0  # horizontal bar through the centre
+    out = random_resized_crop(img, size, (1.0, 1.0), (1.0, 1.0), 0.0, gen(5), rotation=30.0)[:, 0]
+    yy, xx = torch.meshgrid(torch.arange(size) - 16.0, torch.arange(size) - 16.0, indexing="ij")
+    w = (out > 0.5).float()
+    cxx, cyy, cxy = (w * xx * xx).sum((1, 2)), (w * yy * yy).sum((1, 2)), (w * xx * yy).sum((1, 2))
+    angle = 0.5 * torch.atan2(2 * cxy, cxx - cyy).rad2deg()  # principal axis of the bar's pixels
+    assert angle.abs().max() <= 30.0 + 3.0  # the bar's 3-px width bounds the axis estimate to a few degrees
+    assert angle.abs().max() > 15.0 and angle.std() > 5.0
+    torch.testing.assert_close((w * xx).sum((1, 2)) / w.sum((1, 2)), torch.zeros(64), rtol=0, atol=0.5)  # about the centre
+
+
+def test_rotation_zero_draws_nothing_extra():
+    """rotation = 0 replays the views of the code before rotation existed (same generator stream)."""
+    x = float_images(4, 16)
+    g1, g2 = gen(9), gen(9)
+    random_resized_crop(x, 8, (0.2, 1.0), (3 / 4, 4 / 3), 0.5, g1, rotation=0.0)
+    random_resized_crop(x, 8, (0.2, 1.0), (3 / 4, 4 / 3), 0.5, g2)
+    assert torch.equal(torch.rand(3, generator=g1), torch.rand(3, generator=g2))
+
+
 # ----------------------------------------------------------------------------- blur
 def test_blur_with_a_tiny_sigma_is_the_identity():
     x = float_images(2, 12)

@@ -78,6 +78,7 @@ class AugmentConfig(Section):
     blur_p: float = Field(0.5, ge=0, le=1)
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     flip_p: float = Field(0.5, ge=0, le=1)
+    rotation: float = Field(0.0, ge=0, le=180, description="each view turned by a uniform angle in ±rotation degrees (0 = MoCo v2's views)")
 
     @field_validator("crop_scale", "blur_sigma")
     @classmethod
@@ -165,7 +166,7 @@ class SynthConfig(Section):
 class PretrainConfig(Section):
     """Settings shared by every experiment; an experiment's `overrides` may change any of them."""
 
-    backbone: Literal["resnet_small", "resnet18", "resnet50"] = Field(
+    backbone: Literal["resnet_small", "convnet", "resnet18", "resnet50"] = Field(
         "resnet18", description="resnet_small: ResNet-18's layout at 1/4 width with a 3x3 stem (the CPU default)")
     stem: Literal["standard", "small"] = Field("standard", description="small: 3x3 stride-1 conv, no max-pool")
     pool: Literal["avg", "max"] = Field("avg", description="global pool of the last feature map into h: avg (torchvision's) | max")

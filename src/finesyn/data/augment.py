@@ -44,8 +44,12 @@ def _coin(n: int, p: float, g: torch.Generator, device) -> torch.Tensor:
     return torch.rand(n, generator=g, device=device) < p
 
 
-def random_resized_crop(x, size: int, scale, ratio, flip_p: float, g: torch.Generator) -> torch.Tensor:
-    """torchvision's RandomResizedCrop (10 tries, then the whole image) + horizontal flip, by grid_sample."""
+def random_resized_crop(x, size: int, scale, ratio, flip_p: float, g: torch.Generator, rotation: float = 0.0) -> torch.Tensor:
+    """torchvision's RandomResizedCrop (10 tries, then the whole image) + horizontal flip, by grid_sample.
+
+    `rotation` > 0 also turns each crop by a uniform angle in ±rotation degrees about its centre
+    (drawn after the crop and flip, so rotation 0 replays the same views as before it existed).
+    """
     b, dev, tries = len(x), x.device, 10
     area = _uniform(b * tries, *scale, g, dev).view(b, tries)
     log_r = _uniform(b * tries, math.log(ratio[0]), math.log(ratio[1]), g, dev).view(b, tries)
@@ -62,6 +66,12 @@ def random_resized_crop(x, size: int, scale, ratio, flip_p: float, g: torch.Gene
     theta = torch.zeros(b, 2, 3, device=dev, dtype=x.dtype)
     theta[:, 0, 0], theta[:, 0, 2] = w * flip, 2 * cx - 1
     theta[:, 1, 1], theta[:, 1, 2] = h, 2 * cy - 1
+    if rotation > 0:
+        phi = _uniform(b, -math.radians(rotation), math.radians(rotation), g, dev).to(x.dtype)
+        cos, sin = phi.cos(), phi.sin()
+        sx, sy = theta[:, 0, 0].clone(), theta[:, 1, 1].clone()
+        theta[:, 0, 0], theta[:, 0, 1] = cos * sx, -sin * sy
+        theta[:, 1, 0], theta[:, 1, 1] = sin * sx, cos * sy
     grid = F.affine_grid(theta, [b, 3, size, size], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
@@ -115,7 +125,7 @@ def ssl_view(images_uint8: torch.Tensor, cfg, size: int, g: torch.Generator) -> 
     """One augmented, normalised view of a (B, H, W, 3) uint8 batch. `cfg` is an AugmentConfig."""
     x = to_float(images_uint8)
     b, dev = len(x), x.device
-    x = random_resized_crop(x, size, cfg.crop_scale, cfg.crop_ratio, cfg.flip_p, g)
+    x = random_resized_crop(x, size, cfg.crop_scale, cfg.crop_ratio, cfg.flip_p, g, cfg.rotation)
     bj, cj, sj, hj = cfg.color_jitter
     jitter = _coin(b, cfg.color_jitter_p, g, dev)
     factors = [

@@ -43,6 +43,44 @@ def resnet_small() -> models.ResNet:
     return net
 
 
+CONVNET_WIDTHS = (32, 64, 128, 256)
+
+
+class ConvNet(nn.Module):
+    """Four 3x3 conv-BN-ReLU blocks with 2x2 max-pools between them (widths 32-64-128-256).
+
+    The family of the small CNN that `tests/test_synthetic.py` trains to show that the marking is
+    learnable: no residual stages, no strided convs, full resolution for the first block. It keeps
+    ResNet's attribute names (conv1, bn1, maxpool, layer1-4, avgpool, fc), so `forward_maps`,
+    Grad-CAM and `init` loading treat it like the ResNets.
+    """
+
+    def __init__(self, widths: tuple[int, ...] = CONVNET_WIDTHS):
+        super().__init__()
+
+        def block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
+            layers = [nn.MaxPool2d(2)] if pool else []
+            return nn.Sequential(*layers, nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+        w = widths
+        self.conv1 = nn.Conv2d(3, w[0], 3, padding=1, bias=False)
+        self.bn1, self.relu, self.maxpool = nn.BatchNorm2d(w[0]), nn.ReLU(inplace=True), nn.Identity()
+        self.layer1 = block(w[0], w[1], pool=True)
+        self.layer2 = block(w[1], w[2], pool=True)
+        self.layer3 = block(w[2], w[3], pool=True)
+        self.layer4 = nn.Identity()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(w[3], 1000)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
 class Backbone(nn.Module):
     """ResNet trunk + global pool. `dim` is the size of h (512 for ResNet-18, 2048 for ResNet-50).
 
@@ -52,7 +90,9 @@ class Backbone(nn.Module):
 
     def __init__(self, arch: str = "resnet18", stem: str = "standard", pool: str = "avg"):
         super().__init__()
-        net = resnet_small() if arch == "resnet_small" else getattr(models, arch)(weights=None)
+        net = {"resnet_small": resnet_small, "convnet": ConvNet}.get(arch, lambda: getattr(models, arch)(weights=None))()
+        if stem == "small" and arch == "convnet":
+            raise ValueError("stem 'small' is for the ResNets; convnet already keeps full resolution in its first block")
         if stem == "small" and arch == "resnet_small":
             net.maxpool = nn.Identity()  # full resolution in layer1
         elif stem == "small":
@@ -102,7 +142,11 @@ def _load_trunk(backbone: Backbone, state: dict, source: str) -> None:
     state = {k.removeprefix("module.").removeprefix("net."): v for k, v in state.items() if not k.startswith("fc.")}
     if backbone.stem == "small":
         state.pop("conv1.weight", None)  # the small stem has a different first conv; it starts from scratch
-    missing, unexpected = backbone.net.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = backbone.net.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches: another architecture or width
+        detail = str(e).split("\n\t")[1:4]
+        raise ValueError(f"pretrain.init: {source} does not fit {backbone.arch}: {'; '.join(detail)}") from None
     allowed_missing = {"conv1.weight"} if backbone.stem == "small" else set()
     if set(missing) - allowed_missing or unexpected:
         raise ValueError(
