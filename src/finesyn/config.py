@@ -167,7 +167,8 @@ class PretrainConfig(Section):
     """Settings shared by every experiment; an experiment's `overrides` may change any of them."""
 
     backbone: Literal["resnet_small", "convnet", "resnet18", "resnet50"] = Field(
-        "resnet18", description="resnet_small: ResNet-18's layout at 1/4 width with a 3x3 stem (the CPU default)")
+        "resnet18", description="convnet: four conv-BN-ReLU blocks with max-pools (the CPU default, with pool: max); "
+        "resnet_small: ResNet-18's layout at 1/4 width with a 3x3 stem")
     stem: Literal["standard", "small"] = Field("standard", description="small: 3x3 stride-1 conv, no max-pool")
     pool: Literal["avg", "max"] = Field("avg", description="global pool of the last feature map into h: avg (torchvision's) | max")
     init: str = Field("random", description="random | imagenet | path to a state_dict (.pth)")
