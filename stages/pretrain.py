@@ -129,6 +129,12 @@ def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out:
         if not ctx.is_main:
             return
 
+        if result.synth is not None:  # Fig. 4's yardstick: does g(h) render more than the mean image?
+            from finesyn.synth.reconstruction import reconstruction_psnr
+
+            recon = reconstruction_psnr(result.backbone, result.synth.decoder, ds.images, ds.indices("test"), train_idx, crop)
+            log.info("g(h) on %d test images: PSNR %.2f dB, the mean training image %.2f dB (%+.2f dB)",
+                     recon["images"], recon["psnr_db"], recon["mean_image_psnr_db"], recon["gain_db"])
         record = {
             "dataset": dataset, "experiment": experiment, "method": exp.method, "synth": exp.synth, "run_id": run_id,
             "steps": result.steps, "train_images": len(train_idx), "resumed_from_step": result.resumed_from, "wall_time_s": round(wall, 2), "processes": ctx.world_size,
@@ -142,7 +148,8 @@ def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out:
         write_curves(result.history, result.monitor, out / "live")
         if result.pair_images is not None:
             atomic_write_bytes(out / "pairs.png", pair_grid_png(result.pair_images))
-        atomic_write_json(out / "train.json", {**record, "final": result.history[-1] if result.history else None, "monitor": result.monitor})
+        recon_record = {"reconstruction": recon} if result.synth is not None else {}
+        atomic_write_json(out / "train.json", {**record, **recon_record, "final": result.history[-1] if result.history else None, "monitor": result.monitor})
         log.info("wrote %s (%d steps, %.1f s)", out / "encoder.pt", result.steps, wall)
 
 

@@ -34,7 +34,10 @@ def test_dvc_repro_writes_metrics_with_provenance(project):
             # what makes floats differ across machines (issue 17.3): CPU, SIMD level, BLAS
             assert m["machine"]["cpu_model"] and m["machine"]["torch_cpu_capability"] and m["machine"]["torch_blas"]
     assert (project / "models/synthetic/mocov2_synth/seed0/pairs.png").is_file()
+    recon = json.loads((project / "models/synthetic/mocov2_synth/seed0/train.json").read_text())["reconstruction"]
+    assert recon["images"] > 0 and recon["gain_db"] == pytest.approx(recon["psnr_db"] - recon["mean_image_psnr_db"], abs=2e-3)
     table = (project / "reports/results.md").read_text()
+    assert "## Fig. 4" in table and "mean PSNR of g(h)" in table
     assert "| random_init |" in table and "| mocov2_synth |" in table and "probe.json" in table
 
 

@@ -97,6 +97,8 @@ def tree(tmp_path_factory):
                 write_tsv(live, "lr", [5, 10, 15], [0.1, 0.05, 0.0])
     for e in ("mocov2_synth", "mocov2_varonly"):  # ν = 0 runs make no pairs
         (root / "models" / D / e / "seed0" / "pairs.png").write_bytes(png_bytes())
+    recon = {"psnr_db": 17.25, "mean_image_psnr_db": 12.5, "gain_db": 4.75, "images": 40, "view": "eval view"}
+    (root / "models" / D / "mocov2_synth" / "seed0" / "train.json").write_text(json.dumps({"reconstruction": recon}))
     save_encoder(root / "models" / D / "mocov2" / "seed0", 1)
     save_encoder(root / "models" / D / "mocov2_synth" / "seed0", 2)
     # features of the Fig. 2 encoder: dim 3 separates the classes (large variance), dim 0 is constant
@@ -245,6 +247,11 @@ def test_figures_written_and_embedded(report):
         assert f["caption"].split("(")[0] in html
     assert "layer2" in figs["fig3_gradcam_toy"]["caption"]  # 32 px: layer4 is 1x1, the 4x4 block is used
     assert "mocov2_a05_nu0" in figs["fig5_alpha"]["caption"]
+    # Fig. 4's yardstick: g(h)'s PSNR against the mean image's, from train.json; a run without it says so
+    assert "17.25 dB" in figs["fig4_pairs_toy_mocov2_synth"]["caption"] and "+4.75 dB" in figs["fig4_pairs_toy_mocov2_synth"]["caption"]
+    assert "No reconstruction PSNR" in figs["fig4_pairs_toy_mocov2_varonly"]["caption"]
+    md = (out / "results.md").read_text()
+    assert "## Fig. 4" in md and "toy/mocov2_synth (seed 0): Reconstruction on 40 test images" in md and "renders more than the mean image" in md
 
 
 def test_html_has_every_row_and_its_provenance(report):

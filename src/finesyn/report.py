@@ -566,29 +566,48 @@ def fig_gradcam(params: Params, data_root: Path, models_root: Path, fig_dir: Pat
     return figs
 
 
+def pair_experiments(params: Params) -> list[tuple[str, str]]:
+    """(dataset, experiment) of the grid's runs that decode pairs (synth with ν > 0; α-only runs make none)."""
+    return [(d, e) for d in params.grid.datasets for e in params.grid.experiments
+            if params.experiments[e].synth and params.pretrain_for(e).nu != 0]
+
+
+def reconstruction_lines(params: Params, models_root: Path) -> list[str]:
+    seed = _seed0(params)
+    return [f"- {d}/{e} (seed {seed}): " + reconstruction_text(models_root / d / e / f"seed{seed}" / "train.json") for d, e in pair_experiments(params)]
+
+
+def reconstruction_text(train_json: Path) -> str:
+    """One sentence on g(h)'s PSNR against the mean-image yardstick, from the pretrain stage's train.json."""
+    rec = json.loads(train_json.read_text()).get("reconstruction") if train_json.is_file() else None
+    if not rec:
+        return f"No reconstruction PSNR: {train_json} has none (a run from before it was recorded: rerun its pretrain stage)."
+    verdict = "renders more than the mean image" if rec["gain_db"] >= 3 else "does not beat the mean image by 3 dB: it renders little of the content"
+    return (f"Reconstruction on {rec['images']} test images ({rec['view']}): mean PSNR of g(h) {rec['psnr_db']:.2f} dB, of the mean "
+            f"training image {rec['mean_image_psnr_db']:.2f} dB ({rec['gain_db']:+.2f} dB): g {verdict}.")
+
+
 def fig_pairs(params: Params, models_root: Path, fig_dir: Path, log: logging.Logger) -> list[Figure]:
     from finesyn import figures
 
     seed = _seed0(params)
     figs = []
-    for dataset in params.grid.datasets:
-        for exp in params.grid.experiments:
-            if not params.experiments[exp].synth or params.pretrain_for(exp).nu == 0:
-                continue  # ν = 0 (α-only) runs make no pairs
-            src = models_root / dataset / exp / f"seed{seed}" / "pairs.png"
-            fid = f"fig4_pairs_{dataset}_{exp}"
-            title = f"Fig. 4 analogue — {dataset}, {exp}"
-            if not src.is_file():
-                figs.append(Figure(id=fid, section="fig4", title=title, path=None, sources=[str(src)], caption=f"Not drawn: {src} does not exist."))
-                continue
-            path = figures.save_png(figures.pairs_figure(src.read_bytes(), f"{dataset}: {exp} (seed {seed})"), fig_dir / f"{fid}.png")
-            figs.append(Figure(
-                id=fid, section="fig4", title=title, path=path, sources=[str(src)],
-                caption=(f"Generated pairs of <b>{exp}</b> (seed {seed}) at the end of pretraining: the pretrain stage's pairs.png, enlarged (pixels unchanged). "
-                         "Each row: the augmented input view, its reconstruction g(h), and g(h̃) decoded from the feature with the "
-                         "selected non-discriminative dimensions perturbed. The pair (g(h), g(h̃)) should differ only in non-discriminative content."),
-            ))
-            log.info("wrote %s", path)
+    for dataset, exp in pair_experiments(params):
+        src = models_root / dataset / exp / f"seed{seed}" / "pairs.png"
+        fid = f"fig4_pairs_{dataset}_{exp}"
+        title = f"Fig. 4 analogue — {dataset}, {exp}"
+        if not src.is_file():
+            figs.append(Figure(id=fid, section="fig4", title=title, path=None, sources=[str(src)], caption=f"Not drawn: {src} does not exist."))
+            continue
+        path = figures.save_png(figures.pairs_figure(src.read_bytes(), f"{dataset}: {exp} (seed {seed})"), fig_dir / f"{fid}.png")
+        recon_text, sources = reconstruction_text(src.parent / "train.json"), [str(src), str(src.parent / "train.json")]
+        figs.append(Figure(
+            id=fid, section="fig4", title=title, path=path, sources=sources,
+            caption=(f"Generated pairs of <b>{exp}</b> (seed {seed}) at the end of pretraining: the pretrain stage's pairs.png, enlarged (pixels unchanged). "
+                     "Each row: the augmented input view, its reconstruction g(h), and g(h̃) decoded from the feature with the "
+                     f"selected non-discriminative dimensions perturbed. The pair (g(h), g(h̃)) should differ only in non-discriminative content. {recon_text}"),
+        ))
+        log.info("wrote %s", path)
     return figs
 
 
@@ -883,9 +902,15 @@ def build_report(
     refs = None
     if params.report.reference_numbers is not None:
         refs = compare_reference(rows, load_reference_numbers(params.report.reference_numbers, params))
-    atomic_write_text(out / "results.md", to_markdown(params, rows, refs))
+    recon = reconstruction_lines(params, models_root) if models_root is not None else []
+    md = to_markdown(params, rows, refs)
+    if recon:
+        md += "\n## Fig. 4: does g(h) reconstruct its input?\n\n" + "\n".join(recon) + "\n"
+    atomic_write_text(out / "results.md", md)
     atomic_write_text(out / "results.csv", to_csv(params, rows))
     print_table(params, rows)
+    for line in recon:
+        log.info("Fig. 4 %s", line.removeprefix("- "))
     log.info("wrote %s and %s", out / "results.md", out / "results.csv")
     result = {"rows": rows, "refs": refs, "figures": []}
     if features_root is None or models_root is None or data_root is None:
