@@ -21,15 +21,14 @@ The whole file takes ≈ 45-60 s on 2 idle cores.
 from __future__ import annotations
 
 import time
-import warnings
 
 import numpy as np
 import pytest
 
+from benchmarks.fine_grained_check import CHANCE_MARGIN, colour_features, fit_logreg, pixel_features
 from finesyn.data import synthetic as syn
 from finesyn.data.synthetic import SyntheticDataset, class_layout, generate_synthetic
 
-CHANCE_MARGIN = 0.05  # asserted: no-shortcut accuracy < chance + 5 points
 CNN_MIN_ACC = 0.40  # asserted: CNN accuracy > 4x chance (measured 0.675)
 
 
@@ -136,27 +135,12 @@ def test_classes_differ_only_in_a_small_region():
         assert np.abs(imgs.mean(axis=(1, 2, 3)) - imgs.mean()).max() < 0.5
 
 
-def _fit_logreg(xtr, ytr, xte, yte, c):
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from threadpoolctl import threadpool_limits
-
-    mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
-    xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
-    # one BLAS thread: multithreaded BLAS spin-waits badly on a busy 2-core machine
-    with threadpool_limits(1), warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        clf = LogisticRegression(C=c, max_iter=200).fit(xtr, ytr)
-    return clf.score(xtr, ytr), clf.score(xte, yte)
-
-
 def test_linear_classifier_on_pixels_is_near_chance(default_ds):
     pytest.importorskip("sklearn")
     ds, _ = default_ds
-    x = ds.images.astype(np.float32).reshape(len(ds), 32, 2, 32, 2, 3).mean(axis=(2, 4))
-    x = x.reshape(len(ds), -1) / 255.0
+    x = pixel_features(ds)  # 32-px pixels of the 64-px images
     tr = ds.split == "train"
-    train_acc, test_acc = _fit_logreg(x[tr], ds.labels[tr], x[~tr], ds.labels[~tr], c=0.01)
+    train_acc, test_acc = fit_logreg(x[tr], ds.labels[tr], x[~tr], ds.labels[~tr], c=0.01)
     chance = 1.0 / len(ds.class_names)
     print(f"linear on 32-px pixels: train {train_acc:.3f}, test {test_acc:.3f}")
     assert train_acc > 0.5  # the model is not degenerate: it memorises the training set
@@ -166,12 +150,9 @@ def test_linear_classifier_on_pixels_is_near_chance(default_ds):
 def test_global_colour_statistics_are_near_chance(default_ds):
     pytest.importorskip("sklearn")
     ds, _ = default_ds
-    x = ds.images.astype(np.float32).reshape(len(ds), -1, 3) / 255.0
-    feats = np.concatenate(
-        [x.mean(1), x.std(1)] + [np.percentile(x, q, axis=1) for q in (5, 25, 50, 75, 95)], 1
-    )
+    feats = colour_features(ds)
     tr = ds.split == "train"
-    _, test_acc = _fit_logreg(feats[tr], ds.labels[tr], feats[~tr], ds.labels[~tr], c=1.0)
+    _, test_acc = fit_logreg(feats[tr], ds.labels[tr], feats[~tr], ds.labels[~tr], c=1.0)
     print(f"linear on global colour statistics: test {test_acc:.3f}")
     assert test_acc < 1.0 / len(ds.class_names) + CHANCE_MARGIN, test_acc
 
