@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from finesyn.models.backbone import CONVNET_WIDTHS, Backbone, load_init
+from finesyn.models.backbone import CONVNET_WIDTHS, NARROW_WIDTHS, Backbone, load_init
 
 
 def test_convnet_keeps_full_resolution_first_and_an_8x8_map_at_64_px():
@@ -38,3 +38,16 @@ def test_convnet_state_dict_round_trips_through_init(tmp_path):
 def test_convnet_refuses_the_small_stem():
     with pytest.raises(ValueError, match="stem 'small'"):
         Backbone("convnet", "small")
+
+
+def test_convnet_narrow_is_the_same_layout_at_half_width(tmp_path):
+    x = torch.randn(2, 3, 64, 64)
+    wide, narrow = Backbone("convnet").eval(), Backbone("convnet_narrow").eval()
+    assert narrow.dim == NARROW_WIDTHS[-1] == CONVNET_WIDTHS[-1] // 2
+    assert narrow.forward_maps(x).shape == (2, NARROW_WIDTHS[-1], 8, 8)
+    shapes = lambda net: [tuple(p.shape) for p in net.parameters()]  # noqa: E731
+    assert [len(s) for s in shapes(narrow)] == [len(s) for s in shapes(wide)]
+    assert sum(p.numel() for p in narrow.parameters()) * 3.5 < sum(p.numel() for p in wide.parameters())
+    torch.save(narrow.net.state_dict(), tmp_path / "narrow.pth")
+    with pytest.raises(ValueError, match="does not fit convnet"):  # a narrow init in the wide net names the mismatch
+        load_init(Backbone("convnet"), str(tmp_path / "narrow.pth"))

@@ -303,6 +303,18 @@ def test_supervised_loss_is_the_mean_cross_entropy_of_both_views():
     torch.testing.assert_close(out.h1, m.backbone(x1))
 
 
+def test_supervised_with_one_view_never_reads_the_second():
+    torch.manual_seed(0)
+    m = Supervised(TinyBackbone(), num_classes=3, views=1)
+    x1, y = images(4, 1), torch.tensor([2, 0, 1, 2])
+    m.set_targets(y)
+    out = m.ssl_loss(x1, torch.full_like(x1, float("nan")))  # a NaN second view would poison the loss if read
+    logits = m.projector(m.backbone(x1))
+    torch.testing.assert_close(out.loss, (logits.exp().sum(1).log() - logits[torch.arange(4), y]).mean())
+    with pytest.raises(ValueError, match="views"):
+        Supervised(TinyBackbone(), num_classes=3, views=3)
+
+
 def test_supervised_refuses_a_batch_without_its_labels():
     m = Supervised(TinyBackbone(), num_classes=3)
     with pytest.raises(RuntimeError, match="set_targets"):

@@ -121,9 +121,11 @@ class SimCLRConfig(Section):
 
 
 class SupervisedConfig(Section):
-    """The supervised reference row (not SSL): a linear head on h, cross-entropy on both views."""
+    """The supervised reference row (not SSL): a linear head on h, cross-entropy on one or both views."""
 
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing (0 = none)")
+    views: int = Field(2, ge=1, le=2, description="labelled views per image and step: 2 = both SSL views (twice the cost), "
+                       "1 = the first view only (standard supervised training; the second view is drawn and unused, so the random streams are the same)")
 
 
 class MethodsConfig(Section):
@@ -166,8 +168,8 @@ class SynthConfig(Section):
 class PretrainConfig(Section):
     """Settings shared by every experiment; an experiment's `overrides` may change any of them."""
 
-    backbone: Literal["resnet_small", "convnet", "resnet18", "resnet50"] = Field(
-        "resnet18", description="convnet: four conv-BN-ReLU blocks with max-pools (the CPU default, with pool: max); "
+    backbone: Literal["resnet_small", "convnet", "convnet_narrow", "resnet18", "resnet50"] = Field(
+        "resnet18", description="convnet: four conv-BN-ReLU blocks with max-pools (widths 32-64-128-256; convnet_narrow: 16-32-64-128); "
         "resnet_small: ResNet-18's layout at 1/4 width with a 3x3 stem")
     stem: Literal["standard", "small"] = Field("standard", description="small: 3x3 stride-1 conv, no max-pool")
     pool: Literal["avg", "max"] = Field("avg", description="global pool of the last feature map into h: avg (torchvision's) | max")

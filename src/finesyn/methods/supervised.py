@@ -17,7 +17,7 @@ from finesyn.models.heads import mlp
 
 @register("supervised")
 class Supervised(SSLMethod):
-    """Cross-entropy of a linear head on both views (each view is a labelled sample).
+    """Cross-entropy of a linear head on `views` views (each view is a labelled sample).
 
     The loop hands each step's labels to `set_targets` before `ssl_loss`. Multi-process rule: the
     default (SyncBN); the loss is a per-sample mean, so DDP's gradient average is the global mean.
@@ -25,9 +25,11 @@ class Supervised(SSLMethod):
 
     uses_labels = True
 
-    def __init__(self, backbone, num_classes: int, label_smoothing: float = 0.0):
+    def __init__(self, backbone, num_classes: int, label_smoothing: float = 0.0, views: int = 2):
         super().__init__(backbone)
-        self.label_smoothing = label_smoothing
+        if views not in (1, 2):
+            raise ValueError(f"methods.supervised.views must be 1 or 2, got {views}")
+        self.label_smoothing, self.views = label_smoothing, views
         self.projector_spec = {"dims": [backbone.dim, num_classes]}  # one Linear: `project` gives the logits
         self.projector = mlp(**self.projector_spec)
         self.targets: torch.Tensor | None = None
@@ -36,7 +38,8 @@ class Supervised(SSLMethod):
     def from_config(cls, backbone, cfg, num_train: int, num_classes: int | None = None) -> "Supervised":
         if not num_classes:
             raise ValueError("method 'supervised' needs the dataset's labels (num_classes)")
-        return cls(backbone, num_classes, cfg.methods.supervised.label_smoothing)
+        sup = cfg.methods.supervised
+        return cls(backbone, num_classes, sup.label_smoothing, sup.views)
 
     def set_targets(self, targets: torch.Tensor) -> None:
         self.targets = targets
@@ -47,7 +50,6 @@ class Supervised(SSLMethod):
     def ssl_loss(self, x1, x2, update_state=True) -> SSLOutput:
         if self.targets is None or len(self.targets) != len(x1):
             raise RuntimeError("Supervised.ssl_loss: call set_targets with this batch's labels first")
-        h1, h2 = self.backbone(x1), self.backbone(x2)
-        ce = [F.cross_entropy(self.projector(h), self.targets, label_smoothing=self.label_smoothing) for h in (h1, h2)]
-        loss = 0.5 * (ce[0] + ce[1])
-        return SSLOutput(loss, h1)
+        hs = [self.backbone(x) for x in (x1, x2)[: self.views]]
+        ce = [F.cross_entropy(self.projector(h), self.targets, label_smoothing=self.label_smoothing) for h in hs]
+        return SSLOutput(sum(ce) / len(ce), hs[0])

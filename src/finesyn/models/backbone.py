@@ -44,6 +44,7 @@ def resnet_small() -> models.ResNet:
 
 
 CONVNET_WIDTHS = (32, 64, 128, 256)
+NARROW_WIDTHS = (16, 32, 64, 128)  # convnet_narrow: half the widths, ~1/4 of the multiply-adds, h of 128 dims
 
 
 class ConvNet(nn.Module):
@@ -90,8 +91,8 @@ class Backbone(nn.Module):
 
     def __init__(self, arch: str = "resnet18", stem: str = "standard", pool: str = "avg"):
         super().__init__()
-        net = {"resnet_small": resnet_small, "convnet": ConvNet}.get(arch, lambda: getattr(models, arch)(weights=None))()
-        if stem == "small" and arch == "convnet":
+        net = {"resnet_small": resnet_small, "convnet": ConvNet, "convnet_narrow": lambda: ConvNet(NARROW_WIDTHS)}.get(arch, lambda: getattr(models, arch)(weights=None))()
+        if stem == "small" and arch.startswith("convnet"):
             raise ValueError("stem 'small' is for the ResNets; convnet already keeps full resolution in its first block")
         if stem == "small" and arch == "resnet_small":
             net.maxpool = nn.Identity()  # full resolution in layer1
