@@ -42,6 +42,8 @@ def lightly_pretrain(L, images: np.ndarray, train_idx: np.ndarray, cfg, crop: in
     m = cfg.methods.mocov2
     torch.manual_seed(seed)
     backbone = Backbone(cfg.backbone, cfg.stem, cfg.pool)
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format  # ours: pretrain.channels_last
+    backbone = backbone.to(memory_format=layout)
     head = L.MoCoProjectionHead(backbone.dim, m.proj_hidden_dim, m.proj_dim)
     backbone_m, head_m = (copy.deepcopy(x).requires_grad_(False) for x in (backbone, head))
     criterion = L.NTXentLoss(temperature=m.temperature, memory_bank_size=(m.queue_size, m.proj_dim))
@@ -56,7 +58,7 @@ def lightly_pretrain(L, images: np.ndarray, train_idx: np.ndarray, cfg, crop: in
             perm = torch.randperm(len(train_idx), generator=g_data)
         rows = perm[(step % steps_per_epoch) * cfg.batch_size:][: cfg.batch_size].numpy()
         batch = torch.from_numpy(np.ascontiguousarray(images[train_idx[rows]]))
-        v1, v2 = (ssl_view(batch, cfg.augment, crop, g_aug) for _ in range(2))
+        v1, v2 = (ssl_view(batch, cfg.augment, crop, g_aug).contiguous(memory_format=layout) for _ in range(2))
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, step, total, steps_per_epoch)
         L.update_momentum(backbone, backbone_m, m.momentum)
@@ -68,7 +70,7 @@ def lightly_pretrain(L, images: np.ndarray, train_idx: np.ndarray, cfg, crop: in
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return backbone.eval()
+    return backbone.to(memory_format=torch.contiguous_format).eval()
 
 
 def _ours(images, train_idx, cfg, crop: int, seed: int, ckpt):
