@@ -53,7 +53,7 @@ def queue_states(project) -> dict[str, str]:
 
 
 def test_queued_sweep_runs_outside_the_workspace(project):
-    """The README's sweep: queued experiments run in copies under .dvc/tmp/exps (shared cache, no
+    """The sweep of docs/pipeline.md: queued experiments run in copies under .dvc/tmp/exps (shared cache, no
     checkpoints/, tools from PATH); `dvc exp show`, `metrics diff` and `plots diff` compare them."""
     run(["dvc", "repro"], project)  # the committed baseline holds the current grid's results
     run(["git", "add", "-A"], project)
@@ -86,7 +86,7 @@ def test_queued_sweep_runs_outside_the_workspace(project):
     changed = metrics(exps[other], "mocov2_synth")["probe.json"]
     assert changed["encoder_run_id"] != metrics(base, "mocov2_synth")["probe.json"]["encoder_run_id"]
 
-    name = exps[other]["name"]  # the README's filtered view lists each experiment's ν and metrics
+    name = exps[other]["name"]  # docs/pipeline.md's filtered view lists each experiment's ν and metrics
     table = run(["dvc", "exp", "show", "--csv", "--drop", ".*", "--keep", r"Experiment|pretrain\.nu|.*mocov2_synth.*:(top1|mAP)$"], project).stdout
     header, *rows = table.splitlines()
     assert set(header.split(",")) == {"Experiment", "pretrain.nu", "metrics/synthetic/mocov2_synth/seed0/probe.json:top1",
