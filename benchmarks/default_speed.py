@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.learning import _deep_merge, _v, dataset, pretrain_config
-from finesyn.config import PretrainConfig
+from benchmarks.learning import _v, dataset, pretrain_config
 from finesyn.train import RunSpec, pretrain
 
 SETTINGS = [  # (method, synth, pretrain overrides)
@@ -29,8 +28,7 @@ SETTINGS = [  # (method, synth, pretrain overrides)
 def epoch_seconds(method: str, synth: bool, overrides: dict) -> float:
     ds = dataset({})
     tr = np.nonzero(ds.split == "train")[0]
-    base = pretrain_config(_v(method, {})).model_dump()
-    cfg = PretrainConfig(**_deep_merge(base, {**overrides, "epochs": 1}))
+    cfg = pretrain_config(_v(method, {}, **overrides, epochs=1))  # params.yaml's pretrain, deep-merged with the overrides
     with tempfile.TemporaryDirectory(prefix="finesyn-speed-") as tmp:
         t0 = time.perf_counter()
         pretrain(ds.images, RunSpec(method, synth, cfg, ds.image_size, 0, "speed", Path(tmp)), tr, labels=ds.labels, num_classes=len(ds.class_names))
