@@ -156,13 +156,14 @@ def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out:
 def _monitor_split(ds, cfg, crop: int, dataset_cfg):
     """(images pretraining sees, the learning monitor or None): `pretrain.monitor_val_fraction` of each
     class of the train split is held out of pretraining (for every method, so rows stay comparable)."""
-    from finesyn.eval.monitor import KnnMonitor, carve_validation
+    from finesyn.eval.monitor import KnnMonitor, bank_subset, carve_validation
 
     train_idx = ds.indices("train")
     if cfg.monitor_val_fraction == 0:
         return train_idx, None
     fit, val = carve_validation(train_idx, ds.labels, cfg.monitor_val_fraction, dataset_cfg.split_seed)
-    monitor = KnnMonitor(ds.images, ds.labels, fit, val, crop, k=cfg.monitor_k, device=cfg.device, channels_last=cfg.channels_last)
+    bank = bank_subset(fit, ds.labels, cfg.monitor_bank_per_class, dataset_cfg.split_seed)
+    monitor = KnnMonitor(ds.images, ds.labels, bank, val, crop, k=cfg.monitor_k, device=cfg.device, channels_last=cfg.channels_last)
     return fit, monitor if cfg.monitor_every_steps > 0 else None
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from finesyn.eval.monitor import KnnMonitor, carve_validation
+from finesyn.eval.monitor import KnnMonitor, bank_subset, carve_validation
 from finesyn.train import pretrain
 from tests.train_runner import final_state, tiny_images, tiny_spec
 
@@ -19,6 +19,17 @@ def test_validation_is_a_stratified_seeded_part_of_train_and_leaves_it():
         assert int((labels[val] == c).sum()) == round(0.2 * n_c)
     assert np.array_equal(carve_validation(train_idx, labels, 0.2, seed=0)[1], val)
     assert not np.array_equal(carve_validation(train_idx, labels, 0.2, seed=1)[1], val)
+
+
+def test_bank_takes_per_class_images_of_fit_only_seeded_and_0_keeps_all():
+    labels = np.repeat(np.arange(3), [40, 40, 5])
+    fit = np.arange(2, 85)  # images 0-1 (class 0) are held out: never in the bank
+    bank = bank_subset(fit, labels, 10, seed=0)
+    assert set(bank) <= set(fit)
+    assert [int((labels[bank] == c).sum()) for c in range(3)] == [10, 10, 5]  # a smaller class gives all it has
+    assert np.array_equal(bank_subset(fit, labels, 10, seed=0), bank)
+    assert not np.array_equal(bank_subset(fit, labels, 10, seed=1), bank)
+    assert np.array_equal(bank_subset(fit, labels, 0, seed=0), fit)
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1])

@@ -200,6 +200,20 @@ def test_supervised_reference_learns_the_labels_of_its_own_images(tmp_path):
     assert (pred[:13] == labels[:13]).mean() == 1.0  # held-out images: chance would be 1/3
 
 
+@pytest.mark.parametrize("views", [1, 2])
+def test_the_loop_augments_only_the_views_the_method_reads(tmp_path, monkeypatch, views):
+    """methods.supervised.views: 1 draws one augmented view per step (not a second one to throw away)."""
+    import finesyn.train as train
+
+    calls = []
+    real = train.ssl_view
+    monkeypatch.setattr(train, "ssl_view", lambda *a, **k: calls.append(1) or real(*a, **k))
+    imgs, labels = _coloured_images()
+    spec = tiny_spec(tmp_path, method="supervised", synth=False, epochs=1, methods={"supervised": {"views": views}})
+    result = pretrain(imgs, spec, np.arange(48), labels=labels, num_classes=3)
+    assert len(calls) == views * result.steps
+
+
 def test_adamw_is_the_configured_optimizer_and_resumes_exactly(tmp_path):
     """pretrain.optimizer: adamw trains with AdamW (betas from momentum, adam_beta2) and its moment
     estimates are checkpointed: resuming at a mid-epoch checkpoint ends where an uninterrupted run ends."""

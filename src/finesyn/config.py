@@ -205,6 +205,9 @@ class PretrainConfig(Section):
     monitor_val_fraction: float = Field(
         0.1, ge=0, lt=1, description="fraction of each class of the train split held out of pretraining as the monitor's validation images; 0 = none (the monitor is then off)")
     monitor_k: int = Field(20, ge=1, description="neighbours of the monitor's kNN vote")
+    monitor_bank_per_class: int = Field(
+        0, ge=0, description="the monitor's kNN bank: this many pretraining images per class (seeded, the same for every run); 0 = all of them. "
+        "Each monitor point is one feature pass over the bank and the held-out images, so a small bank makes the curve cheap")
     augment: AugmentConfig = AugmentConfig()
     methods: MethodsConfig = MethodsConfig()
     alpha: float = Field(0.05, ge=0, description="weight of L_R (synth experiments only)")

@@ -367,7 +367,7 @@ def pretrain(
                     v1, v2 = spec.views(batch, idx, step)
                 else:
                     v1 = ssl_view(batch, cfg.augment, spec.crop_size, g_aug)
-                    v2 = ssl_view(batch, cfg.augment, spec.crop_size, g_aug)
+                    v2 = ssl_view(batch, cfg.augment, spec.crop_size, g_aug) if method.views > 1 else v1
                 if cfg.channels_last:
                     v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
                 out, s = objective(v1, v2, g_synth)
@@ -496,7 +496,9 @@ __all__ = ["RunSpec", "TrainResult", "pretrain", "encoder_artifact", "NonFiniteL
 # Raised when a method computes something else under the same settings, so that its runs get a new
 # identity and a checkpoint of the old computation is never resumed. mocov2 2: the queue is no
 # longer capped at the training set and stores each key's image index (own images masked).
-METHOD_REVISION = {"mocov2": 2}
+# supervised 2: with methods.supervised.views 1 the loop no longer draws a second (unread) view, so
+# the augmentation stream, and the run, differ from before.
+METHOD_REVISION = {"mocov2": 2, "supervised": 2}
 
 
 def run_settings(params, dataset: str, experiment: str) -> dict:
@@ -518,7 +520,7 @@ def run_settings(params, dataset: str, experiment: str) -> dict:
             d.pop(key)
     if cfg.optimizer == "sgd":
         d.pop("adam_beta2")
-    for key in ("device", "threads", "channels_last", "compile", "checkpoint_every_steps", "keep_checkpoints", "keep_other_runs", "log_every_steps", "monitor_every_steps", "monitor_k"):
+    for key in ("device", "threads", "channels_last", "compile", "checkpoint_every_steps", "keep_checkpoints", "keep_other_runs", "log_every_steps", "monitor_every_steps", "monitor_k", "monitor_bank_per_class"):
         d.pop(key)  # how to run, not what is computed (layout and compilation change only float rounding)
     revision = {"revision": METHOD_REVISION[exp.method]} if exp.method in METHOD_REVISION else {}
     return {"method": exp.method, **revision, "synth": exp.synth, "crop_size": crop, **d}

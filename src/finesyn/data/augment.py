@@ -13,7 +13,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms._functional_tensor import _rgb2hsv
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -99,6 +98,8 @@ def color_jitter(x, brightness, contrast, saturation, hue) -> torch.Tensor:
     mean = grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
     x = (contrast.view(view) * x + (1 - contrast.view(view)) * mean).clamp(0, 1)
     x = (saturation.view(view) * x + (1 - saturation.view(view)) * grayscale(x)).clamp(0, 1)
+    from torchvision.transforms._functional_tensor import _rgb2hsv  # here: extraction never pays the import
+
     hsv = _rgb2hsv(x)
     hsv = torch.cat([(hsv[:, :1] + hue.view(view)) % 1.0, hsv[:, 1:]], dim=1)
     return _hsv2rgb(hsv)

@@ -2,8 +2,8 @@
 
 It answers "does this run learn, and when?" without touching the test set: `carve_validation`
 holds a stratified fraction of the train split out of pretraining, and `KnnMonitor` scores the
-current encoder by a cosine kNN vote of those held-out images against the remaining train
-images (the probe's own protocol, on frozen centre-crop features).
+current encoder by a cosine kNN vote of those held-out images against a bank of the remaining
+train images (`bank_subset`; the probe's own protocol, on frozen centre-crop features).
 """
 
 from __future__ import annotations
@@ -38,6 +38,22 @@ def carve_validation(train_idx: np.ndarray, labels: np.ndarray, fraction: float,
         val.append(rng.choice(members, n_val, replace=False))
     val_idx = np.sort(np.concatenate(val))
     return np.setdiff1d(train_idx, val_idx), val_idx
+
+
+def bank_subset(fit_idx: np.ndarray, labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """The monitor's kNN bank: `per_class` images of each class of `fit_idx` (all of a smaller class), seeded.
+
+    The bank is what a monitor point extracts besides the held-out images; the default's 50 per class
+    make a point ~3x cheaper than the whole train split, and the vote of 20 neighbours stays defined.
+    0 keeps every image. Like the split, it depends only on the data and `seed`.
+    """
+    fit_idx = np.asarray(fit_idx)
+    if per_class == 0:
+        return fit_idx
+    rng = np.random.default_rng([seed, 2025])
+    y = np.asarray(labels)[fit_idx]
+    picks = [rng.choice(m, min(per_class, len(m)), replace=False) for m in (fit_idx[y == c] for c in np.unique(y))]
+    return np.sort(np.concatenate(picks))
 
 
 @dataclass

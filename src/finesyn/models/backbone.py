@@ -6,7 +6,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision import models
 
 IMAGENET_HINT = (
     "Get the torchvision ImageNet checkpoint for {arch} on a machine with internet "
@@ -15,10 +14,18 @@ IMAGENET_HINT = (
 )
 
 
+def _models():
+    """torchvision.models, imported on first use: the import costs ~1.3 s per stage process, and a
+    convnet encoder (the CPU default) never needs it."""
+    from torchvision import models
+
+    return models
+
+
 SMALL_WIDTHS = (16, 32, 64, 128)  # resnet_small: ResNet-18's block layout at 1/4 of its widths
 
 
-def resnet_small() -> models.ResNet:
+def resnet_small() -> nn.Module:
     """ResNet-18's BasicBlock layout [2, 2, 2, 2] at widths 16-32-64-128 with a 3x3 stem.
 
     The CPU default's encoder: ~1/4 of ResNet-18's multiply-adds at 64 px and 1/16 of its
@@ -26,6 +33,7 @@ def resnet_small() -> models.ResNet:
     resolution in every stage (the marking that decides the class is a few pixels wide).
     Built from torchvision's own ResNet and BasicBlock, so every other code path is unchanged.
     """
+    models = _models()
     net = models.resnet18(weights=None)
     w = SMALL_WIDTHS
     net.conv1 = nn.Conv2d(3, w[0], kernel_size=3, stride=1, padding=1, bias=False)
@@ -91,7 +99,7 @@ class Backbone(nn.Module):
 
     def __init__(self, arch: str = "resnet18", stem: str = "standard", pool: str = "avg"):
         super().__init__()
-        net = {"resnet_small": resnet_small, "convnet": ConvNet, "convnet_narrow": lambda: ConvNet(NARROW_WIDTHS)}.get(arch, lambda: getattr(models, arch)(weights=None))()
+        net = {"resnet_small": resnet_small, "convnet": ConvNet, "convnet_narrow": lambda: ConvNet(NARROW_WIDTHS)}.get(arch, lambda: getattr(_models(), arch)(weights=None))()
         if stem == "small" and arch.startswith("convnet"):
             raise ValueError("stem 'small' is for the ResNets; convnet already keeps full resolution in its first block")
         if stem == "small" and arch == "resnet_small":
@@ -124,7 +132,7 @@ def load_init(backbone: Backbone, init: str) -> None:
     if init == "random":
         return
     if init == "imagenet":
-        weights = models.get_model_weights(backbone.arch).IMAGENET1K_V1
+        weights = _models().get_model_weights(backbone.arch).IMAGENET1K_V1
         try:  # torch hub's cache first; downloads only where there is internet
             state = weights.get_state_dict(progress=False)
         except Exception as e:  # noqa: BLE001 - no network, proxy, corrupt download: one actionable message
