@@ -93,7 +93,8 @@ def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out:
         from finesyn.data.cache import open_cache
         from finesyn.io import atomic_write_bytes, atomic_write_json
         from finesyn.provenance import params_hash, provenance
-        from finesyn.train import RunSpec, encoder_artifact, pretrain, run_settings
+        from finesyn.run_identity import run_settings
+        from finesyn.train import RunSpec, encoder_artifact, pretrain
 
         check_dataset_root(p, dataset)
         exp, cfg = p.experiments.get(experiment), p.pretrain_for(experiment)

@@ -25,7 +25,7 @@ def main(
     with user_errors(), output_lock(out):  # refuse a concurrent run writing the same outputs
         from finesyn.config import check_dataset_root
         from finesyn.io import atomic_write_json
-        from finesyn.train import run_settings
+        from finesyn.run_identity import run_settings
 
         for name in p.grid.datasets:
             check_dataset_root(p, name)

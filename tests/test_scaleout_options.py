@@ -22,7 +22,8 @@ from finesyn.data.augment import ssl_view
 from finesyn.eval import features
 from finesyn.methods import build_method
 from finesyn.models.backbone import Backbone
-from finesyn.train import build_models, encoder_artifact, load_latest_checkpoint, pretrain, run_settings
+from finesyn.run_identity import run_settings
+from finesyn.train import build_models, encoder_artifact, load_latest_checkpoint, pretrain
 from finesyn import train
 from tiny_models import TinyBackbone
 from tolerances import SAME_STEP_REL, gamma32

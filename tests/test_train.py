@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from finesyn.train import NonFiniteLossError, load_latest_checkpoint, pretrain, run_checkpoint_dir, run_settings, save_checkpoint
+from finesyn.run_identity import run_settings
+from finesyn.train import NonFiniteLossError, load_latest_checkpoint, pretrain, run_checkpoint_dir, save_checkpoint
 from train_runner import final_state, tiny_images, tiny_spec
 
 RUNNER = Path(__file__).with_name("train_runner.py")

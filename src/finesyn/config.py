@@ -165,6 +165,12 @@ class SynthConfig(Section):
         return v
 
 
+# Marks a field that says how to run, not what is computed: it is outside a run's identity
+# (finesyn.run_identity), so changing it reuses finished encoders and resumes checkpoints. Float
+# rounding may differ (memory layout, compilation, threads), the computation does not.
+HOW_TO_RUN = {"how_to_run": True}
+
+
 class PretrainConfig(Section):
     """Settings shared by every experiment; an experiment's `overrides` may change any of them."""
 
@@ -185,29 +191,30 @@ class PretrainConfig(Section):
     weight_decay: float = Field(5e-4, ge=0)
     warmup_epochs: float = Field(0.0, ge=0)
     schedule: Literal["cosine", "constant"] = "cosine"
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", json_schema_extra=HOW_TO_RUN)
     amp: bool = Field(True, description="mixed precision on CUDA (bf16 where supported); ignored on CPU")
-    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
+    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores", json_schema_extra=HOW_TO_RUN)
     channels_last: bool = Field(
         False,
         description="NHWC memory format for models and input views (pretrain and extract): on CPU measured faster for "
         "ResNet-50 at 112 px, slower for ResNet-18 at 64 px; NVIDIA's advice for CUDA + AMP. Changes results only by float rounding",
+        json_schema_extra=HOW_TO_RUN,
     )
-    compile: bool = Field(False, description="torch.compile the backbone(s) in place (a compile delay at start); checkpoints and encoder.pt are the same either way")
-    checkpoint_every_steps: int = Field(200, ge=1)
-    keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept of the current run (its newest)")
+    compile: bool = Field(False, description="torch.compile the backbone(s) in place (a compile delay at start); checkpoints and encoder.pt are the same either way", json_schema_extra=HOW_TO_RUN)
+    checkpoint_every_steps: int = Field(200, ge=1, json_schema_extra=HOW_TO_RUN)
+    keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept of the current run (its newest)", json_schema_extra=HOW_TO_RUN)
     keep_other_runs: int = Field(
         2, ge=0, description="other runs (other settings or data) whose checkpoints are kept per dataset/experiment/seed, "
-        "the most recently written or resumed; older ones are deleted when the current run checkpoints")
-    log_every_steps: int = Field(10, ge=1)
+        "the most recently written or resumed; older ones are deleted when the current run checkpoints", json_schema_extra=HOW_TO_RUN)
+    log_every_steps: int = Field(10, ge=1, json_schema_extra=HOW_TO_RUN)
     monitor_every_steps: int = Field(
-        0, ge=0, description="learning monitor: kNN top-1 of the held-out validation images every N steps (and at 0 and the end); 0 = off")
+        0, ge=0, description="learning monitor: kNN top-1 of the held-out validation images every N steps (and at 0 and the end); 0 = off", json_schema_extra=HOW_TO_RUN)
     monitor_val_fraction: float = Field(
         0.1, ge=0, lt=1, description="fraction of each class of the train split held out of pretraining as the monitor's validation images; 0 = none (the monitor is then off)")
-    monitor_k: int = Field(20, ge=1, description="neighbours of the monitor's kNN vote")
+    monitor_k: int = Field(20, ge=1, description="neighbours of the monitor's kNN vote", json_schema_extra=HOW_TO_RUN)
     monitor_bank_per_class: int = Field(
         0, ge=0, description="the monitor's kNN bank: this many pretraining images per class (seeded, the same for every run); 0 = all of them. "
-        "Each monitor point is one feature pass over the bank and the held-out images, so a small bank makes the curve cheap")
+        "Each monitor point is one feature pass over the bank and the held-out images, so a small bank makes the curve cheap", json_schema_extra=HOW_TO_RUN)
     augment: AugmentConfig = AugmentConfig()
     methods: MethodsConfig = MethodsConfig()
     alpha: float = Field(0.05, ge=0, description="weight of L_R (synth experiments only)")

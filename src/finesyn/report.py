@@ -169,7 +169,7 @@ def effective_settings(params: Params, resolved_path: Path | None) -> dict[str, 
         if missing:
             raise ParamsError(f"{resolved_path}: no settings for {missing} (stale: run the validate stage)")
         return runs
-    from finesyn.train import run_settings
+    from finesyn.run_identity import run_settings
 
     return {f"{d}/{e}": run_settings(params, d, e) for d in params.grid.datasets for e in params.grid.experiments}
 

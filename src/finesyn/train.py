@@ -491,36 +491,3 @@ def encoder_artifact(result: TrainResult, spec: RunSpec, extra: dict) -> bytes:
 
 
 __all__ = ["RunSpec", "TrainResult", "pretrain", "encoder_artifact", "NonFiniteLossError", "Interrupted"]
-
-
-# Raised when a method computes something else under the same settings, so that its runs get a new
-# identity and a checkpoint of the old computation is never resumed. mocov2 2: the queue is no
-# longer capped at the training set and stores each key's image index (own images masked).
-# supervised 2: with methods.supervised.views 1 the loop no longer draws a second (unread) view, so
-# the augmentation stream, and the run, differ from before.
-METHOD_REVISION = {"mocov2": 2, "supervised": 2}
-
-
-def run_settings(params, dataset: str, experiment: str) -> dict:
-    """Exactly the settings that determine the trained encoder: its identity for resume and reuse.
-
-    A baseline does not depend on α, ν or the module's settings, a method does not depend on
-    another method's settings, and SGD does not depend on AdamW's beta2, so changing those never
-    invalidates its checkpoints.
-    """
-    exp = params.experiments[experiment]
-    cfg = params.pretrain_for(experiment)
-    d = cfg.model_dump(mode="json")
-    crop = params.datasets[dataset].crop_size
-    if exp.method == "none":
-        return {"method": "none", "backbone": cfg.backbone, "stem": cfg.stem, "pool": cfg.pool, "init": cfg.init, "crop_size": crop}
-    d["methods"] = {exp.method: d["methods"][exp.method]}
-    if not exp.synth:
-        for key in ("alpha", "nu", "synth"):
-            d.pop(key)
-    if cfg.optimizer == "sgd":
-        d.pop("adam_beta2")
-    for key in ("device", "threads", "channels_last", "compile", "checkpoint_every_steps", "keep_checkpoints", "keep_other_runs", "log_every_steps", "monitor_every_steps", "monitor_k", "monitor_bank_per_class"):
-        d.pop(key)  # how to run, not what is computed (layout and compilation change only float rounding)
-    revision = {"revision": METHOD_REVISION[exp.method]} if exp.method in METHOD_REVISION else {}
-    return {"method": exp.method, **revision, "synth": exp.synth, "crop_size": crop, **d}
