@@ -141,11 +141,10 @@ def paper_setting(quick: bool) -> Setting:
 
 
 def _tiny(cfg, backbone: str = "resnet18"):
+    tiny = {"proj_hidden_dim": 64, "proj_dim": 32, "pred_hidden_dim": 32}  # every method's head widths, whichever it has
     m = cfg.methods.model_copy(update={
-        "mocov2": cfg.methods.mocov2.model_copy(update={"proj_hidden_dim": 64, "proj_dim": 32}),
-        "simsiam": cfg.methods.simsiam.model_copy(update={"proj_dim": 64, "pred_hidden_dim": 32}),
-        "byol": cfg.methods.byol.model_copy(update={"proj_hidden_dim": 64, "proj_dim": 32, "pred_hidden_dim": 64}),
-        "simclr": cfg.methods.simclr.model_copy(update={"proj_hidden_dim": 64, "proj_dim": 32}),
+        name: sub.model_copy(update={k: v for k, v in tiny.items() if k in type(sub).model_fields})
+        for name, sub in ((n, getattr(cfg.methods, n)) for n in type(cfg.methods).model_fields)
     })
     synth = cfg.synth.model_copy(update={"decoder_width": 32})
     return cfg.model_copy(update={"backbone": backbone, "batch_size": 8, "methods": m, "synth": synth})

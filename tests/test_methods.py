@@ -269,7 +269,7 @@ def test_registry_builds_every_registered_method():
         out = m.ssl_loss(images(4, 1), images(4, 2), update_state=False)
         assert out.loss.ndim == 0 and torch.isfinite(out.loss)
         assert out.h1.shape == (4, 8) and out.h1.requires_grad
-        assert m.project(out.h1).shape[0] == 4
+        assert m.projector(out.h1).shape[0] == 4  # what extract's `feature: projector` reads (encoder.pt)
 
 
 def test_unknown_method_name_is_an_error():

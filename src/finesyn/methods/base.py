@@ -69,10 +69,6 @@ class SSLMethod(nn.Module):
     def ssl_loss(self, x1: torch.Tensor, x2: torch.Tensor, update_state: bool = True) -> SSLOutput:
         raise NotImplementedError
 
-    def project(self, h: torch.Tensor) -> torch.Tensor:
-        """The projector output for a pooled feature (extract's `feature: projector` option)."""
-        raise NotImplementedError
-
     @torch.no_grad()
     def after_step(self, progress: float) -> None:
         """Called after each optimiser step with training progress in [0, 1] (momentum updates)."""

@@ -48,9 +48,6 @@ class BYOL(SSLMethod):
         m = cfg.methods.byol
         return cls(backbone, m.proj_hidden_dim, m.proj_dim, m.pred_hidden_dim, m.base_momentum)
 
-    def project(self, h):
-        return self.projector(h)
-
     def momentum_at(self, progress: float) -> float:
         return cosine_momentum(self.base_momentum, progress)
 

@@ -71,9 +71,6 @@ class MoCoV2(SSLMethod):
         m = cfg.methods.mocov2
         return cls(backbone, m.proj_hidden_dim, m.proj_dim, m.queue_size, m.momentum, m.temperature, shuffle_bn=m.shuffle_bn)
 
-    def project(self, h):
-        return self.projector(h)
-
     def distribute(self, ctx) -> None:
         if self.shuffle_bn:
             self.dist = ctx  # per-rank BN: the shuffle is what keeps queries and keys apart

@@ -68,9 +68,6 @@ class SimCLR(SSLMethod):
         m = cfg.methods.simclr
         return cls(backbone, m.proj_hidden_dim, m.proj_dim, m.temperature)
 
-    def project(self, h):
-        return self.projector(h)
-
     def ssl_loss(self, x1, x2, update_state=True) -> SSLOutput:
         # In-batch negatives only: no state, so update_state is unused.
         h1, h2 = self.backbone(x1), self.backbone(x2)

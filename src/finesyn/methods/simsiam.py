@@ -40,9 +40,6 @@ class SimSiam(SSLMethod):
         # the predictor adapts to the latest representation fastest at the base lr.
         return list(self.predictor.parameters()) if self.fix_pred_lr else []
 
-    def project(self, h):
-        return self.projector(h)
-
     def ssl_loss(self, x1, x2, update_state=True) -> SSLOutput:
         h1, h2 = self.backbone(x1), self.backbone(x2)
         z1, z2 = self.projector(h1), self.projector(h2)

@@ -44,9 +44,6 @@ class Supervised(SSLMethod):
     def set_targets(self, targets: torch.Tensor) -> None:
         self.targets = targets
 
-    def project(self, h):
-        return self.projector(h)
-
     def ssl_loss(self, x1, x2, update_state=True) -> SSLOutput:
         if self.targets is None or len(self.targets) != len(x1):
             raise RuntimeError("Supervised.ssl_loss: call set_targets with this batch's labels first")
