@@ -13,12 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from finesyn.errors import UserError
+
 # models/<d>/<e>/seed<k>/... and features/<d>/<e>/seed<k>.npz, as dvc.yaml lays them out
 _LAYOUT = re.compile(r"(?:^|/)(models|features)/([^/]+)/([^/]+)/seed(\d+)(?:\.npz$|/|$)")
 _WRITER = {"models": "pretrain", "features": "extract"}
 
 
-class ArtifactError(Exception):
+class ArtifactError(UserError):
     """An artifact that is missing, unreadable or of another run; the message says how to rebuild it."""
 
 

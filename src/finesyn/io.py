@@ -29,6 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from finesyn.errors import UserError
+
 try:  # POSIX only; elsewhere output_lock is a no-op
     import fcntl
 except ImportError:  # pragma: no cover
@@ -43,7 +45,7 @@ _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 _NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
 
 
-class OutputWriteError(OSError):
+class OutputWriteError(UserError, OSError):
     """An output could not be written (disk full, read-only or unwritable destination).
 
     Raised with the destination untouched and no temporary file left behind. ``str()`` is the
@@ -54,7 +56,7 @@ class OutputWriteError(OSError):
         return str(self.strerror)
 
 
-class OutputLockedError(RuntimeError):
+class OutputLockedError(UserError, RuntimeError):
     """Another live process holds the lock on an output this run would write."""
 
     def __init__(self, output: str | os.PathLike[str], holder: str, lock_file: str | os.PathLike[str]) -> None:

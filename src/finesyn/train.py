@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from finesyn.errors import UserError
 from finesyn import distributed
 from finesyn.data.augment import ssl_view
 from finesyn.device import amp_dtype, autocast, host_to_device, set_threads
@@ -41,11 +42,11 @@ log = logging.getLogger("finesyn.train")
 PAIR_ROWS = 8  # generated pairs kept for pairs.png (the first rows of the last step's pair batch)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     pass
 
 
-class Interrupted(RuntimeError):
+class Interrupted(UserError, RuntimeError):
     """Raised after a checkpoint was written on SIGTERM/SIGINT; rerunning the stage resumes."""
 
 

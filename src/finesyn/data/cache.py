@@ -37,6 +37,7 @@ from typing import Any, Callable, Literal, Sequence
 import numpy as np
 from PIL import Image
 
+from finesyn.errors import UserError
 from finesyn.io import atomic_write_json, atomic_write_text, fsync_dir, preallocated_npy
 
 from .sources.base import DatasetIndex
@@ -75,11 +76,11 @@ _RESAMPLE = {
 }
 
 
-class CacheError(ValueError):
+class CacheError(UserError, ValueError):
     """A prepared-dataset directory is missing, unfinished or inconsistent."""
 
 
-class BadImagesError(RuntimeError):
+class BadImagesError(UserError, RuntimeError):
     """Images that could not be decoded (``on_bad_image="fail"``); ``.bad`` = [(path, reason)]."""
 
     def __init__(self, bad: Sequence[tuple[str, str]], out_dir: Path | None = None):

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal
 
+from finesyn.errors import UserError
+
 __all__ = [
     "Split",
     "SPLITS",
@@ -38,7 +40,7 @@ IMAGE_EXTENSIONS = frozenset(
 )
 
 
-class DatasetLayoutError(ValueError):
+class DatasetLayoutError(UserError, ValueError):
     """The files on disk do not match the layout the indexer expects.
 
     The message names the offending file or directory, describes the expected layout and
