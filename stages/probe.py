@@ -6,11 +6,10 @@ which needs the encoder (--model), the prepared cache (--data) and its crop size
 
 import time
 from pathlib import Path
-from typing import Optional
-
-import typer
 
 import _local_src  # noqa: F401,I001  (this checkout's src/ before any installed finesyn)
+import typer
+
 from finesyn.cli import load, stage_logging, user_errors
 from finesyn.io import output_lock
 
@@ -19,12 +18,14 @@ app = typer.Typer(add_completion=False, help=__doc__)
 
 @app.command()
 def main(
-    features: Optional[Path] = typer.Option(None, help="features file from extract (.npz); needed by lbfgs"),
+    features: Path | None = typer.Option(None, help="features file from extract (.npz); needed by lbfgs"),
     out: Path = typer.Option(..., help="probe.json to write"),
     seed: int = typer.Option(0, help="seed of the run (validation split / SGD init, shuffling, augmentation)"),
-    dataset: Optional[str] = typer.Option(None, help="name under `datasets:` (crop size); needed by sgd_paper"),
-    data: Optional[Path] = typer.Option(None, help="prepared cache directory; needed by sgd_paper"),
-    model: Optional[Path] = typer.Option(None, help="pretrain output directory (encoder.pt); needed by sgd_paper; with lbfgs, the features must be of its run"),
+    dataset: str | None = typer.Option(None, help="name under `datasets:` (crop size); needed by sgd_paper"),
+    data: Path | None = typer.Option(None, help="prepared cache directory; needed by sgd_paper"),
+    model: Path | None = typer.Option(
+        None, help="pretrain output directory (encoder.pt); needed by sgd_paper; with lbfgs, the features must be of its run"
+    ),
     params: Path = typer.Option(Path("params.yaml"), help="params file"),
 ) -> None:
     p = load(params)
@@ -47,8 +48,15 @@ def main(
             if model is not None:
                 check_same_run(features, f["encoder_run_id"], model)
             res = lbfgs_probe(
-                f["train_features"], f["train_labels"], f["test_features"], f["test_labels"],
-                num_classes=int(f["num_classes"]), l2_grid=cfg.l2_grid, val_fraction=cfg.val_fraction, seed=seed, max_iter=cfg.max_iter,
+                f["train_features"],
+                f["train_labels"],
+                f["test_features"],
+                f["test_labels"],
+                num_classes=int(f["num_classes"]),
+                l2_grid=cfg.l2_grid,
+                val_fraction=cfg.val_fraction,
+                seed=seed,
+                max_iter=cfg.max_iter,
             )
             res["fit_time_s"] = round(time.perf_counter() - t0, 3)
             res["encoder_run_id"] = str(f["encoder_run_id"])
@@ -61,15 +69,31 @@ def main(
             from finesyn.eval.probe_sgd import sgd_probe
 
             if dataset not in p.datasets:
-                raise ParamsError(f"dataset {dataset!r} is not defined under `datasets:`{_suggest(dataset, p.datasets)}; defined: {sorted(p.datasets)}")
+                raise ParamsError(
+                    f"dataset {dataset!r} is not defined under `datasets:`{_suggest(dataset, p.datasets)}; defined: {sorted(p.datasets)}"
+                )
             crop = p.datasets[dataset].crop_size
             ds = open_cache(data)
             backbone, _, state = load_encoder(model)
             tr, te = ds.indices("train"), ds.indices("test")
             res = sgd_probe(
-                backbone, ds.images, tr, ds.labels[tr], te, ds.labels[te], num_classes=len(ds.classes), crop_size=crop,
-                lr=cfg.sgd_lr, epochs=cfg.sgd_epochs, milestones=cfg.sgd_milestones, batch_size=cfg.sgd_batch_size,
-                momentum=cfg.sgd_momentum, weight_decay=cfg.sgd_weight_decay, report=cfg.sgd_report, seed=seed, device=cfg.sgd_device,
+                backbone,
+                ds.images,
+                tr,
+                ds.labels[tr],
+                te,
+                ds.labels[te],
+                num_classes=len(ds.classes),
+                crop_size=crop,
+                lr=cfg.sgd_lr,
+                epochs=cfg.sgd_epochs,
+                milestones=cfg.sgd_milestones,
+                batch_size=cfg.sgd_batch_size,
+                momentum=cfg.sgd_momentum,
+                weight_decay=cfg.sgd_weight_decay,
+                report=cfg.sgd_report,
+                seed=seed,
+                device=cfg.sgd_device,
             )
             res["fit_time_s"] = round(time.perf_counter() - t0, 3)
             res["encoder_run_id"] = str(state["run_id"])

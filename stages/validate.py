@@ -7,9 +7,9 @@ reads still fails `dvc repro`, naming the key.
 
 from pathlib import Path
 
+import _local_src  # noqa: F401,I001  (this checkout's src/ before any installed finesyn)
 import typer
 
-import _local_src  # noqa: F401,I001  (this checkout's src/ before any installed finesyn)
 from finesyn.cli import load, user_errors
 from finesyn.io import output_lock
 

@@ -86,7 +86,9 @@ def stale(stage: dict) -> list[str]:
 def test_every_file_a_stage_runs_is_one_of_its_dvc_deps(name):
     missing = uncovered(stage_definitions()[name])
     assert not missing, f"dvc.yaml stage {name!r} runs these files but does not list them under deps: {missing}"
-    assert not stale(stage_definitions()[name]), f"dvc.yaml stage {name!r} lists code files it never imports: {stale(stage_definitions()[name])}"
+    assert not stale(stage_definitions()[name]), (
+        f"dvc.yaml stage {name!r} lists code files it never imports: {stale(stage_definitions()[name])}"
+    )
 
 
 def test_the_scan_follows_lazy_relative_and_from_imports(tmp_path, monkeypatch):
@@ -107,4 +109,10 @@ def test_the_scan_follows_lazy_relative_and_from_imports(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "SRC", tmp_path / "src")
     monkeypatch.setattr(sys.modules[__name__], "STAGES", tmp_path / "stages")
     got = {str(p.relative_to(tmp_path)) for p in code_files(script)}
-    assert got == {"stages/s.py", "src/finesyn/__init__.py", "src/finesyn/sub/__init__.py", "src/finesyn/sub/leaf.py", "src/finesyn/lazy.py"}
+    assert got == {
+        "stages/s.py",
+        "src/finesyn/__init__.py",
+        "src/finesyn/sub/__init__.py",
+        "src/finesyn/sub/leaf.py",
+        "src/finesyn/lazy.py",
+    }

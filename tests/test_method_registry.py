@@ -33,7 +33,7 @@ class Toy(SSLMethod):
         return SSLOutput(loss, h1)
 '''
 
-CHECK = '''
+CHECK = """
 import typing
 import numpy as np
 from finesyn.config import ExperimentConfig, MethodsConfig, PretrainConfig
@@ -48,7 +48,7 @@ imgs = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8
 r = pretrain(imgs, RunSpec("toy", True, cfg, 32, 0, "toy", __import__("pathlib").Path("ckpt")))
 assert r.steps == 2 and np.isfinite(r.history[-1]["L_Cp"]), r.history[-1]
 print("ok")
-'''
+"""
 
 
 def test_a_toy_method_is_one_new_file_and_one_registry_line(tmp_path):

@@ -7,6 +7,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import TinyBackbone
 
 from finesyn.config import PretrainConfig
 from finesyn.methods import METHODS, SSLMethod, build_method, register
@@ -14,8 +15,6 @@ from finesyn.methods.mocov2 import MoCoV2, info_nce
 from finesyn.methods.simsiam import SimSiam, negative_cosine
 from finesyn.methods.supervised import Supervised
 from finesyn.models.backbone import Backbone
-from tiny_models import TinyBackbone
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -67,4 +67,5 @@ def check_same_run(features: Path, features_run_id: str, model_dir: Path) -> Non
     if str(features_run_id) != expected:
         raise ArtifactError(
             f"{features}: features of encoder run {features_run_id}, but {Path(model_dir) / 'encoder.pt'} is run {expected}; "
-            f"{rebuild_command(features)}")
+            f"{rebuild_command(features)}"
+        )

@@ -50,7 +50,14 @@ def progress_bar(description: str):
     """A rich progress bar (steps, rate, ETA); yields update(done, total, info="")."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    columns = [TextColumn(description), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
+    columns = [
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("", total=None, info="")
         yield lambda done, total, info=None: bar.update(task, completed=done, total=total, **({"info": info} if info is not None else {}))

@@ -23,15 +23,15 @@ Spatial Grad-CAM induced from an SSL loss (Fig. 3 analogue), the choice made her
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from finesyn.io import atomic_write_bytes  # noqa: E402
 
@@ -116,8 +116,14 @@ def variance_figure(features: np.ndarray, labels: np.ndarray, title: str, class_
     rank_min = int(np.searchsorted(sorted_var, var[j_min]))
     ax_spec.scatter([rank_min, len(var) - 1], [var[j_min], var[j_max]], color=["tab:blue", "tab:red"], zorder=3)
     ax_spec.annotate(f"v_min = dim {j_min}", (rank_min, var[j_min]), textcoords="offset points", xytext=(8, 6), color="tab:blue")
-    ax_spec.annotate(f"v_max = dim {j_max}", (len(var) - 1, var[j_max]), textcoords="offset points", xytext=(-120, -30), color="tab:red",
-                     arrowprops={"arrowstyle": "-", "color": "tab:red"})
+    ax_spec.annotate(
+        f"v_max = dim {j_max}",
+        (len(var) - 1, var[j_max]),
+        textcoords="offset points",
+        xytext=(-120, -30),
+        color="tab:red",
+        arrowprops={"arrowstyle": "-", "color": "tab:red"},
+    )
     ax_spec.set_xlabel("feature dimension (sorted by variance)")
     ax_spec.set_ylabel("variance over test images (log)")
     note = f"\n{s['n_constant']} constant dims shown at 1e-12" if s["n_constant"] else ""
@@ -143,8 +149,16 @@ def variance_figure(features: np.ndarray, labels: np.ndarray, title: str, class_
     ax_top.tick_params(labelbottom=False, labelsize=7)
     ax_right.tick_params(labelleft=False, labelsize=7)
     f = s["fisher"]
-    ax.text(0.02, 0.98, f"Fisher ratio\nalong v_min: {f['v_min']:.2f}\nalong v_max: {f['v_max']:.2f}", transform=ax.transAxes,
-            va="top", ha="left", fontsize=8, bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8, "edgecolor": "0.7"})
+    ax.text(
+        0.02,
+        0.98,
+        f"Fisher ratio\nalong v_min: {f['v_min']:.2f}\nalong v_max: {f['v_max']:.2f}",
+        transform=ax.transAxes,
+        va="top",
+        ha="left",
+        fontsize=8,
+        bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8, "edgecolor": "0.7"},
+    )
     ax_top.set_title("two classes along v_min (x) and v_max (y), per-class density on each axis", fontsize=9)
     fig.suptitle(title, fontsize=12, y=1.02)
     return fig, s
@@ -292,13 +306,25 @@ def alpha_sweep_figure(panels: list[dict]):
         k = 0
         for s in panel["series"]:
             pts = sorted(s["points"])
-            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3,
-                        color=cmap(k), label=f"{s['method']}: L_C + α·L_R (ν = 0)")
+            ax.errorbar(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                yerr=[p[2] for p in pts],
+                marker="o",
+                capsize=3,
+                color=cmap(k),
+                label=f"{s['method']}: L_C + α·L_R (ν = 0)",
+            )
             k += 1
             for a, m, _, name in pts:
                 ax.annotate(name, (a, m), textcoords="offset points", xytext=(4, 4), fontsize=7, color="0.35")
         for ln in panel["lines"]:
-            ax.axhline(ln["value"], linestyle=ln["style"], color=cmap(k), label=ln["label"] + (f": {ln['value']:.2f} ± {ln['std']:.2f}" if ln.get("std") is not None else f": {ln['value']:.2f}"))
+            ax.axhline(
+                ln["value"],
+                linestyle=ln["style"],
+                color=cmap(k),
+                label=ln["label"] + (f": {ln['value']:.2f} ± {ln['std']:.2f}" if ln.get("std") is not None else f": {ln['value']:.2f}"),
+            )
             if ln.get("std"):
                 ax.axhspan(ln["value"] - ln["std"], ln["value"] + ln["std"], color=cmap(k), alpha=0.07)
             k += 1
@@ -341,8 +367,10 @@ def read_live_curves(live_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]
 def curves_figure(curves: dict[str, dict[int, dict[str, tuple[np.ndarray, np.ndarray]]]], title: str):
     """curves: experiment -> seed -> metric -> (steps, values). One panel per metric (the learning
     monitor's val/ metrics first, then the loss terms), one colour per experiment, one line per seed."""
-    metrics = sorted({m for seeds in curves.values() for c in seeds.values() for m in c if m not in CURVE_SKIP},
-                     key=lambda m: (not m.startswith("val/"), CURVE_ORDER.index(m) if m in CURVE_ORDER else len(CURVE_ORDER), m))
+    metrics = sorted(
+        {m for seeds in curves.values() for c in seeds.values() for m in c if m not in CURVE_SKIP},
+        key=lambda m: (not m.startswith("val/"), CURVE_ORDER.index(m) if m in CURVE_ORDER else len(CURVE_ORDER), m),
+    )
     if not metrics:
         metrics = ["(no curves)"]
     ncol = min(3, len(metrics))
@@ -353,21 +381,25 @@ def curves_figure(curves: dict[str, dict[int, dict[str, tuple[np.ndarray, np.nda
     for k, metric in enumerate(metrics):
         ax = axes.flat[k]
         for i, (exp, seeds) in enumerate(curves.items()):
-            for j, (seed, c) in enumerate(sorted(seeds.items())):
+            for j, (_seed, c) in enumerate(sorted(seeds.items())):
                 if metric not in c:
                     continue
                 steps, values = c[metric]
-                (line,) = ax.plot(steps, values, color=cmap(i % 10), linestyle=("-", "--", ":", "-.")[j % 4], marker="." if len(steps) < 20 else None)
+                (line,) = ax.plot(
+                    steps, values, color=cmap(i % 10), linestyle=("-", "--", ":", "-.")[j % 4], marker="." if len(steps) < 20 else None
+                )
                 handles.setdefault(exp, line)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("training step")
         ax.set_ylabel(metric)
         ax.set_title(metric)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(metrics):]:
+    for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
     if handles:
-        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(5, len(handles)), bbox_to_anchor=(0.5, -0.02), frameon=False)
+        fig.legend(
+            list(handles.values()), list(handles), loc="lower center", ncol=min(5, len(handles)), bbox_to_anchor=(0.5, -0.02), frameon=False
+        )
     fig.suptitle(title + " (line style = seed: solid first, dashed second, ...)", fontsize=11)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig

@@ -136,7 +136,9 @@ def ablations(params: Params) -> list[dict]:
     for e in params.grid.experiments:
         exp = params.experiments[e]
         if exp.overrides:
-            out.append({"experiment": e, "reference": baseline_of(params, exp.method, exp.synth), "overrides": format_overrides(exp.overrides)})
+            out.append(
+                {"experiment": e, "reference": baseline_of(params, exp.method, exp.synth), "overrides": format_overrides(exp.overrides)}
+            )
     return out
 
 
@@ -154,8 +156,11 @@ def module_pairs(params: Params) -> list[tuple[str, str]]:
 
 def first_baseline(params: Params) -> str | None:
     """The encoder of Fig. 2: the first SSL baseline of the grid, MoCo v2 if there is one."""
-    cands = [e for e in params.grid.experiments if params.experiments[e].method not in REFERENCE_METHODS
-             and not params.experiments[e].synth and not params.experiments[e].overrides]
+    cands = [
+        e
+        for e in params.grid.experiments
+        if params.experiments[e].method not in REFERENCE_METHODS and not params.experiments[e].synth and not params.experiments[e].overrides
+    ]
     mocov2 = [e for e in cands if params.experiments[e].method == "mocov2"]
     return (mocov2 or cands or [None])[0]
 
@@ -218,7 +223,9 @@ def load_reference_numbers(path: Path, params: Params) -> list[dict]:
                 raise ParamsError(f"{where} line {i}: empty '{k}'")
         metric = aliases.get(_norm(row["metric"]))
         if metric is None:
-            raise ParamsError(f"{where} line {i}: unknown metric {row['metric']!r}; use one of {sorted({h for h, _, _ in columns(params)})} (or top1, top5, rank1, rank5, map)")
+            raise ParamsError(
+                f"{where} line {i}: unknown metric {row['metric']!r}; use one of {sorted({h for h, _, _ in columns(params)})} (or top1, top5, rank1, rank5, map)"
+            )
         try:
             value = float(row["value"])
         except ValueError:
@@ -228,7 +235,9 @@ def load_reference_numbers(path: Path, params: Params) -> list[dict]:
             raise ParamsError(f"{where} line {i}: duplicate entry for {'/'.join(key)} (first on line {seen[key]})")
         seen[key] = i
         extra = {k: v for k, v in row.items() if k not in required and v}
-        out.append({"dataset": row["dataset"], "experiment": row["experiment"], "metric": metric, "value": value, "extra": extra, "line": i})
+        out.append(
+            {"dataset": row["dataset"], "experiment": row["experiment"], "metric": metric, "value": value, "extra": extra, "line": i}
+        )
     if not out:
         raise ParamsError(f"{where}: no rows")
     return out
@@ -277,12 +286,16 @@ def budget_check(params: Params, rows: list[dict], dataset: str) -> str | None:
     margin = 2 * 100 * math.sqrt((s / 100) * (1 - s / 100) / n + (r / 100) * (1 - r / 100) / n)
     head = f"Budget check: `{sup['experiment']}` {s:.2f} vs `{rnd['experiment']}` {r:.2f} (linear top-1"
     if s - r > margin:
-        return (f"{head}; +{s - r:.2f} points, more than two binomial standard errors, {margin:.2f}, on {n} test images): "
-                "this training (its recipe and length) learns on this data, so the SSL rows can be read against both references.")
-    return (f"{head}; the supervised row is not ahead by more than two binomial standard errors, {margin:.2f} points on {n} test images): "
-            "even with the labels, this training (its recipe and length) does not learn on this data, so the SSL rows say nothing about SSL. "
-            "Check the recipe first (this row uses the SSL rows' augmentation, optimiser and schedule), then whether the "
-            "backbone resolves the detail that separates the classes, then the length.")
+        return (
+            f"{head}; +{s - r:.2f} points, more than two binomial standard errors, {margin:.2f}, on {n} test images): "
+            "this training (its recipe and length) learns on this data, so the SSL rows can be read against both references."
+        )
+    return (
+        f"{head}; the supervised row is not ahead by more than two binomial standard errors, {margin:.2f} points on {n} test images): "
+        "even with the labels, this training (its recipe and length) does not learn on this data, so the SSL rows say nothing about SSL. "
+        "Check the recipe first (this row uses the SSL rows' augmentation, optimiser and schedule), then whether the "
+        "backbone resolves the detail that separates the classes, then the length."
+    )
 
 
 def _row_index(rows: list[dict]) -> dict[tuple[str, str], dict]:
@@ -338,8 +351,15 @@ def module_effects(params: Params, rows: list[dict]) -> list[dict]:
                 continue
             headline = [TOP1] + [f"kNN-{k}" for k in params.retrieve.knn_ks]
             for metric in [h for h in headline if h in rb["values"] and h in rs["values"]]:
-                out.append({"dataset": dataset, "baseline": base, "module": synth, "metric": metric,
-                            **paired_difference(rs["values"][metric], rb["values"][metric])})
+                out.append(
+                    {
+                        "dataset": dataset,
+                        "baseline": base,
+                        "module": synth,
+                        "metric": metric,
+                        **paired_difference(rs["values"][metric], rb["values"][metric]),
+                    }
+                )
     return out
 
 
@@ -365,22 +385,35 @@ def to_markdown(params: Params, rows: list[dict], refs: list[dict] | None = None
                 delta = f"{_delta_top1(row, index.get((dataset, start)))} (vs {start})" if start else "–"
                 out.append(f"| {row['experiment']} | " + " | ".join(_cells(row, headers)) + f" | {delta} |")
         out.append("")
-        out += ["Δ top-1 vs start: linear top-1 of the row minus that of the untrained row it started from (same encoder and init): "
-                "what the training added.", ""]
+        out += [
+            "Δ top-1 vs start: linear top-1 of the row minus that of the untrained row it started from (same encoder and init): "
+            "what the training added.",
+            "",
+        ]
         check = budget_check(params, rows, dataset)
         if check:
             out += [check, ""]
     effects = module_effects(params, rows)
     if effects:
-        out += ["## The module's effect", "",
-                "Baseline + module − baseline, per seed, then the mean and its two-sided 95 % Student-t interval over the seeds "
-                "(paired: the same seed's data order and initialisation on both sides).", "",
-                "| dataset | module − baseline | metric | seeds | Δ mean ± 95 % half-width [interval] |", "|---|---|---|---|---|"]
+        out += [
+            "## The module's effect",
+            "",
+            "Baseline + module − baseline, per seed, then the mean and its two-sided 95 % Student-t interval over the seeds "
+            "(paired: the same seed's data order and initialisation on both sides).",
+            "",
+            "| dataset | module − baseline | metric | seeds | Δ mean ± 95 % half-width [interval] |",
+            "|---|---|---|---|---|",
+        ]
         out += [f"| {e['dataset']} | {e['module']} − {e['baseline']} | {e['metric']} | {e['n']} | {_fmt_effect(e)} |" for e in effects]
         out.append("")
     abl = ablations(params)
     if abl:
-        out += ["## Ablations", "", "Experiments that differ from a baseline (same method, no overrides) only by `overrides`; Δ top-1 = theirs − the baseline's.", ""]
+        out += [
+            "## Ablations",
+            "",
+            "Experiments that differ from a baseline (same method, no overrides) only by `overrides`; Δ top-1 = theirs − the baseline's.",
+            "",
+        ]
         for dataset in params.grid.datasets:
             out.append(f"### {dataset}")
             out.append("")
@@ -389,7 +422,11 @@ def to_markdown(params: Params, rows: list[dict], refs: list[dict] | None = None
             for a in abl:
                 row = index[(dataset, a["experiment"])]
                 ref = index.get((dataset, a["reference"])) if a["reference"] else None
-                out.append(f"| {a['experiment']} | {a['reference'] or '(not in grid)'} | {a['overrides']} | " + " | ".join(_cells(row, headers)) + f" | {_delta_top1(row, ref)} |")
+                out.append(
+                    f"| {a['experiment']} | {a['reference'] or '(not in grid)'} | {a['overrides']} | "
+                    + " | ".join(_cells(row, headers))
+                    + f" | {_delta_top1(row, ref)} |"
+                )
             out.append("")
     if refs:
         out += ["## Reference numbers", "", f"From `{params.report.reference_numbers}`; difference = ours − reference.", ""]
@@ -420,7 +457,12 @@ def to_csv(params: Params, rows: list[dict]) -> str:
         vals = [row["values"].get(h, []) for h in headers]
         means = [f"{statistics.mean(v):.4f}" if v else "" for v in vals]
         stds = [f"{statistics.stdev(v):.4f}" if len(v) > 1 else "" for v in vals]
-        w.writerow([row["dataset"], row["experiment"], len(row["seeds"])] + means + stds + [";".join(f for s in row["sources"] for f in s["files"])])
+        w.writerow(
+            [row["dataset"], row["experiment"], len(row["seeds"])]
+            + means
+            + stds
+            + [";".join(f for s in row["sources"] for f in s["files"])]
+        )
     return buf.getvalue()
 
 
@@ -449,7 +491,11 @@ def print_table(params: Params, rows: list[dict]) -> None:
             console.print(check, markup=False, highlight=False)
         for e in module_effects(params, rows):
             if e["dataset"] == dataset:
-                console.print(f"{e['module']} − {e['baseline']}, {e['metric']}: {_fmt_effect(e)} ({e['n']} seeds, paired)", markup=False, highlight=False)
+                console.print(
+                    f"{e['module']} − {e['baseline']}, {e['metric']}: {_fmt_effect(e)} ({e['n']} seeds, paired)",
+                    markup=False,
+                    highlight=False,
+                )
 
 
 # ----------------------------------------------------------------------------- figures
@@ -462,8 +508,8 @@ def _seed0(params: Params) -> int:
 
 
 def fig_variance(params: Params, features_root: Path, fig_dir: Path, log: logging.Logger) -> list[Figure]:
-    from finesyn.artifacts import load_features
     from finesyn import figures
+    from finesyn.artifacts import load_features
 
     exp = first_baseline(params)
     figs = []
@@ -471,8 +517,16 @@ def fig_variance(params: Params, features_root: Path, fig_dir: Path, log: loggin
         fid = f"fig2_variance_{dataset}"
         title = f"Fig. 2 analogue — {dataset}"
         if exp is None:
-            figs.append(Figure(id=fid, section="fig2", title=title, path=None, sources=[],
-                               caption="Not drawn: the grid has no SSL baseline (an experiment with a method, synth: false and no overrides)."))
+            figs.append(
+                Figure(
+                    id=fid,
+                    section="fig2",
+                    title=title,
+                    path=None,
+                    sources=[],
+                    caption="Not drawn: the grid has no SSL baseline (an experiment with a method, synth: false and no overrides).",
+                )
+            )
             continue
         src = features_root / dataset / exp / f"seed{_seed0(params)}.npz"
         feats = load_features(src)
@@ -529,8 +583,16 @@ def fig_gradcam(params: Params, data_root: Path, models_root: Path, fig_dir: Pat
         fid = f"fig3_gradcam_{dataset}"
         title = f"Fig. 3 analogue — {dataset}"
         if not pairs:
-            figs.append(Figure(id=fid, section="fig3", title=title, path=None, sources=[],
-                               caption="Not drawn: the grid needs a baseline and its +module experiment (e.g. mocov2 and mocov2_synth: same method, synth false/true, no overrides)."))
+            figs.append(
+                Figure(
+                    id=fid,
+                    section="fig3",
+                    title=title,
+                    path=None,
+                    sources=[],
+                    caption="Not drawn: the grid needs a baseline and its +module experiment (e.g. mocov2 and mocov2_synth: same method, synth false/true, no overrides).",
+                )
+            )
             continue
         ds = open_cache(data_root / dataset)
         crop = params.datasets[dataset].crop_size
@@ -552,8 +614,13 @@ def fig_gradcam(params: Params, data_root: Path, models_root: Path, fig_dir: Pat
         fig = figures.gradcam_figure(images, cols, f"{dataset}: SSL-induced Grad-CAM, seed {seed}")
         path = figures.save_png(fig, fig_dir / f"{fid}.png")
         layer_text = ", ".join(sorted(layers))
-        low_res = "" if layers == {"layer4"} else (
-            f" At this input size ({crop} px) layer4's maps are smaller than 4×4, so the deepest block with maps at least 4×4 ({layer_text}) is used.")
+        low_res = (
+            ""
+            if layers == {"layer4"}
+            else (
+                f" At this input size ({crop} px) layer4's maps are smaller than 4×4, so the deepest block with maps at least 4×4 ({layer_text}) is used."
+            )
+        )
         caption = (
             f"Spatial Grad-CAM on {GRADCAM_IMAGES} test images (centre crops; one per class where possible), "
             f"baseline vs +module encoders ({'; '.join(f'{b} vs {m}' for b, m in pairs)}; seed {seed}). "
@@ -568,13 +635,20 @@ def fig_gradcam(params: Params, data_root: Path, models_root: Path, fig_dir: Pat
 
 def pair_experiments(params: Params) -> list[tuple[str, str]]:
     """(dataset, experiment) of the grid's runs that decode pairs (synth with ν > 0; α-only runs make none)."""
-    return [(d, e) for d in params.grid.datasets for e in params.grid.experiments
-            if params.experiments[e].synth and params.pretrain_for(e).nu != 0]
+    return [
+        (d, e)
+        for d in params.grid.datasets
+        for e in params.grid.experiments
+        if params.experiments[e].synth and params.pretrain_for(e).nu != 0
+    ]
 
 
 def reconstruction_lines(params: Params, models_root: Path) -> list[str]:
     seed = _seed0(params)
-    return [f"- {d}/{e} (seed {seed}): " + reconstruction_text(models_root / d / e / f"seed{seed}" / "train.json") for d, e in pair_experiments(params)]
+    return [
+        f"- {d}/{e} (seed {seed}): " + reconstruction_text(models_root / d / e / f"seed{seed}" / "train.json")
+        for d, e in pair_experiments(params)
+    ]
 
 
 def reconstruction_text(train_json: Path) -> str:
@@ -582,9 +656,15 @@ def reconstruction_text(train_json: Path) -> str:
     rec = json.loads(train_json.read_text()).get("reconstruction") if train_json.is_file() else None
     if not rec:
         return f"No reconstruction PSNR: {train_json} has none (a run from before it was recorded: rerun its pretrain stage)."
-    verdict = "renders more than the mean image" if rec["gain_db"] >= 3 else "does not beat the mean image by 3 dB: it renders little of the content"
-    return (f"Reconstruction on {rec['images']} test images ({rec['view']}): mean PSNR of g(h) {rec['psnr_db']:.2f} dB, of the mean "
-            f"training image {rec['mean_image_psnr_db']:.2f} dB ({rec['gain_db']:+.2f} dB): g {verdict}.")
+    verdict = (
+        "renders more than the mean image"
+        if rec["gain_db"] >= 3
+        else "does not beat the mean image by 3 dB: it renders little of the content"
+    )
+    return (
+        f"Reconstruction on {rec['images']} test images ({rec['view']}): mean PSNR of g(h) {rec['psnr_db']:.2f} dB, of the mean "
+        f"training image {rec['mean_image_psnr_db']:.2f} dB ({rec['gain_db']:+.2f} dB): g {verdict}."
+    )
 
 
 def fig_pairs(params: Params, models_root: Path, fig_dir: Path, log: logging.Logger) -> list[Figure]:
@@ -597,16 +677,26 @@ def fig_pairs(params: Params, models_root: Path, fig_dir: Path, log: logging.Log
         fid = f"fig4_pairs_{dataset}_{exp}"
         title = f"Fig. 4 analogue — {dataset}, {exp}"
         if not src.is_file():
-            figs.append(Figure(id=fid, section="fig4", title=title, path=None, sources=[str(src)], caption=f"Not drawn: {src} does not exist."))
+            figs.append(
+                Figure(id=fid, section="fig4", title=title, path=None, sources=[str(src)], caption=f"Not drawn: {src} does not exist.")
+            )
             continue
         path = figures.save_png(figures.pairs_figure(src.read_bytes(), f"{dataset}: {exp} (seed {seed})"), fig_dir / f"{fid}.png")
         recon_text, sources = reconstruction_text(src.parent / "train.json"), [str(src), str(src.parent / "train.json")]
-        figs.append(Figure(
-            id=fid, section="fig4", title=title, path=path, sources=sources,
-            caption=(f"Generated pairs of <b>{exp}</b> (seed {seed}) at the end of pretraining: the pretrain stage's pairs.png, enlarged (pixels unchanged). "
-                     "Each row: the augmented input view, its reconstruction g(h), and g(h̃) decoded from the feature with the "
-                     f"selected non-discriminative dimensions perturbed. The pair (g(h), g(h̃)) should differ only in non-discriminative content. {recon_text}"),
-        ))
+        figs.append(
+            Figure(
+                id=fid,
+                section="fig4",
+                title=title,
+                path=path,
+                sources=sources,
+                caption=(
+                    f"Generated pairs of <b>{exp}</b> (seed {seed}) at the end of pretraining: the pretrain stage's pairs.png, enlarged (pixels unchanged). "
+                    "Each row: the augmented input view, its reconstruction g(h), and g(h̃) decoded from the feature with the "
+                    f"selected non-discriminative dimensions perturbed. The pair (g(h), g(h̃)) should differ only in non-discriminative content. {recon_text}"
+                ),
+            )
+        )
         log.info("wrote %s", path)
     return figs
 
@@ -637,7 +727,15 @@ def fig_alpha(params: Params, rows: list[dict], settings: dict[str, dict], fig_d
                     continue
                 m, sd = _mean_std(index[(dataset, e)]["values"][TOP1])
                 label = f"{e} (baseline, L_C)" if not synth else f"{e} (full: α={s['alpha']}, ν={s['nu']})"
-                lines.append({"label": label, "value": m, "std": sd if len(index[(dataset, e)]["values"][TOP1]) > 1 else None, "style": style, "method": method})
+                lines.append(
+                    {
+                        "label": label,
+                        "value": m,
+                        "std": sd if len(index[(dataset, e)]["values"][TOP1]) > 1 else None,
+                        "style": style,
+                        "method": method,
+                    }
+                )
                 used.append(f"{dataset}/{e}")
         panels.append({"dataset": dataset, "series": [{"method": k, "points": v} for k, v in series.items()], "lines": lines})
     fid = "fig5_alpha"
@@ -676,17 +774,27 @@ def fig_curves(params: Params, models_root: Path, fig_dir: Path, log: logging.Lo
         fid = f"curves_{dataset}"
         title = f"Training curves — {dataset}"
         if not curves:
-            figs.append(Figure(id=fid, section="curves", title=title, path=None, sources=[], caption="Not drawn: no dvclive curves under models/."))
+            figs.append(
+                Figure(id=fid, section="curves", title=title, path=None, sources=[], caption="Not drawn: no dvclive curves under models/.")
+            )
             continue
         path = figures.save_png(figures.curves_figure(curves, f"{dataset}: training curves"), fig_dir / f"{fid}.png")
-        figs.append(Figure(
-            id=fid, section="curves", title=title, path=path, sources=sources,
-            caption=("The learning monitor first (val/knn20_top1: kNN-20 top-1 of the validation images held out of the train split, "
-                     "every pretrain.monitor_every_steps; never the test set), then every logged training term per step (dvclive, pretrain.log_every_steps): total loss, L_C (SSL loss), L_R (reconstruction, "
-                     "module runs), L_Cp (SSL loss on the generated pair) and n_selected (number of perturbed dimensions); one colour per "
-                     "experiment, one line style per seed. Experiments without training (method none) have no curves. "
-                     "The same TSVs are mirrored to reports/curves/, declared as DVC plots: <code>dvc plots show</code>."),
-        ))
+        figs.append(
+            Figure(
+                id=fid,
+                section="curves",
+                title=title,
+                path=path,
+                sources=sources,
+                caption=(
+                    "The learning monitor first (val/knn20_top1: kNN-20 top-1 of the validation images held out of the train split, "
+                    "every pretrain.monitor_every_steps; never the test set), then every logged training term per step (dvclive, pretrain.log_every_steps): total loss, L_C (SSL loss), L_R (reconstruction, "
+                    "module runs), L_Cp (SSL loss on the generated pair) and n_selected (number of perturbed dimensions); one colour per "
+                    "experiment, one line style per seed. Experiments without training (method none) have no curves. "
+                    "The same TSVs are mirrored to reports/curves/, declared as DVC plots: <code>dvc plots show</code>."
+                ),
+            )
+        )
         log.info("wrote %s", path)
     return figs
 
@@ -742,14 +850,25 @@ def _anchor(dataset: str, experiment: str) -> str:
 
 
 def _tooltip(row: dict) -> str:
-    return "; ".join(f"seed {s['seed']}: " + ", ".join(s["files"]) + f" (params {', '.join(f'{k}={v}' for k, v in s['params_hash'].items())})" for s in row["sources"])
+    return "; ".join(
+        f"seed {s['seed']}: " + ", ".join(s["files"]) + f" (params {', '.join(f'{k}={v}' for k, v in s['params_hash'].items())})"
+        for s in row["sources"]
+    )
 
 
 def _html_row(row: dict, headers: list[str], extra_before: list[str] = (), extra_after: list[str] = ()) -> str:
     link = f'<a href="#{_anchor(row["dataset"], row["experiment"])}">{_e(row["experiment"])}</a>'
     tip = _e(_tooltip(row))
     cells = "".join(f'<td title="{tip}">{_e(c)}</td>' for c in _cells(row, headers))
-    return "<tr><td>" + link + "</td>" + "".join(f'<td class="l">{c}</td>' for c in extra_before) + cells + "".join(f"<td>{c}</td>" for c in extra_after) + "</tr>"
+    return (
+        "<tr><td>"
+        + link
+        + "</td>"
+        + "".join(f'<td class="l">{c}</td>' for c in extra_before)
+        + cells
+        + "".join(f"<td>{c}</td>" for c in extra_after)
+        + "</tr>"
+    )
 
 
 def _rel(path: str | Path, out: Path) -> str:
@@ -770,22 +889,29 @@ SECTIONS = [
 ]
 
 
-def to_html(params: Params, rows: list[dict], figs: list[Figure], out: Path, refs: list[dict] | None = None, settings: dict | None = None) -> str:
+def to_html(
+    params: Params, rows: list[dict], figs: list[Figure], out: Path, refs: list[dict] | None = None, settings: dict | None = None
+) -> str:
     from finesyn.provenance import params_hash
 
     headers = [h for h, _, _ in columns(params)]
     index = _row_index(rows)
     code = sorted({str(s["code_version"]) for r in rows for s in r["sources"]})
     h = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', "<title>finesyn report</title>", f"<style>{CSS}</style></head><body>",
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>finesyn report</title>",
+        f"<style>{CSS}</style></head><body>",
         "<h1>finesyn report</h1>",
         f"<p>Self-supervised fine-grained learning with synthesized pairs (re-implementation of Wang et al., ECCV 2024). "
         f"Grid: datasets {_e(list(params.grid.datasets))} × experiments {_e(list(params.grid.experiments))} × seeds {_e(list(params.grid.seeds))}; "
         f"code version {_e(', '.join(code))}; grid params hash <code>{params_hash(params.grid.model_dump(mode='json'))}</code>.</p>",
         f"<p>{_md_code(_protocol_text(params))} Hover a number for its metrics files and params hashes; the experiment name links to its provenance.</p>",
-        '<nav><a href="#results">Results</a>' + (' · <a href="#ablations">Ablations</a>' if ablations(params) else "")
+        '<nav><a href="#results">Results</a>'
+        + (' · <a href="#ablations">Ablations</a>' if ablations(params) else "")
         + (' · <a href="#reference">Reference numbers</a>' if refs else "")
-        + "".join(f' · <a href="#{sid}">{_e(t.split(":")[0])}</a>' for sid, t in SECTIONS) + ' · <a href="#provenance">Provenance</a></nav>',
+        + "".join(f' · <a href="#{sid}">{_e(t.split(":")[0])}</a>' for sid, t in SECTIONS)
+        + ' · <a href="#provenance">Provenance</a></nav>',
         '<h2 id="results">Results</h2>',
     ]
     for dataset in params.grid.datasets:
@@ -800,20 +926,37 @@ def to_html(params: Params, rows: list[dict], figs: list[Figure], out: Path, ref
     abl = ablations(params)
     if abl:
         h.append('<h2 id="ablations">Ablations</h2>')
-        h.append("<p>Experiments that differ from a baseline (same method and synth flag, no overrides) only by <code>overrides</code>; "
-                 "Δ top-1 = the experiment's linear top-1 − the baseline's (means over seeds).</p>")
+        h.append(
+            "<p>Experiments that differ from a baseline (same method and synth flag, no overrides) only by <code>overrides</code>; "
+            "Δ top-1 = the experiment's linear top-1 − the baseline's (means over seeds).</p>"
+        )
         for dataset in params.grid.datasets:
             h.append(f"<h3>{_e(dataset)}</h3>")
-            h.append('<div class="wide"><table><tr><th>experiment</th><th>baseline</th><th>overrides</th>' + "".join(f"<th>{_e(c)}</th>" for c in headers) + "<th>Δ top-1</th></tr>")
+            h.append(
+                '<div class="wide"><table><tr><th>experiment</th><th>baseline</th><th>overrides</th>'
+                + "".join(f"<th>{_e(c)}</th>" for c in headers)
+                + "<th>Δ top-1</th></tr>"
+            )
             for a in abl:
                 row = index[(dataset, a["experiment"])]
                 ref = index.get((dataset, a["reference"])) if a["reference"] else None
-                h.append(_html_row(row, headers, [_e(a["reference"] or "(not in grid)"), f"<code>{_e(a['overrides'])}</code>"], [_e(_delta_top1(row, ref))]))
+                h.append(
+                    _html_row(
+                        row,
+                        headers,
+                        [_e(a["reference"] or "(not in grid)"), f"<code>{_e(a['overrides'])}</code>"],
+                        [_e(_delta_top1(row, ref))],
+                    )
+                )
             h.append("</table></div>")
     if refs:
         h.append('<h2 id="reference">Reference numbers</h2>')
-        h.append(f"<p>From <code>{_e(params.report.reference_numbers)}</code> (supplied by the user; nothing here is built in). Difference = ours − reference.</p>")
-        h.append("<table><tr><th>dataset</th><th>experiment</th><th>metric</th><th>reference</th><th>ours</th><th>difference</th><th>note</th></tr>")
+        h.append(
+            f"<p>From <code>{_e(params.report.reference_numbers)}</code> (supplied by the user; nothing here is built in). Difference = ours − reference.</p>"
+        )
+        h.append(
+            "<table><tr><th>dataset</th><th>experiment</th><th>metric</th><th>reference</th><th>ours</th><th>difference</th><th>note</th></tr>"
+        )
         for c in refs:
             if c["diff"] is None:
                 diff = "– (not in the grid)"
@@ -822,8 +965,10 @@ def to_html(params: Params, rows: list[dict], figs: list[Figure], out: Path, ref
             exp = c["experiment"]
             exp_cell = f'<a href="#{_anchor(c["dataset"], exp)}">{_e(exp)}</a>' if (c["dataset"], exp) in index else _e(exp)
             note = _e("; ".join(f"{k}: {v}" for k, v in c["extra"].items()))
-            h.append(f'<tr><td class="l">{_e(c["dataset"])}</td><td class="l">{exp_cell}</td><td class="l">{_e(c["metric"])}</td>'
-                     f'<td>{c["value"]:.2f}</td><td>{_e(c["ours_text"])}</td><td>{diff}</td><td class="l">{note}</td></tr>')
+            h.append(
+                f'<tr><td class="l">{_e(c["dataset"])}</td><td class="l">{exp_cell}</td><td class="l">{_e(c["metric"])}</td>'
+                f'<td>{c["value"]:.2f}</td><td>{_e(c["ours_text"])}</td><td>{diff}</td><td class="l">{note}</td></tr>'
+            )
         h.append("</table>")
     for sid, stitle in SECTIONS:
         h.append(f'<h2 id="{sid}">{_e(stitle)}</h2>')
@@ -833,16 +978,26 @@ def to_html(params: Params, rows: list[dict], figs: list[Figure], out: Path, ref
             h.append(f'<figure id="{_e(f["id"])}"><h3>{_e(f["title"])}</h3>')
             if f["path"] is not None:
                 h.append(_img_tag(f["path"], f["title"]))
-            h.append(f'<figcaption>{"" if f["path"] is not None else "<div class=note>"}{f["caption"]}{"" if f["path"] is not None else "</div>"}')
+            h.append(
+                f"<figcaption>{'' if f['path'] is not None else '<div class=note>'}{f['caption']}{'' if f['path'] is not None else '</div>'}"
+            )
             if f["path"] is not None:
-                h.append(f'<div class="src">File: <code>{_e(_rel(f["path"], out))}</code>.' + (" Made from: " + "; ".join(f"<code>{_e(s)}</code>" for s in f["sources"]) if f["sources"] else "") + "</div>")
+                h.append(
+                    f'<div class="src">File: <code>{_e(_rel(f["path"], out))}</code>.'
+                    + (" Made from: " + "; ".join(f"<code>{_e(s)}</code>" for s in f["sources"]) if f["sources"] else "")
+                    + "</div>"
+                )
             h.append("</figcaption></figure>")
         if sid == "fig4":
             h.append("</div>")
     h.append('<h2 id="provenance">Provenance</h2>')
-    h.append("<p>Each row's numbers, per seed: the metrics files (links relative to this report), the params hash each records, "
-             "the encoder run id and the code version. Effective pretrain settings of each run: <code>reports/params.resolved.json</code>.</p>")
-    h.append('<div class="wide"><table class=prov><tr><th>dataset / experiment</th><th>seed</th><th>metrics files</th><th>params hash</th><th>encoder run</th><th>code</th></tr>')
+    h.append(
+        "<p>Each row's numbers, per seed: the metrics files (links relative to this report), the params hash each records, "
+        "the encoder run id and the code version. Effective pretrain settings of each run: <code>reports/params.resolved.json</code>.</p>"
+    )
+    h.append(
+        '<div class="wide"><table class=prov><tr><th>dataset / experiment</th><th>seed</th><th>metrics files</th><th>params hash</th><th>encoder run</th><th>code</th></tr>'
+    )
     protocols: dict[str, list[str]] = {}
     for row in rows:
         for i, s in enumerate(row["sources"]):
@@ -851,23 +1006,37 @@ def to_html(params: Params, rows: list[dict], figs: list[Figure], out: Path, ref
             hashes = "<br>".join(f"{_e(k)}: <code>{_e(v)}</code>" for k, v in s["params_hash"].items())
             for k, v in s["protocol"].items():
                 protocols.setdefault(f"{k}: {v}", []).append(f"{row['dataset']}/{row['experiment']}/seed{s['seed']}")
-            h.append(f'<tr{first}><td class="l nw">{_e(row["dataset"])} / {_e(row["experiment"])}</td><td>{s["seed"]}</td><td class="l nw">{links}</td>'
-                     f'<td class="l nw">{hashes}</td><td class="l nw"><code>{_e(s["encoder_run_id"])}</code></td><td class="l"><code>{_e(s["code_version"])}</code></td></tr>')
+            h.append(
+                f'<tr{first}><td class="l nw">{_e(row["dataset"])} / {_e(row["experiment"])}</td><td>{s["seed"]}</td><td class="l nw">{links}</td>'
+                f'<td class="l nw">{hashes}</td><td class="l nw"><code>{_e(s["encoder_run_id"])}</code></td><td class="l"><code>{_e(s["code_version"])}</code></td></tr>'
+            )
     h.append("</table></div>")
     h.append("<p>Evaluation protocols recorded in the metrics files:</p><ul>")
     for text, runs in protocols.items():
         h.append(f"<li>{_e(text)} <span class=src>({len(runs)} runs)</span></li>")
     h.append("</ul>")
     if settings:
-        h.append("<details><summary>Effective pretrain settings of each run (reports/params.resolved.json)</summary><pre>"
-                 + _e(json.dumps({k: settings[k] for k in sorted(settings)}, indent=1)) + "</pre></details>")
+        h.append(
+            "<details><summary>Effective pretrain settings of each run (reports/params.resolved.json)</summary><pre>"
+            + _e(json.dumps({k: settings[k] for k in sorted(settings)}, indent=1))
+            + "</pre></details>"
+        )
     h.append("</body></html>")
     return "\n".join(h) + "\n"
 
 
 # ----------------------------------------------------------------------------- the stage
-def build_figures(params: Params, rows: list[dict], settings: dict, fig_dir: Path, log: logging.Logger, *, features_root: Path,
-                  models_root: Path, data_root: Path) -> list[Figure]:
+def build_figures(
+    params: Params,
+    rows: list[dict],
+    settings: dict,
+    fig_dir: Path,
+    log: logging.Logger,
+    *,
+    features_root: Path,
+    models_root: Path,
+    data_root: Path,
+) -> list[Figure]:
     figs = (
         fig_variance(params, features_root, fig_dir, log)
         + fig_gradcam(params, data_root, models_root, fig_dir, log)
@@ -893,8 +1062,15 @@ def log_drift(params: Params, rows: list[dict], log: logging.Logger) -> None:
 
 
 def build_report(
-    params: Params, metrics_root: Path, out: Path, log: logging.Logger, *, features_root: Path | None = None,
-    models_root: Path | None = None, data_root: Path | None = None, resolved: Path | None = None,
+    params: Params,
+    metrics_root: Path,
+    out: Path,
+    log: logging.Logger,
+    *,
+    features_root: Path | None = None,
+    models_root: Path | None = None,
+    data_root: Path | None = None,
+    resolved: Path | None = None,
 ) -> dict:
     """Tables always; figures and index.html when the features/models/data roots are given."""
     rows = collect(params, metrics_root)
@@ -918,7 +1094,9 @@ def build_report(
     settings = effective_settings(params, resolved if resolved is not None else out / "params.resolved.json")
     for d in (out / "figures", out / "curves"):  # declared outputs: exist even when a grid draws nothing
         d.mkdir(parents=True, exist_ok=True)
-    figs = build_figures(params, rows, settings, out / "figures", log, features_root=features_root, models_root=models_root, data_root=data_root)
+    figs = build_figures(
+        params, rows, settings, out / "figures", log, features_root=features_root, models_root=models_root, data_root=data_root
+    )
     curves = mirror_curves(params, models_root, out / "curves")
     log.info("mirrored %d training-curve TSVs to %s (dvc plots show)", len(curves), out / "curves")
     atomic_write_text(out / "index.html", to_html(params, rows, figs, out, refs, settings))

@@ -7,7 +7,23 @@ params, so validate and the report compute it without importing the training loo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 from finesyn.config import HOW_TO_RUN, PretrainConfig
+
+
+@dataclass
+class RunSpec:
+    """One pretraining run: what it computes, its identity, and where its checkpoints go."""
+
+    method: str  # registry name or "none"
+    synth: bool
+    cfg: PretrainConfig
+    crop_size: int
+    seed: int
+    run_id: str  # hash of run_settings + the data: a checkpoint of another run is never resumed
+    ckpt_dir: Path
 
 
 def how_to_run_fields() -> list[str]:

@@ -29,10 +29,11 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -86,16 +87,19 @@ class BadImagesError(UserError, RuntimeError):
     def __init__(self, bad: Sequence[tuple[str, str]], out_dir: Path | None = None):
         self.bad = list(bad)
         lines = "\n".join(f"  {p}: {r}" for p, r in self.bad)
-        hint = (f"\nDecoded chunks are kept in {out_dir}; re-run with on_bad_image='skip' to drop these "
-                "images, or replace the files and re-run." if out_dir else "")
+        hint = (
+            f"\nDecoded chunks are kept in {out_dir}; re-run with on_bad_image='skip' to drop these "
+            "images, or replace the files and re-run."
+            if out_dir
+            else ""
+        )
         super().__init__(f"{len(self.bad)} unreadable image(s):\n{lines}{hint}")
 
 
 # --------------------------------------------------------------------------- images
 
 
-def resize_to_square(img: Image.Image, size: int, fit: Fit = "center_crop",
-                     resample: str = "bicubic") -> Image.Image:
+def resize_to_square(img: Image.Image, size: int, fit: Fit = "center_crop", resample: str = "bicubic") -> Image.Image:
     """``center_crop``: resize so the shorter side is ``size`` (the longer one is rounded), then
     take the central ``size``x``size`` crop (offsets floor((w - size) / 2)); ``squash``: resize to
     ``size``x``size`` ignoring the aspect ratio."""
@@ -127,16 +131,16 @@ def to_8bit(im: Image.Image) -> Image.Image:
     if im.mode.startswith("I;16") or im.mode == "I":
         a = np.asarray(im)
         if a.size and (int(a.min()) < 0 or int(a.max()) > 65535):
-            raise ValueError(f"mode {im.mode} pixel values span {int(a.min())}..{int(a.max())}, "
-                             "outside 0..65535: save the image as 8- or 16-bit")
+            raise ValueError(
+                f"mode {im.mode} pixel values span {int(a.min())}..{int(a.max())}, outside 0..65535: save the image as 8- or 16-bit"
+            )
         return Image.fromarray((a.astype(np.uint32) >> 8).astype(np.uint8), mode="L")
     if im.mode == "F":
         raise ValueError("float image (mode F) has no defined 8-bit scale: save it as 8- or 16-bit")
     return im
 
 
-def load_image(path: str | os.PathLike[str], size: int, fit: Fit = "center_crop",
-               resample: str = "bicubic") -> np.ndarray:
+def load_image(path: str | os.PathLike[str], size: int, fit: Fit = "center_crop", resample: str = "bicubic") -> np.ndarray:
     """Decode ``path`` with PIL (fully: truncated files raise), convert to RGB, resize/crop to
     ``size``; returns uint8 ``(size, size, 3)``. EXIF orientation is not applied (as in
     torchvision's loaders)."""
@@ -191,8 +195,7 @@ def _owner_alive(pid: int) -> bool:
         return True
 
 
-def _process_chunk(partial: str, start: int, paths: Sequence[str], size: int, fit: Fit,
-                   resample: str) -> list[tuple[int, str]]:
+def _process_chunk(partial: str, start: int, paths: Sequence[str], size: int, fit: Fit, resample: str) -> list[tuple[int, str]]:
     """Decode ``paths`` into rows ``start..`` of the partial array; flush; return bad rows."""
     buf = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
     bad: list[tuple[int, str]] = []
@@ -203,7 +206,7 @@ def _process_chunk(partial: str, start: int, paths: Sequence[str], size: int, fi
             bad.append((start + j, f"{type(e).__name__}: {e}"))
     mm = np.load(partial, mmap_mode="r+")
     try:
-        mm[start:start + len(paths)] = buf
+        mm[start : start + len(paths)] = buf
         mm.flush()
     finally:
         del mm
@@ -236,8 +239,7 @@ def _invalidate(out: Path, *extra: str) -> None:
         _unlink(out / name)
 
 
-def _manifest_text(ids: Sequence[str], labels: Sequence[int], splits: Sequence[str],
-                   sources: Sequence[str]) -> str:
+def _manifest_text(ids: Sequence[str], labels: Sequence[int], splits: Sequence[str], sources: Sequence[str]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(MANIFEST_COLUMNS)
@@ -265,19 +267,31 @@ def _copy_rows_atomic(dst: Path, src: np.ndarray, rows: np.ndarray | None, block
     fsync_dir(dst.parent)
 
 
-def _meta(*, name: str, kind: str, classes: Sequence[str], image_size: int, splits: Sequence[str],
-          skipped: list[dict[str, str]], params: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def _meta(
+    *,
+    name: str,
+    kind: str,
+    classes: Sequence[str],
+    image_size: int,
+    splits: Sequence[str],
+    skipped: list[dict[str, str]],
+    params: dict[str, Any],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
     bad_keys = [k for k in extra if k in _RESERVED_META]
     if bad_keys:
         raise ValueError(f"meta_extra must not set {bad_keys}: they are computed")
-    meta: dict[str, Any] = {"name": name, "kind": kind, "classes": list(classes),
-                            "image_size": int(image_size),
-                            "counts": {"train": int(sum(s == "train" for s in splits)),
-                                       "test": int(sum(s == "test" for s in splits))},
-                            "skipped": skipped,
-                            # caller's params (e.g. the params.yaml section), then the computed
-                            # ones, which must win (the fingerprint decides reuse/resume)
-                            "params": {**dict(extra.get("params") or {}), **params}}
+    meta: dict[str, Any] = {
+        "name": name,
+        "kind": kind,
+        "classes": list(classes),
+        "image_size": int(image_size),
+        "counts": {"train": int(sum(s == "train" for s in splits)), "test": int(sum(s == "test" for s in splits))},
+        "skipped": skipped,
+        # caller's params (e.g. the params.yaml section), then the computed
+        # ones, which must win (the fingerprint decides reuse/resume)
+        "params": {**dict(extra.get("params") or {}), **params},
+    }
     for k, v in extra.items():
         if k not in ("name", "kind", "params"):
             meta[k] = v
@@ -289,10 +303,16 @@ def _meta(*, name: str, kind: str, classes: Sequence[str], image_size: int, spli
 # --------------------------------------------------------------------------- public writers
 
 
-def write_cache_from_arrays(out_dir: str | os.PathLike[str], images: np.ndarray, labels: Sequence[int],
-                            splits: Sequence[str], ids: Sequence[str], sources: Sequence[str] | None,
-                            classes: Sequence[str], meta_extra: dict[str, Any] | None = None
-                            ) -> "PreparedDataset":
+def write_cache_from_arrays(
+    out_dir: str | os.PathLike[str],
+    images: np.ndarray,
+    labels: Sequence[int],
+    splits: Sequence[str],
+    ids: Sequence[str],
+    sources: Sequence[str] | None,
+    classes: Sequence[str],
+    meta_extra: dict[str, Any] | None = None,
+) -> PreparedDataset:
     """Write an in-memory dataset (e.g. the generated one) as a cache.
 
     ``images`` uint8 ``(N, S, S, 3)``; ``sources`` defaults to ``"generated"`` for every row;
@@ -320,9 +340,16 @@ def write_cache_from_arrays(out_dir: str | os.PathLike[str], images: np.ndarray,
     if labels and not (0 <= min(labels) and max(labels) < len(classes)):
         raise ValueError(f"labels must be in [0, {len(classes)})")
     extra = dict(meta_extra or {})
-    meta = _meta(name=extra.get("name", out.name), kind=extra.get("kind", "generated"),
-                 classes=classes, image_size=images.shape[1], splits=splits, skipped=[],
-                 params={}, extra=extra)
+    meta = _meta(
+        name=extra.get("name", out.name),
+        kind=extra.get("kind", "generated"),
+        classes=classes,
+        image_size=images.shape[1],
+        splits=splits,
+        skipped=[],
+        params={},
+        extra=extra,
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     _invalidate(out, PROGRESS_FILE, PARTIAL_FILE)
@@ -332,8 +359,7 @@ def write_cache_from_arrays(out_dir: str | os.PathLike[str], images: np.ndarray,
     return open_cache(out)
 
 
-def _fingerprint(index: DatasetIndex, sources: list[str], *, image_size: int, fit: str,
-                 resample: str, chunk_size: int) -> str:
+def _fingerprint(index: DatasetIndex, sources: list[str], *, image_size: int, fit: str, resample: str, chunk_size: int) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([FORMAT_VERSION, image_size, fit, resample, chunk_size, len(index.items)]).encode())
     for it, src in zip(index.items, sources):
@@ -367,7 +393,7 @@ def prepare_from_index(
     overwrite: bool = False,
     meta_extra: dict[str, Any] | None = None,
     mp_context: multiprocessing.context.BaseContext | None = None,
-) -> "PreparedDataset":
+) -> PreparedDataset:
     """Decode, resize and store every image of ``index`` as a cache in ``out_dir``.
 
     ``progress(done_images, total_images)`` is called in this process after each chunk has been
@@ -403,11 +429,16 @@ def prepare_from_index(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sources = [index.relative_source(it) for it in items]
-    fp = _fingerprint(index, sources, image_size=image_size, fit=fit, resample=resample,
-                      chunk_size=chunk_size)
-    params = {"image_size": image_size, "fit": fit, "resample": resample, "chunk_size": chunk_size,
-              "on_bad_image": on_bad_image, "root": str(index.root) if index.root else None,
-              "fingerprint": fp}
+    fp = _fingerprint(index, sources, image_size=image_size, fit=fit, resample=resample, chunk_size=chunk_size)
+    params = {
+        "image_size": image_size,
+        "fit": fit,
+        "resample": resample,
+        "chunk_size": chunk_size,
+        "on_bad_image": on_bad_image,
+        "root": str(index.root) if index.root else None,
+        "fingerprint": fp,
+    }
 
     # ---- an existing complete cache
     meta_path = out / META_FILE
@@ -425,8 +456,10 @@ def prepare_from_index(
             if not skipped_before or old_params.get("on_bad_image") == on_bad_image:
                 return open_cache(out)
         if old.get("complete") is True and not overwrite:
-            raise CacheError(f"{out} already holds a complete prepared dataset built from different "
-                             "inputs/parameters; pass overwrite=True or delete the directory")
+            raise CacheError(
+                f"{out} already holds a complete prepared dataset built from different "
+                "inputs/parameters; pass overwrite=True or delete the directory"
+            )
 
     # ---- resume or start over
     partial, final, progress_path = out / PARTIAL_FILE, out / IMAGES_FILE, out / PROGRESS_FILE
@@ -437,11 +470,17 @@ def prepare_from_index(
         except (OSError, ValueError):
             state = None
     n_chunks = (n + chunk_size - 1) // chunk_size
-    resumable = (isinstance(state, dict) and state.get("fingerprint") == fp and state.get("n") == n
-                 and state.get("chunk_size") == chunk_size
-                 and (partial.exists()
-                      # finished chunks already published as images.npy, then interrupted
-                      or (final.exists() and len(state.get("done", [])) == n_chunks)))
+    resumable = (
+        isinstance(state, dict)
+        and state.get("fingerprint") == fp
+        and state.get("n") == n
+        and state.get("chunk_size") == chunk_size
+        and (
+            partial.exists()
+            # finished chunks already published as images.npy, then interrupted
+            or (final.exists() and len(state.get("done", [])) == n_chunks)
+        )
+    )
     if resumable and partial.exists():
         try:
             shape = np.load(partial, mmap_mode="r").shape
@@ -453,8 +492,7 @@ def prepare_from_index(
         _unlink(partial)
         preallocated_npy(partial, (n, image_size, image_size, 3))
         _invalidate(out, PROGRESS_FILE, IMAGES_FILE, MANIFEST_FILE)
-        state = {"format_version": FORMAT_VERSION, "fingerprint": fp, "n": n, "chunk_size": chunk_size,
-                 "done": [], "bad": {}}
+        state = {"format_version": FORMAT_VERSION, "fingerprint": fp, "n": n, "chunk_size": chunk_size, "done": [], "bad": {}}
         atomic_write_json(progress_path, state)
     else:
         _invalidate(out)  # a stale meta.json (e.g. overwrite) must go before anything else
@@ -476,16 +514,30 @@ def prepare_from_index(
 
     todo = [c for c in range(n_chunks) if c not in done]
     if todo and partial.exists():
-        args = [(c, (str(partial), c * chunk_size,
-                     [str(it.path) for it in items[c * chunk_size:c * chunk_size + chunk_len(c)]],
-                     image_size, fit, resample)) for c in todo]
+        args = [
+            (
+                c,
+                (
+                    str(partial),
+                    c * chunk_size,
+                    [str(it.path) for it in items[c * chunk_size : c * chunk_size + chunk_len(c)]],
+                    image_size,
+                    fit,
+                    resample,
+                ),
+            )
+            for c in todo
+        ]
         if workers == 1 or len(todo) == 1:
             for c, a in args:
                 record(c, _process_chunk(*a))
         else:
-            ex = ProcessPoolExecutor(max_workers=min(workers, len(todo)),
-                                     mp_context=mp_context or _default_mp_context(),
-                                     initializer=_worker_init, initargs=(os.getpid(),))
+            ex = ProcessPoolExecutor(
+                max_workers=min(workers, len(todo)),
+                mp_context=mp_context or _default_mp_context(),
+                initializer=_worker_init,
+                initargs=(os.getpid(),),
+            )
             try:
                 pending = {ex.submit(_process_chunk, *a): c for c, a in args}
                 while pending:
@@ -517,18 +569,25 @@ def prepare_from_index(
         fsync_dir(out)
     shape = np.load(final, mmap_mode="r").shape
     if shape != (len(keep), image_size, image_size, 3):  # pragma: no cover - defensive
-        raise CacheError(f"{final} has shape {shape}, expected {(len(keep), image_size, image_size, 3)}; "
-                         f"delete {out} and prepare again")
+        raise CacheError(f"{final} has shape {shape}, expected {(len(keep), image_size, image_size, 3)}; delete {out} and prepare again")
 
     kept = [items[i] for i in keep]
-    atomic_write_text(out / MANIFEST_FILE, _manifest_text(
-        [it.id for it in kept], [it.label for it in kept], [it.split for it in kept],
-        [sources[i] for i in keep]))
+    atomic_write_text(
+        out / MANIFEST_FILE,
+        _manifest_text([it.id for it in kept], [it.label for it in kept], [it.split for it in kept], [sources[i] for i in keep]),
+    )
     skipped = [{"source": sources[i], "reason": r} for i, r in bad]
     extra = dict(meta_extra or {})
-    meta = _meta(name=extra.get("name", index.name), kind=extra.get("kind", index.kind),
-                 classes=index.classes, image_size=image_size, splits=[it.split for it in kept],
-                 skipped=skipped, params=params, extra=extra)
+    meta = _meta(
+        name=extra.get("name", index.name),
+        kind=extra.get("kind", index.kind),
+        classes=index.classes,
+        image_size=image_size,
+        splits=[it.split for it in kept],
+        skipped=skipped,
+        params=params,
+        extra=extra,
+    )
     if index.expected_counts is not None:
         meta.setdefault("expected_counts", dict(index.expected_counts))
         meta["complete"] = meta.pop("complete")  # keep "complete" the last key
@@ -544,9 +603,9 @@ def prepare_from_index(
 @dataclass
 class PreparedDataset:
     path: Path
-    images: np.ndarray          # uint8 (N, S, S, 3) memmap
-    labels: np.ndarray          # int64 (N,)
-    splits: np.ndarray          # '<U5' (N,): "train" | "test"
+    images: np.ndarray  # uint8 (N, S, S, 3) memmap
+    labels: np.ndarray  # int64 (N,)
+    splits: np.ndarray  # '<U5' (N,): "train" | "test"
     ids: list[str]
     sources: list[str]
     classes: list[str]
@@ -581,16 +640,14 @@ def open_cache(path: str | os.PathLike[str], *, mmap_mode: Literal["r", "c"] = "
         raise err("directory does not exist")
     meta_path = d / META_FILE
     if not meta_path.is_file():
-        hint = (" (an unfinished prepare: run it again to resume)" if (d / PROGRESS_FILE).exists()
-                else "")
+        hint = " (an unfinished prepare: run it again to resume)" if (d / PROGRESS_FILE).exists() else ""
         raise err(f"no {META_FILE}: the cache is unfinished or not a prepared dataset{hint}")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except ValueError as e:
         raise err(f"{META_FILE} is not valid JSON: {e}") from e
     if not isinstance(meta, dict) or meta.get("complete") is not True:
-        raise err(f"{META_FILE} lacks \"complete\": true; the cache is unfinished and must not be used "
-                  "(re-run prepare)")
+        raise err(f'{META_FILE} lacks "complete": true; the cache is unfinished and must not be used (re-run prepare)')
     for key in ("classes", "image_size", "counts"):
         if key not in meta:
             raise err(f"{META_FILE} has no {key!r}")
@@ -619,8 +676,10 @@ def open_cache(path: str | os.PathLike[str], *, mmap_mode: Literal["r", "c"] = "
     counts = meta["counts"]
     n_meta = int(counts.get("train", 0)) + int(counts.get("test", 0))
     if not (len(rows) == n == n_meta):
-        raise err(f"files disagree in length: {IMAGES_FILE} has {n} images, {MANIFEST_FILE} has "
-                  f"{len(rows)} rows, {META_FILE} counts sum to {n_meta}")
+        raise err(
+            f"files disagree in length: {IMAGES_FILE} has {n} images, {MANIFEST_FILE} has "
+            f"{len(rows)} rows, {META_FILE} counts sum to {n_meta}"
+        )
     try:
         index = np.array([int(r[0]) for r in rows], dtype=np.int64)
         labels = np.array([int(r[2]) for r in rows], dtype=np.int64)
@@ -638,6 +697,13 @@ def open_cache(path: str | os.PathLike[str], *, mmap_mode: Literal["r", "c"] = "
     got = {"train": int((splits == "train").sum()), "test": int((splits == "test").sum())}
     if got != {"train": int(counts.get("train", 0)), "test": int(counts.get("test", 0))}:
         raise err(f"{MANIFEST_FILE} split counts {got} disagree with {META_FILE} counts {counts}")
-    return PreparedDataset(path=d, images=images, labels=labels, splits=splits,
-                           ids=[r[1] for r in rows], sources=[r[4] for r in rows],
-                           classes=classes, meta=meta)
+    return PreparedDataset(
+        path=d,
+        images=images,
+        labels=labels,
+        splits=splits,
+        ids=[r[1] for r in rows],
+        sources=[r[4] for r in rows],
+        classes=classes,
+        meta=meta,
+    )

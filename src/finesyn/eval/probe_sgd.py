@@ -54,7 +54,7 @@ class BackboneChangedError(RuntimeError):
         self.changed = list(changed)
         shown = ", ".join(self.changed[:12]) + (f", ... and {len(self.changed) - 12} more" if len(self.changed) > 12 else "")
         bn = any(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in self.changed)
-        hint = (" BN running statistics changed: a BatchNorm layer ran in train mode." if bn else "")
+        hint = " BN running statistics changed: a BatchNorm layer ran in train mode." if bn else ""
         super().__init__(
             f"sanity check failed: the frozen backbone changed during the linear probe "
             f"({len(self.changed)} tensor(s) not bit-identical: {shown}).{hint} "
@@ -118,8 +118,9 @@ def _features(backbone: nn.Module, images: np.ndarray, rows: np.ndarray, crop_si
     return torch.cat(out)
 
 
-def protocol_text(*, lr: float, momentum: float, weight_decay: float, batch_size: int, epochs: int,
-                  milestones: Sequence[int], crop_size: int, report: str) -> str:
+def protocol_text(
+    *, lr: float, momentum: float, weight_decay: float, batch_size: int, epochs: int, milestones: Sequence[int], crop_size: int, report: str
+) -> str:
     return (
         "sgd_paper: Linear (bias, init N(0, 0.01)) on L2-normalised pooled features of the frozen backbone "
         "(requires_grad False, BN in eval mode), cross-entropy; "
@@ -244,10 +245,21 @@ def sgd_probe(
         "epoch": int(epoch_reported),
         "epochs": int(epochs),
         "selection": SELECTION[report],
-        "sanity_check": {"passed": True, "tensors_checked": checked,
-                         "rule": "every backbone state_dict tensor (parameters and buffers) bit-identical before and after training"},
+        "sanity_check": {
+            "passed": True,
+            "tensors_checked": checked,
+            "rule": "every backbone state_dict tensor (parameters and buffers) bit-identical before and after training",
+        },
         "device": str(dev),
         "history": history,
-        "protocol": protocol_text(lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size,
-                                  epochs=epochs, milestones=milestones, crop_size=crop_size, report=report),
+        "protocol": protocol_text(
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            epochs=epochs,
+            milestones=milestones,
+            crop_size=crop_size,
+            report=report,
+        ),
     }

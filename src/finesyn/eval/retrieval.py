@@ -140,16 +140,15 @@ def relevant_ranks(sim: np.ndarray, rel: np.ndarray) -> tuple[np.ndarray, np.nda
         rank[sl] += n - hi  # strictly more similar
         for j in np.flatnonzero(hi > lo):  # equal similarity: only lower indices rank above (rare)
             k = start[i] + j
-            rank[k] += np.count_nonzero((sim[i, :c[k]] == v[k]) & ~rel[i, :c[k]])
+            rank[k] += np.count_nonzero((sim[i, : c[k]] == v[k]) & ~rel[i, : c[k]])
     return r, rank
 
 
 def _codes(query_labels, gallery_labels) -> tuple[np.ndarray, np.ndarray]:
     """Integer codes for labels of any dtype, shared by queries and gallery."""
-    _, inv = np.unique(np.concatenate([np.asarray(query_labels), np.asarray(gallery_labels)]),
-                       return_inverse=True)
+    _, inv = np.unique(np.concatenate([np.asarray(query_labels), np.asarray(gallery_labels)]), return_inverse=True)
     inv = inv.astype(np.int32)
-    return inv[: len(query_labels)], inv[len(query_labels):]
+    return inv[: len(query_labels)], inv[len(query_labels) :]
 
 
 def retrieval_metrics(
@@ -209,10 +208,10 @@ def retrieval_metrics(
         ran_on = "gpu" if is_gpu_index(index) else "cpu"
 
         def ranking(s: int, m: int) -> tuple[np.ndarray, np.ndarray]:
-            _, ids = search(index, q[s:s + m], n_g)
+            _, ids = search(index, q[s : s + m], n_g)
             if loo:  # drop the query itself, wherever it ranks
                 ids = ids[ids != np.arange(s, s + m)[:, None]].reshape(m, n_rank)
-            r, c = np.nonzero(gy[ids] == qy[s:s + m, None])  # row-major: ranks ascending per row
+            r, c = np.nonzero(gy[ids] == qy[s : s + m, None])  # row-major: ranks ascending per row
             return r, c + 1
     else:
         dev = torch_device(device)
@@ -222,8 +221,8 @@ def retrieval_metrics(
 
         def ranking(s: int, m: int) -> tuple[np.ndarray, np.ndarray]:
             self_ids = np.arange(s, s + m)
-            sim = similarities(q_t[s:s + m], g_t, torch.from_numpy(self_ids).to(dev) if loo else None)
-            rel = gy[None, :] == qy[s:s + m, None]
+            sim = similarities(q_t[s : s + m], g_t, torch.from_numpy(self_ids).to(dev) if loo else None)
+            rel = gy[None, :] == qy[s : s + m, None]
             if loo:
                 rel[np.arange(m), self_ids] = False
             return relevant_ranks(sim, rel)

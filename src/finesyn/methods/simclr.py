@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +64,7 @@ class SimCLR(SSLMethod):
         self.temperature = temperature
 
     @classmethod
-    def from_config(cls, backbone, cfg, num_train: int, num_classes: int | None = None) -> "SimCLR":
+    def from_config(cls, backbone, cfg, num_train: int, num_classes: int | None = None) -> SimCLR:
         m = cfg.methods.simclr
         return cls(backbone, m.proj_hidden_dim, m.proj_dim, m.temperature)
 

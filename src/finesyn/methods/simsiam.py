@@ -31,7 +31,7 @@ class SimSiam(SSLMethod):
         self.predictor = mlp([proj_dim, pred_hidden_dim, proj_dim])
 
     @classmethod
-    def from_config(cls, backbone, cfg, num_train: int, num_classes: int | None = None) -> "SimSiam":
+    def from_config(cls, backbone, cfg, num_train: int, num_classes: int | None = None) -> SimSiam:
         m = cfg.methods.simsiam
         return cls(backbone, m.proj_dim, m.pred_hidden_dim, m.fix_pred_lr)
 

@@ -35,7 +35,7 @@ class Supervised(SSLMethod):
         self.targets: torch.Tensor | None = None
 
     @classmethod
-    def from_config(cls, backbone, cfg, num_train: int, num_classes: int | None = None) -> "Supervised":
+    def from_config(cls, backbone, cfg, num_train: int, num_classes: int | None = None) -> Supervised:
         if not num_classes:
             raise ValueError("method 'supervised' needs the dataset's labels (num_classes)")
         sup = cfg.methods.supervised
