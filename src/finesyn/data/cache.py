@@ -412,6 +412,30 @@ def prepare_from_index(
     path once all chunks are done (the decoded chunks are kept, so re-running with ``"skip"``
     is cheap); ``"skip"`` drops them and records them in ``meta["skipped"]``.
     """
+    image_size, chunk_size, workers = _checked_arguments(index, on_bad_image, fit, resample, image_size, chunk_size, workers)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sources = [index.relative_source(it) for it in index.items]
+    fp = _fingerprint(index, sources, image_size=image_size, fit=fit, resample=resample, chunk_size=chunk_size)
+    root = str(index.root) if index.root else None
+    params = {
+        "image_size": image_size,
+        "fit": fit,
+        "resample": resample,
+        "chunk_size": chunk_size,
+        "on_bad_image": on_bad_image,
+        "root": root,
+        "fingerprint": fp,
+    }
+    reused = _complete_cache(out, fp, on_bad_image, overwrite)
+    if reused is not None:
+        return reused
+    state = _work_state(out, fp, len(index.items), image_size, chunk_size)
+    _decode_chunks(out, index.items, state, image_size, fit, resample, chunk_size, workers, progress, mp_context)
+    return _publish(out, index, sources, state, params, meta_extra)
+
+
+def _checked_arguments(index, on_bad_image, fit, resample, image_size, chunk_size, workers) -> tuple[int, int, int]:
     if on_bad_image not in ("fail", "skip"):
         raise ValueError(f"on_bad_image must be 'fail' or 'skip', got {on_bad_image!r}")
     if fit not in ("center_crop", "squash"):
@@ -420,48 +444,37 @@ def prepare_from_index(
         raise ValueError(f"resample must be one of {sorted(_RESAMPLE)}, got {resample!r}")
     if int(image_size) < 1 or int(chunk_size) < 1 or int(workers) < 1:
         raise ValueError("image_size, chunk_size and workers must be >= 1")
-    image_size, chunk_size, workers = int(image_size), int(chunk_size), int(workers)
-    items = index.items
-    n = len(items)
-    if n == 0:
+    if len(index.items) == 0:
         raise ValueError(f"dataset index {index.name!r} has no images")
+    return int(image_size), int(chunk_size), int(workers)
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    sources = [index.relative_source(it) for it in items]
-    fp = _fingerprint(index, sources, image_size=image_size, fit=fit, resample=resample, chunk_size=chunk_size)
-    params = {
-        "image_size": image_size,
-        "fit": fit,
-        "resample": resample,
-        "chunk_size": chunk_size,
-        "on_bad_image": on_bad_image,
-        "root": str(index.root) if index.root else None,
-        "fingerprint": fp,
-    }
 
-    # ---- an existing complete cache
+def _complete_cache(out: Path, fp: str, on_bad_image: str, overwrite: bool) -> PreparedDataset | None:
+    """The complete cache already in `out` if it was built from the same inputs; None to (re)build."""
     meta_path = out / META_FILE
-    if meta_path.exists():
-        try:
-            old = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            old = {}
-        old = old if isinstance(old, dict) else {}
-        old_params = old.get("params") if isinstance(old.get("params"), dict) else {}
-        if old.get("complete") is True and old_params.get("fingerprint") == fp:
-            skipped_before = old.get("skipped") or []
-            if skipped_before and on_bad_image == "fail":
-                raise BadImagesError([(s.get("source", "?"), s.get("reason", "?")) for s in skipped_before])
-            if not skipped_before or old_params.get("on_bad_image") == on_bad_image:
-                return open_cache(out)
-        if old.get("complete") is True and not overwrite:
-            raise CacheError(
-                f"{out} already holds a complete prepared dataset built from different "
-                "inputs/parameters; pass overwrite=True or delete the directory"
-            )
+    if not meta_path.exists():
+        return None
+    try:
+        old = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = {}
+    old = old if isinstance(old, dict) else {}
+    old_params = old.get("params") if isinstance(old.get("params"), dict) else {}
+    if old.get("complete") is True and old_params.get("fingerprint") == fp:
+        skipped_before = old.get("skipped") or []
+        if skipped_before and on_bad_image == "fail":
+            raise BadImagesError([(s.get("source", "?"), s.get("reason", "?")) for s in skipped_before])
+        if not skipped_before or old_params.get("on_bad_image") == on_bad_image:
+            return open_cache(out)
+    if old.get("complete") is True and not overwrite:
+        raise CacheError(
+            f"{out} already holds a complete prepared dataset built from different inputs/parameters; pass overwrite=True or delete the directory"
+        )
+    return None
 
-    # ---- resume or start over
+
+def _work_state(out: Path, fp: str, n: int, image_size: int, chunk_size: int) -> dict:
+    """The progress record of an unfinished prepare of the same inputs (resume), or a fresh one."""
     partial, final, progress_path = out / PARTIAL_FILE, out / IMAGES_FILE, out / PROGRESS_FILE
     state = None
     if progress_path.exists():
@@ -487,16 +500,21 @@ def prepare_from_index(
         except Exception:
             shape = None
         resumable = shape == (n, image_size, image_size, 3)
-    if not resumable:
-        # allocate the new work file before touching the old cache: a full disk then changes nothing
-        _unlink(partial)
-        preallocated_npy(partial, (n, image_size, image_size, 3))
-        _invalidate(out, PROGRESS_FILE, IMAGES_FILE, MANIFEST_FILE)
-        state = {"format_version": FORMAT_VERSION, "fingerprint": fp, "n": n, "chunk_size": chunk_size, "done": [], "bad": {}}
-        atomic_write_json(progress_path, state)
-    else:
+    if resumable:
         _invalidate(out)  # a stale meta.json (e.g. overwrite) must go before anything else
+        return state
+    # allocate the new work file before touching the old cache: a full disk then changes nothing
+    _unlink(partial)
+    preallocated_npy(partial, (n, image_size, image_size, 3))
+    _invalidate(out, PROGRESS_FILE, IMAGES_FILE, MANIFEST_FILE)
+    state = {"format_version": FORMAT_VERSION, "fingerprint": fp, "n": n, "chunk_size": chunk_size, "done": [], "bad": {}}
+    atomic_write_json(progress_path, state)
+    return state
 
+
+def _decode_chunks(out, items, state, image_size, fit, resample, chunk_size, workers, progress, mp_context) -> None:
+    """Decode every chunk not yet done into the work file, recording each in `state` (and on disk) as it lands."""
+    partial, progress_path, n = out / PARTIAL_FILE, out / PROGRESS_FILE, len(items)
     done: set[int] = {int(c) for c in state["done"]}
     bad_by_chunk: dict[str, list[list[Any]]] = {str(k): v for k, v in state["bad"].items()}
 
@@ -512,52 +530,46 @@ def prepare_from_index(
         if progress is not None:
             progress(sum(chunk_len(d) for d in done), n)
 
-    todo = [c for c in range(n_chunks) if c not in done]
-    if todo and partial.exists():
-        args = [
-            (
-                c,
-                (
-                    str(partial),
-                    c * chunk_size,
-                    [str(it.path) for it in items[c * chunk_size : c * chunk_size + chunk_len(c)]],
-                    image_size,
-                    fit,
-                    resample,
-                ),
-            )
-            for c in todo
-        ]
-        if workers == 1 or len(todo) == 1:
-            for c, a in args:
-                record(c, _process_chunk(*a))
-        else:
-            ex = ProcessPoolExecutor(
-                max_workers=min(workers, len(todo)),
-                mp_context=mp_context or _default_mp_context(),
-                initializer=_worker_init,
-                initargs=(os.getpid(),),
-            )
-            try:
-                pending = {ex.submit(_process_chunk, *a): c for c, a in args}
-                while pending:
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for f in sorted(finished, key=lambda f: pending[f]):
-                        record(pending.pop(f), f.result())
-            finally:
-                # On interruption: drop queued chunks, let running ones finish (they are
-                # simply not recorded and will be redone on resume).
-                ex.shutdown(wait=True, cancel_futures=True)
+    todo = [c for c in range((n + chunk_size - 1) // chunk_size) if c not in done]
+    if not todo or not partial.exists():
+        return
+    paths = [str(it.path) for it in items]
+    args = [
+        (c, (str(partial), c * chunk_size, paths[c * chunk_size : c * chunk_size + chunk_len(c)], image_size, fit, resample)) for c in todo
+    ]
+    if workers == 1 or len(todo) == 1:
+        for c, a in args:
+            record(c, _process_chunk(*a))
+        return
+    ex = ProcessPoolExecutor(
+        max_workers=min(workers, len(todo)),
+        mp_context=mp_context or _default_mp_context(),
+        initializer=_worker_init,
+        initargs=(os.getpid(),),
+    )
+    try:
+        pending = {ex.submit(_process_chunk, *a): c for c, a in args}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for f in sorted(finished, key=lambda f: pending[f]):
+                record(pending.pop(f), f.result())
+    finally:
+        # On interruption: drop queued chunks, let running ones finish (they are
+        # simply not recorded and will be redone on resume).
+        ex.shutdown(wait=True, cancel_futures=True)
 
-    # ---- all chunks done
-    bad = sorted((int(i), r) for v in bad_by_chunk.values() for i, r in v)
+
+def _publish(out: Path, index: DatasetIndex, sources: list[str], state: dict, params: dict, meta_extra: dict | None) -> PreparedDataset:
+    """All chunks done: drop bad images (or fail), publish images.npy, the manifest and meta.json."""
+    items, image_size, on_bad_image = index.items, params["image_size"], params["on_bad_image"]
+    partial, final, n = out / PARTIAL_FILE, out / IMAGES_FILE, len(index.items)
+    bad = sorted((int(i), r) for v in state["bad"].values() for i, r in v)
     if bad and on_bad_image == "fail":
         raise BadImagesError([(str(items[i].path), r) for i, r in bad], out)
     bad_idx = {i for i, _ in bad}
     keep = np.array([i for i in range(n) if i not in bad_idx], dtype=np.int64)
     if len(keep) == 0:
         raise BadImagesError([(str(items[i].path), r) for i, r in bad], None)
-
     if partial.exists():
         if bad:
             src = np.load(partial, mmap_mode="r")
@@ -570,12 +582,9 @@ def prepare_from_index(
     shape = np.load(final, mmap_mode="r").shape
     if shape != (len(keep), image_size, image_size, 3):  # pragma: no cover - defensive
         raise CacheError(f"{final} has shape {shape}, expected {(len(keep), image_size, image_size, 3)}; delete {out} and prepare again")
-
     kept = [items[i] for i in keep]
-    atomic_write_text(
-        out / MANIFEST_FILE,
-        _manifest_text([it.id for it in kept], [it.label for it in kept], [it.split for it in kept], [sources[i] for i in keep]),
-    )
+    manifest = _manifest_text([it.id for it in kept], [it.label for it in kept], [it.split for it in kept], [sources[i] for i in keep])
+    atomic_write_text(out / MANIFEST_FILE, manifest)
     skipped = [{"source": sources[i], "reason": r} for i, r in bad]
     extra = dict(meta_extra or {})
     meta = _meta(
@@ -591,8 +600,8 @@ def prepare_from_index(
     if index.expected_counts is not None:
         meta.setdefault("expected_counts", dict(index.expected_counts))
         meta["complete"] = meta.pop("complete")  # keep "complete" the last key
-    atomic_write_json(meta_path, meta)
-    _unlink(progress_path)
+    atomic_write_json(out / META_FILE, meta)
+    _unlink(out / PROGRESS_FILE)
     fsync_dir(out)
     return open_cache(out)
 
