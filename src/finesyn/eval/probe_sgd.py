@@ -258,10 +258,16 @@ def sgd_probe(
             scores, epoch_reported = _scores(head.eval()(test_z), yte_t, num_classes), epochs
     else:
         epoch_reported, scores = best
+    return _record(scores, n, len(yte), epoch_reported, epochs, report, checked, dev, history, lr=lr, momentum=momentum,
+                   weight_decay=weight_decay, batch_size=batch_size, milestones=milestones, crop_size=crop_size)  # fmt: skip
+
+
+def _record(scores, n_train, n_test, epoch_reported, epochs, report, checked, dev, history, **recipe) -> dict:
+    """probe.json's fields for the sgd_paper protocol."""
     return {
         **scores,
-        "n_train": int(n),
-        "n_test": int(len(yte)),
+        "n_train": int(n_train),
+        "n_test": int(n_test),
         "epoch": int(epoch_reported),
         "epochs": int(epochs),
         "selection": SELECTION[report],
@@ -272,14 +278,5 @@ def sgd_probe(
         },
         "device": str(dev),
         "history": history,
-        "protocol": protocol_text(
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            batch_size=batch_size,
-            epochs=epochs,
-            milestones=milestones,
-            crop_size=crop_size,
-            report=report,
-        ),
+        "protocol": protocol_text(**recipe, epochs=epochs, report=report),
     }
