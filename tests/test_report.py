@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from finesyn import figures
 from finesyn.config import ParamsError, parse_params
 from finesyn.data.cache import write_cache_from_arrays
+from finesyn.eval import gradcam
 from finesyn.models.backbone import Backbone
-from finesyn.report import budget_check, build_report, collect, compare_reference, fig_alpha, load_reference_numbers
+from finesyn.report import budget_check, build_report, collect, compare_reference, fig_alpha, load_reference_numbers, plots
 
 LOG = logging.getLogger("test_report")
 D = "toy"
@@ -154,7 +154,7 @@ def report(tree):
     (out / "figures").mkdir(parents=True)
     (out / "figures" / "fig2_variance_gone.png").write_bytes(b"stale")  # a dataset no longer in the grid
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("finesyn.report.GRADCAM_VIEWS", 2)  # speed; the stage uses 8
+        mp.setattr("finesyn.report.figures.GRADCAM_VIEWS", 2)  # speed; the stage uses 8
         res = build_report(
             params, tree / "metrics", out, LOG, features_root=tree / "features", models_root=tree / "models", data_root=tree / "data"
         )
@@ -255,7 +255,7 @@ def test_stage_cli_reports_a_malformed_reference_file(tmp_path, tree, monkeypatc
     bad = tmp_path / "bad.csv"
     bad.write_text("dataset,experiment,metric,value\ntoy,mocov2,top1,n/a\n")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params(reference_numbers=str(bad))))
-    stage_file = figures.__file__.replace("src/finesyn/figures.py", "stages/report.py")
+    stage_file = plots.__file__.replace("src/finesyn/report/plots.py", "stages/report.py")
     monkeypatch.syspath_prepend(str(Path(stage_file).parent))  # as when run as a script: stages/ first on sys.path
     spec = importlib.util.spec_from_file_location("report_stage", stage_file)
     stage = importlib.util.module_from_spec(spec)
@@ -365,7 +365,7 @@ def test_variance_stats_picks_dimensions_and_pair():
     x[:, 1] = labels * 10.0  # max variance, separates
     x[:, 2] = np.linspace(0, 0.1, len(labels))  # smallest non-zero variance
     x[:, 3] = np.linspace(0, 1, len(labels))
-    s = figures.variance_stats(x, labels)
+    s = plots.variance_stats(x, labels)
     assert (s["j_min"], s["j_max"], s["n_constant"], s["pair"]) == (2, 1, 1, (1, 2))
     assert s["fisher"]["v_max"] > 100 * s["fisher"]["v_min"]
 
@@ -375,17 +375,17 @@ def test_gradcam_shape_nonnegative_and_encoder_dependent():
     x = torch.randn(3, 3, 32, 32)
     views = torch.stack([x.flip(-1), x.roll(3, dims=-1)])
     a, b = Backbone("resnet18"), Backbone("resnet18")
-    layer = figures.cam_layer(a, 32)
+    layer = gradcam.cam_layer(a, 32)
     assert layer == "layer2"
-    cam_a = figures.ssl_gradcam(a, x, views, layer)
-    cam_b = figures.ssl_gradcam(b, x, views, layer)
+    cam_a = gradcam.ssl_gradcam(a, x, views, layer)
+    cam_b = gradcam.ssl_gradcam(b, x, views, layer)
     assert cam_a.shape == (3, 32, 32) and cam_b.shape == (3, 32, 32)
     assert (cam_a >= 0).all() and (cam_b >= 0).all() and cam_a.amax() > 0
     assert not torch.allclose(cam_a, cam_b)
     assert all(p.grad is None for p in a.parameters())  # the encoder is not touched
     # at paper resolution the last conv block (layer4, 7x7 at 224 px) is used
-    assert figures.cam_layer(a, 224) == "layer4"
-    cam4 = figures.ssl_gradcam(a, torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64), "layer4")
+    assert gradcam.cam_layer(a, 224) == "layer4"
+    cam4 = gradcam.ssl_gradcam(a, torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64), "layer4")
     assert cam4.shape == (1, 64, 64) and (cam4 >= 0).all()
 
 
@@ -409,8 +409,8 @@ def test_gradcam_layers_pool_to_the_encoder_feature():
     b = Backbone("resnet18").eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        for layer in figures.LAYERS:
-            assert torch.allclose(figures._pool_from(b, figures._maps_at(b, x, layer), layer), b(x), atol=1e-5), layer
+        for layer in gradcam.LAYERS:
+            assert torch.allclose(gradcam._pool_from(b, gradcam._maps_at(b, x, layer), layer), b(x), atol=1e-5), layer
 
 
 # ----------------------------------------------------------------------------- budget check (reference rows)
