@@ -83,12 +83,16 @@ SECTIONS = [
 def to_html(
     params: Params, rows: list[dict], figs: list[Figure], out: Path, refs: list[dict] | None = None, settings: dict | None = None
 ) -> str:
+    h = _head(params, rows, refs) + _results(params, rows) + _ablations(params, rows) + _references(refs, rows, params)
+    h += _figures(figs, out) + _provenance(rows, out, settings) + ["</body></html>"]
+    return "\n".join(h) + "\n"
+
+
+def _head(params: Params, rows: list[dict], refs) -> list[str]:
     from finesyn.provenance import params_hash
 
-    headers = [h for h, _, _ in columns(params)]
-    index = _row_index(rows)
     code = sorted({str(s["code_version"]) for r in rows for s in r["sources"]})
-    h = [
+    return [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         "<title>finesyn report</title>",
@@ -103,8 +107,12 @@ def to_html(
         + (' · <a href="#reference">Reference numbers</a>' if refs else "")
         + "".join(f' · <a href="#{sid}">{_e(t.split(":")[0])}</a>' for sid, t in SECTIONS)
         + ' · <a href="#provenance">Provenance</a></nav>',
-        '<h2 id="results">Results</h2>',
     ]
+
+
+def _results(params: Params, rows: list[dict]) -> list[str]:
+    headers = [h for h, _, _ in columns(params)]
+    h = ['<h2 id="results">Results</h2>']
     for dataset in params.grid.datasets:
         chance = chance_level(params, dataset)
         h.append(f"<h3>{_e(dataset)}" + (f" (chance: {chance:.1f}%)" if chance else "") + "</h3>")
@@ -114,6 +122,11 @@ def to_html(
         check = budget_check(params, rows, dataset)
         if check:
             h.append(f'<p class="check">{_md_code(check)}</p>')
+    return h
+
+
+def _ablations(params: Params, rows: list[dict]) -> list[str]:
+    headers, index, h = [h for h, _, _ in columns(params)], _row_index(rows), []
     abl = ablations(params)
     if abl:
         h.append('<h2 id="ablations">Ablations</h2>')
@@ -140,6 +153,11 @@ def to_html(
                     )
                 )
             h.append("</table></div>")
+    return h
+
+
+def _references(refs, rows: list[dict], params: Params) -> list[str]:
+    index, h = _row_index(rows), []
     if refs:
         h.append('<h2 id="reference">Reference numbers</h2>')
         h.append(
@@ -161,6 +179,11 @@ def to_html(
                 f'<td>{c["value"]:.2f}</td><td>{_e(c["ours_text"])}</td><td>{diff}</td><td class="l">{note}</td></tr>'
             )
         h.append("</table>")
+    return h
+
+
+def _figures(figs: list[Figure], out: Path) -> list[str]:
+    h = []
     for sid, stitle in SECTIONS:
         h.append(f'<h2 id="{sid}">{_e(stitle)}</h2>')
         if sid == "fig4":
@@ -181,6 +204,11 @@ def to_html(
             h.append("</figcaption></figure>")
         if sid == "fig4":
             h.append("</div>")
+    return h
+
+
+def _provenance(rows: list[dict], out: Path, settings: dict | None) -> list[str]:
+    h = []
     h.append('<h2 id="provenance">Provenance</h2>')
     h.append(
         "<p>Each row's numbers, per seed: the metrics files (links relative to this report), the params hash each records, "
@@ -212,5 +240,4 @@ def to_html(
             + _e(json.dumps({k: settings[k] for k in sorted(settings)}, indent=1))
             + "</pre></details>"
         )
-    h.append("</body></html>")
-    return "\n".join(h) + "\n"
+    return h
