@@ -7,16 +7,14 @@ faster: importing torchvision costs ~2 s per process); torch is imported only to
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from finesyn.errors import UserError
+from finesyn.paths import RunPaths
 
-# models/<d>/<e>/seed<k>/... and features/<d>/<e>/seed<k>.npz, as dvc.yaml lays them out
-_LAYOUT = re.compile(r"(?:^|/)(models|features)/([^/]+)/([^/]+)/seed(\d+)(?:\.npz$|/|$)")
 _WRITER = {"models": "pretrain", "features": "extract"}
 
 
@@ -26,11 +24,11 @@ class ArtifactError(UserError):
 
 def rebuild_command(path: Path) -> str:
     """The command that rewrites ``path`` (the DVC stage named after the grid cell it belongs to)."""
-    m = _LAYOUT.search(Path(path).as_posix())
-    if m is None:
+    found = RunPaths.of(path)
+    if found is None or found[0] not in _WRITER:
         return "rerun the stage that writes it"
-    kind, dataset, experiment, seed = m.groups()
-    return f"rebuild it with `dvc repro -f -s {_WRITER[kind]}@{dataset}-{experiment}-{seed}`"
+    kind, cell = found
+    return f"rebuild it with `dvc repro -f -s {_WRITER[kind]}@{cell.dataset}-{cell.experiment}-{cell.seed}`"
 
 
 def load_features(path: Path) -> dict[str, np.ndarray]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from finesyn.config import Params
 from finesyn.io import atomic_write_bytes
+from finesyn.paths import RunPaths
 from finesyn.report.roles import baseline_of, first_baseline, module_pairs, pair_experiments
 from finesyn.report.rows import TOP1, _mean_std, _row_index
 
@@ -56,7 +57,7 @@ def fig_variance(params: Params, features_root: Path, fig_dir: Path, log: loggin
                 )
             )
             continue
-        src = features_root / dataset / exp / f"seed{_seed0(params)}.npz"
+        src = RunPaths(dataset, exp, _seed0(params)).features(features_root)
         feats = load_features(src)
         x, y = feats["test_features"], feats["test_labels"]
         kind = str(feats.get("feature", "backbone"))
@@ -132,7 +133,7 @@ def fig_gradcam(params: Params, data_root: Path, models_root: Path, fig_dir: Pat
         cols, sources, layers = [], [f"{data_root / dataset} (test images {', '.join(ds.ids[i] for i in idx)})"], set()
         for base, mod in pairs:
             for exp in (base, mod):
-                model_dir = models_root / dataset / exp / f"seed{seed}"
+                model_dir = RunPaths(dataset, exp, seed).model_dir(models_root)
                 backbone, _, state = load_encoder(model_dir)
                 layer = gradcam.cam_layer(backbone, crop)
                 layers.add(layer)
@@ -165,7 +166,7 @@ def fig_gradcam(params: Params, data_root: Path, models_root: Path, fig_dir: Pat
 def reconstruction_lines(params: Params, models_root: Path) -> list[str]:
     seed = _seed0(params)
     return [
-        f"- {d}/{e} (seed {seed}): " + reconstruction_text(models_root / d / e / f"seed{seed}" / "train.json")
+        f"- {d}/{e} (seed {seed}): " + reconstruction_text(RunPaths(d, e, seed).model_dir(models_root) / "train.json")
         for d, e in pair_experiments(params)
     ]
 
@@ -192,7 +193,7 @@ def fig_pairs(params: Params, models_root: Path, fig_dir: Path, log: logging.Log
     seed = _seed0(params)
     figs = []
     for dataset, exp in pair_experiments(params):
-        src = models_root / dataset / exp / f"seed{seed}" / "pairs.png"
+        src = RunPaths(dataset, exp, seed).model_dir(models_root) / "pairs.png"
         fid = f"fig4_pairs_{dataset}_{exp}"
         title = f"Fig. 4 analogue — {dataset}, {exp}"
         if not src.is_file():
@@ -285,7 +286,7 @@ def fig_curves(params: Params, models_root: Path, fig_dir: Path, log: logging.Lo
         curves, sources = {}, []
         for e in params.grid.experiments:
             for seed in params.grid.seeds:
-                live = models_root / dataset / e / f"seed{seed}" / "live"
+                live = RunPaths(dataset, e, seed).model_dir(models_root) / "live"
                 c = plots.read_live_curves(live)
                 if c:
                     curves.setdefault(e, {})[seed] = c
@@ -325,8 +326,8 @@ def mirror_curves(params: Params, models_root: Path, dest: Path) -> list[Path]:
     for dataset in params.grid.datasets:
         for e in params.grid.experiments:
             for seed in params.grid.seeds:
-                src = models_root / dataset / e / f"seed{seed}" / "live" / "plots" / "metrics"
-                run_dest = dest / dataset / e / f"seed{seed}"
+                src = RunPaths(dataset, e, seed).model_dir(models_root) / "live" / "plots" / "metrics"
+                run_dest = RunPaths(dataset, e, seed).model_dir(dest)
                 for tsv in sorted((src / "train").glob("*.tsv")):
                     written.append(atomic_write_bytes(run_dest / tsv.name, tsv.read_bytes()))
                 for tsv in sorted((src / "val").glob("*.tsv")):  # the learning monitor

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from finesyn.config import REFERENCE_METHODS, Params
 from finesyn.drift import value_at
+from finesyn.paths import RunPaths
 from finesyn.report.roles import module_pairs
 
 COLUMNS = [  # (header, file, key path)
@@ -34,7 +35,7 @@ def collect(params: Params, metrics_root: Path) -> list[dict]:
         for experiment in params.grid.experiments:
             row = {"dataset": dataset, "experiment": experiment, "values": {}, "sources": [], "seeds": []}
             for seed in params.grid.seeds:
-                d = metrics_root / dataset / experiment / f"seed{seed}"
+                d = RunPaths(dataset, experiment, seed).metrics_dir(metrics_root)
                 files = {name: d / name for name in ("probe.json", "retrieval.json")}
                 missing = [str(p) for p in files.values() if not p.is_file()]
                 if missing:
