@@ -347,9 +347,8 @@ def test_fig5_hint_when_no_alpha_sweep(tree):
     raw["grid"]["experiments"] = ["random_init", "mocov2", "mocov2_synth"]
     params = parse_params(raw)
     rows = collect(params, tree / "metrics")
-    from finesyn.report import effective_settings
 
-    (fig,) = fig_alpha(params, rows, effective_settings(params, None), tree / "unused", LOG)
+    (fig,) = fig_alpha(params, rows, tree / "unused", LOG)
     assert fig["path"] is None and "nu: 0.0" in fig["caption"] and "must not contain '.'" in fig["caption"]
 
 

@@ -58,9 +58,7 @@ def build_report(
     settings = effective_settings(params, resolved if resolved is not None else out / "params.resolved.json")
     for d in (out / "figures", out / "curves"):  # declared outputs: exist even when a grid draws nothing
         d.mkdir(parents=True, exist_ok=True)
-    figs = build_figures(
-        params, rows, settings, out / "figures", log, features_root=features_root, models_root=models_root, data_root=data_root
-    )
+    figs = build_figures(params, rows, out / "figures", log, features_root=features_root, models_root=models_root, data_root=data_root)
     curves = mirror_curves(params, models_root, out / "curves")
     log.info("mirrored %d training-curve TSVs to %s (dvc plots show)", len(curves), out / "curves")
     atomic_write_text(out / "index.html", to_html(params, rows, figs, out, refs, settings))

@@ -10,7 +10,7 @@ from pathlib import Path
 from finesyn.config import Params
 from finesyn.io import atomic_write_bytes
 from finesyn.paths import RunPaths
-from finesyn.report.roles import baseline_of, first_baseline, module_pairs, pair_experiments
+from finesyn.report.roles import baseline_of, first_baseline, makes_pairs, module_pairs, pair_experiments
 from finesyn.report.rows import TOP1, _mean_std, _row_index
 
 GRADCAM_IMAGES = 6
@@ -221,7 +221,7 @@ def fig_pairs(params: Params, models_root: Path, fig_dir: Path, log: logging.Log
     return figs
 
 
-def fig_alpha(params: Params, rows: list[dict], settings: dict[str, dict], fig_dir: Path, log: logging.Logger) -> list[Figure]:
+def fig_alpha(params: Params, rows: list[dict], fig_dir: Path, log: logging.Logger) -> list[Figure]:
     from finesyn.report import plots
 
     index = _row_index(rows)
@@ -229,10 +229,9 @@ def fig_alpha(params: Params, rows: list[dict], settings: dict[str, dict], fig_d
     for dataset in params.grid.datasets:
         series: dict[str, list] = {}
         for e in params.grid.experiments:
-            s = settings[f"{dataset}/{e}"]
-            if s.get("synth") and float(s.get("nu", 1.0)) == 0.0 and TOP1 in index[(dataset, e)]["values"]:
+            if params.experiments[e].synth and not makes_pairs(params, e) and TOP1 in index[(dataset, e)]["values"]:
                 m, sd = _mean_std(index[(dataset, e)]["values"][TOP1])
-                series.setdefault(s["method"], []).append((float(s["alpha"]), m, sd, e))
+                series.setdefault(params.experiments[e].method, []).append((float(params.pretrain_for(e).alpha), m, sd, e))
                 used.append(f"{dataset}/{e}")
         if not series:
             continue
@@ -242,11 +241,11 @@ def fig_alpha(params: Params, rows: list[dict], settings: dict[str, dict], fig_d
                 e = baseline_of(params, method, synth)
                 if e is None or TOP1 not in index[(dataset, e)]["values"]:
                     continue
-                s = settings[f"{dataset}/{e}"]
-                if synth and float(s.get("nu", 0)) == 0:
+                if synth and not makes_pairs(params, e):
                     continue
                 m, sd = _mean_std(index[(dataset, e)]["values"][TOP1])
-                label = f"{e} (baseline, L_C)" if not synth else f"{e} (full: α={s['alpha']}, ν={s['nu']})"
+                cfg = params.pretrain_for(e)
+                label = f"{e} (baseline, L_C)" if not synth else f"{e} (full: α={cfg.alpha}, ν={cfg.nu})"
                 lines.append(
                     {
                         "label": label,
@@ -345,7 +344,6 @@ def mirror_curves(params: Params, models_root: Path, dest: Path) -> list[Path]:
 def build_figures(
     params: Params,
     rows: list[dict],
-    settings: dict,
     fig_dir: Path,
     log: logging.Logger,
     *,
@@ -357,7 +355,7 @@ def build_figures(
         fig_variance(params, features_root, fig_dir, log)
         + fig_gradcam(params, data_root, models_root, fig_dir, log)
         + fig_pairs(params, models_root, fig_dir, log)
-        + fig_alpha(params, rows, settings, fig_dir, log)
+        + fig_alpha(params, rows, fig_dir, log)
         + fig_curves(params, models_root, fig_dir, log)
     )
     written = {Path(f["path"]).name for f in figs if f["path"] is not None}

@@ -89,11 +89,12 @@ def effective_settings(params: Params, resolved_path: Path | None) -> dict[str, 
     return {f"{d}/{e}": run_settings(params, d, e) for d in params.grid.datasets for e in params.grid.experiments}
 
 
+def makes_pairs(params: Params, experiment: str) -> bool:
+    """Whether the run decodes pairs (L_Cp): a module run with ν > 0 (ν = 0 runs are Fig. 5's α-only ones).
+    The report's one reading of ν (finesyn.objective's rule)."""
+    return params.experiments[experiment].synth and params.pretrain_for(experiment).nu > 0
+
+
 def pair_experiments(params: Params) -> list[tuple[str, str]]:
-    """(dataset, experiment) of the grid's runs that decode pairs (synth with ν > 0; α-only runs make none)."""
-    return [
-        (d, e)
-        for d in params.grid.datasets
-        for e in params.grid.experiments
-        if params.experiments[e].synth and params.pretrain_for(e).nu != 0
-    ]
+    """(dataset, experiment) of the grid's runs that decode pairs."""
+    return [(d, e) for d in params.grid.datasets for e in params.grid.experiments if makes_pairs(params, e)]
