@@ -40,5 +40,10 @@ $(BENCH_DEPS)/.lightly-$(LIGHTLY_VERSION):
 bench: setup $(BENCH_DEPS)/.lightly-$(LIGHTLY_VERSION)  ## benchmarks -> benchmarks/results.json, results.md (BENCH_ARGS=--quick for a smoke run)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
+# ruff (pinned in .[test]; settings in pyproject.toml): the formatter's check and the linter.
+lint: setup  ## ruff format --check + ruff check (what .ci/run runs before the tests)
+	$(BIN)/ruff format --check src stages tests benchmarks
+	$(BIN)/ruff check src stages tests benchmarks
+
 clean-venv:
 	rm -rf $(VENV)

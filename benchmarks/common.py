@@ -13,9 +13,10 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -68,7 +69,11 @@ class Context:
         if self.quick:
             return StepPlan(warmup=1, min_steps=2, max_steps=2)
         # default: 0.45-1.5 s steps on 2 idle cores -> 5-14 samples; paper-like: 1.5-5 s steps -> 3-7 samples
-        return StepPlan(warmup=2, min_steps=5, max_steps=25, target_s=6.0) if setting == "default" else StepPlan(warmup=1, min_steps=3, max_steps=8, target_s=10.0)
+        return (
+            StepPlan(warmup=2, min_steps=5, max_steps=25, target_s=6.0)
+            if setting == "default"
+            else StepPlan(warmup=1, min_steps=3, max_steps=8, target_s=10.0)
+        )
 
 
 # ----------------------------------------------------------------------------- settings
@@ -117,7 +122,14 @@ def default_setting(quick: bool) -> Setting:
         cfg = _tiny(cfg)
         size = crop = 32
         n_train = 160
-    return Setting("default", cfg, size, crop, n_train, "params.yaml (pretrain section, first grid dataset's image/crop size)" + (" shrunk for --quick" if quick else ""))
+    return Setting(
+        "default",
+        cfg,
+        size,
+        crop,
+        n_train,
+        "params.yaml (pretrain section, first grid dataset's image/crop size)" + (" shrunk for --quick" if quick else ""),
+    )
 
 
 def paper_setting(quick: bool) -> Setting:
@@ -137,16 +149,25 @@ def paper_setting(quick: bool) -> Setting:
     if quick:
         cfg = _tiny(cfg, backbone="resnet50")
         size, crop, n_train = 40, 32, 160
-    return Setting("paper", cfg, size, crop, n_train, "params/paper.yaml scaled to the CPU (resnet50, 112 px crops of 128 px images, batch 32)" + (" shrunk for --quick" if quick else ""))
+    return Setting(
+        "paper",
+        cfg,
+        size,
+        crop,
+        n_train,
+        "params/paper.yaml scaled to the CPU (resnet50, 112 px crops of 128 px images, batch 32)"
+        + (" shrunk for --quick" if quick else ""),
+    )
 
 
 def _tiny(cfg, backbone: str = "resnet18"):
-    m = cfg.methods.model_copy(update={
-        "mocov2": cfg.methods.mocov2.model_copy(update={"proj_hidden_dim": 64, "proj_dim": 32}),
-        "simsiam": cfg.methods.simsiam.model_copy(update={"proj_dim": 64, "pred_hidden_dim": 32}),
-        "byol": cfg.methods.byol.model_copy(update={"proj_hidden_dim": 64, "proj_dim": 32, "pred_hidden_dim": 64}),
-        "simclr": cfg.methods.simclr.model_copy(update={"proj_hidden_dim": 64, "proj_dim": 32}),
-    })
+    tiny = {"proj_hidden_dim": 64, "proj_dim": 32, "pred_hidden_dim": 32}  # every method's head widths, whichever it has
+    m = cfg.methods.model_copy(
+        update={
+            name: sub.model_copy(update={k: v for k, v in tiny.items() if k in type(sub).model_fields})
+            for name, sub in ((n, getattr(cfg.methods, n)) for n in type(cfg.methods).model_fields)
+        }
+    )
     synth = cfg.synth.model_copy(update={"decoder_width": 32})
     return cfg.model_copy(update={"backbone": backbone, "batch_size": 8, "methods": m, "synth": synth})
 
@@ -273,9 +294,9 @@ def timed_pretrain(
 
     with tempfile.TemporaryDirectory(prefix="finesyn-bench-") as ckpt, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # recorded in the settings instead
-        spec = RunSpec(method, synth, setting.cfg, setting.crop, 0, f"bench-{method}-{synth}", Path(ckpt), views=views)
+        spec = RunSpec(method, synth, setting.cfg, setting.crop, 0, f"bench-{method}-{synth}", Path(ckpt))
         try:
-            pretrain(images, spec, np.arange(setting.num_train), progress=progress)
+            pretrain(images, spec, np.arange(setting.num_train), progress=progress, views=views)
         except _Done:
             pass
         finally:
@@ -287,7 +308,12 @@ def _top_ops(ka, n: int = 12) -> list[dict]:
     total = sum(e.self_cpu_time_total for e in ka) or 1
     rows = sorted(ka, key=lambda e: e.self_cpu_time_total, reverse=True)[:n]
     return [
-        {"op": e.key, "self_cpu_ms": round(e.self_cpu_time_total / 1e3, 3), "self_cpu_pct": round(100 * e.self_cpu_time_total / total, 2), "calls": e.count}
+        {
+            "op": e.key,
+            "self_cpu_ms": round(e.self_cpu_time_total / 1e3, 3),
+            "self_cpu_pct": round(100 * e.self_cpu_time_total / total, 2),
+            "calls": e.count,
+        }
         for e in rows
     ]
 
@@ -311,7 +337,16 @@ def target(tid: str, description: str, measured: float | None, threshold: float,
     ok = None
     if measured is not None and not (isinstance(measured, float) and math.isnan(measured)):
         ok = measured <= threshold if comparison == "<=" else measured >= threshold
-    return {"id": tid, "description": description, "measured": measured, "threshold": threshold, "comparison": comparison, "unit": unit, "passed": ok, **where}
+    return {
+        "id": tid,
+        "description": description,
+        "measured": measured,
+        "threshold": threshold,
+        "comparison": comparison,
+        "unit": unit,
+        "passed": ok,
+        **where,
+    }
 
 
 # ----------------------------------------------------------------------------- subprocesses
@@ -324,7 +359,9 @@ def run_measured(cmd: list[str], cwd: Path | None = None, env: dict | None = Non
         wrapped = [sys.executable, "-S", str(BENCH_DIR / "_peak_rss.py"), str(res_file), "--", *cmd]
         t0 = time.perf_counter()
         # own session: on a timeout the wrapper and everything it started are ended together
-        proc = subprocess.Popen(wrapped, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True)
+        proc = subprocess.Popen(
+            wrapped, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True
+        )
         try:
             stdout, stderr = proc.communicate(timeout=timeout)
             timed_out = False

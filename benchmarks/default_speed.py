@@ -31,7 +31,13 @@ def epoch_seconds(method: str, synth: bool, overrides: dict) -> float:
     cfg = pretrain_config(_v(method, {}, **overrides, epochs=1))  # params.yaml's pretrain, deep-merged with the overrides
     with tempfile.TemporaryDirectory(prefix="finesyn-speed-") as tmp:
         t0 = time.perf_counter()
-        pretrain(ds.images, RunSpec(method, synth, cfg, ds.image_size, 0, "speed", Path(tmp)), tr, labels=ds.labels, num_classes=len(ds.class_names))
+        pretrain(
+            ds.images,
+            RunSpec(method, synth, cfg, ds.image_size, 0, "speed", Path(tmp)),
+            tr,
+            labels=ds.labels,
+            num_classes=len(ds.class_names),
+        )
         return time.perf_counter() - t0
 
 

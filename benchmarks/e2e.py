@@ -21,7 +21,9 @@ SKIP_PREFIXES = ("metrics/", "reports/", "dvc.lock", "benchmarks/")
 
 
 def copy_project(dest: Path) -> int:
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     n = 0
     for f in files:
         if f.startswith(SKIP_PREFIXES) or not (ROOT / f).is_file():
@@ -29,7 +31,11 @@ def copy_project(dest: Path) -> int:
         (dest / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dest / f)
         n += 1
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.email=bench@localhost", "-c", "user.name=bench", "commit", "-qm", "fresh copy"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.email=bench@localhost", "-c", "user.name=bench", "commit", "-qm", "fresh copy"],
+    ):
         subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
     return n
 
@@ -46,15 +52,27 @@ def run(ctx: Context) -> dict:
             r = run_measured(["dvc", "status"], cwd=work, env=env, timeout=300)
             ok = r["returncode"] == 0
             ctx.log(f"  e2e: dvc status in a fresh copy: {'ok' if ok else 'FAILED'} ({r['wall_s']:.1f} s)")
-            return {"status": "skipped" if ok else "error",
-                    "reason": "full mode only" if ok else "dvc status failed in the fresh copy",
-                    "files_copied": n, "quick_check": {"cmd": "dvc status", "returncode": r["returncode"], "wall_s": r["wall_s"],
-                                                       "stages_listed": r["stdout"].count("changed"), **({} if ok else {"stderr_tail": r["stderr"][-1500:]})}}
+            return {
+                "status": "skipped" if ok else "error",
+                "reason": "full mode only" if ok else "dvc status failed in the fresh copy",
+                "files_copied": n,
+                "quick_check": {
+                    "cmd": "dvc status",
+                    "returncode": r["returncode"],
+                    "wall_s": r["wall_s"],
+                    "stages_listed": r["stdout"].count("changed"),
+                    **({} if ok else {"stderr_tail": r["stderr"][-1500:]}),
+                },
+            }
         first = run_measured(["dvc", "repro"], cwd=work, env=env, timeout=3600)
         ok = first["returncode"] == 0
         ctx.log(f"  e2e: dvc repro {first['wall_s']:.1f} s{'' if ok else ' FAILED'}")
-        out = {"status": "ok" if ok else "error", "params": str(ctx.e2e_params) if ctx.e2e_params else "params.yaml (the real one)", "files_copied": n,
-               "dvc_repro": {"returncode": first["returncode"], "wall_s": first["wall_s"], "peak_rss_mib": first["peak_rss_mib"]}}
+        out = {
+            "status": "ok" if ok else "error",
+            "params": str(ctx.e2e_params) if ctx.e2e_params else "params.yaml (the real one)",
+            "files_copied": n,
+            "dvc_repro": {"returncode": first["returncode"], "wall_s": first["wall_s"], "peak_rss_mib": first["peak_rss_mib"]},
+        }
         if not ok:
             out["reason"] = "dvc repro failed"
             out["dvc_repro"]["stderr_tail"] = first["stderr"][-3000:]

@@ -24,30 +24,58 @@ def run(ctx: Context) -> dict:
     rows = []
     for r in ctx.shared.get("throughput_runs", []):
         g = r.get("achieved_gflops")
-        rows.append({
-            "kind": "pretrain step (with augmentation)",
-            "setting": r["setting"], "method": r["method"], "synth": r["synth"], "backbone": r["backbone"], "crop_size": r["crop_size"],
-            "flops_per_step": r["flops_per_step"], "step_s": r["step_s"]["median"], "achieved_gflops": g,
-            "fraction_of_peak": g / peak if g and peak else None,
-        })
+        rows.append(
+            {
+                "kind": "pretrain step (with augmentation)",
+                "setting": r["setting"],
+                "method": r["method"],
+                "synth": r["synth"],
+                "backbone": r["backbone"],
+                "crop_size": r["crop_size"],
+                "flops_per_step": r["flops_per_step"],
+                "step_s": r["step_s"]["median"],
+                "achieved_gflops": g,
+                "fraction_of_peak": g / peak if g and peak else None,
+            }
+        )
     for c in ctx.shared.get("peer", []):
         g = c["ours"]["achieved_gflops"]
-        rows.append({
-            "kind": "model + loss step (pre-augmented views)",
-            "setting": c["setting"], "method": "mocov2", "synth": False, "backbone": c["backbone"], "crop_size": c["crop_size"],
-            "flops_per_step": c["ours"]["flops_per_step"], "step_s": c["ours"]["step_s"]["median"], "achieved_gflops": g,
-            "fraction_of_peak": g / peak if g and peak else None,
-        })
-    key = next((r for r in rows if r["setting"] == "paper" and r["method"] == "mocov2" and not r["synth"] and r["kind"].startswith("pretrain")), None)
+        rows.append(
+            {
+                "kind": "model + loss step (pre-augmented views)",
+                "setting": c["setting"],
+                "method": "mocov2",
+                "synth": False,
+                "backbone": c["backbone"],
+                "crop_size": c["crop_size"],
+                "flops_per_step": c["ours"]["flops_per_step"],
+                "step_s": c["ours"]["step_s"]["median"],
+                "achieved_gflops": g,
+                "fraction_of_peak": g / peak if g and peak else None,
+            }
+        )
+    key = next(
+        (r for r in rows if r["setting"] == "paper" and r["method"] == "mocov2" and not r["synth"] and r["kind"].startswith("pretrain")),
+        None,
+    )
     if key is None:
         key = next((r for r in rows if r["setting"] == "paper" and not r["synth"]), None)
-    targets = [target(
-        "efficiency.paper.step_fraction_of_peak",
-        f"training step FLOP/s / matmul peak, {key['method'] if key else 'mocov2'} pretrain step at the paper-like setting (ResNet-50, 112 px)",
-        key["fraction_of_peak"] if key else None, FRACTION_TARGET, ">=", "fraction", setting="paper",
-    )]
-    profiles = [{"file": r["profile_file"], "setting": r["setting"], "method": r["method"], "synth": r["synth"], "top_ops": r["profile_top"]}
-                for r in ctx.shared.get("throughput_runs", []) if r.get("profile_file")]
+    targets = [
+        target(
+            "efficiency.paper.step_fraction_of_peak",
+            f"training step FLOP/s / matmul peak, {key['method'] if key else 'mocov2'} pretrain step at the paper-like setting (ResNet-50, 112 px)",
+            key["fraction_of_peak"] if key else None,
+            FRACTION_TARGET,
+            ">=",
+            "fraction",
+            setting="paper",
+        )
+    ]
+    profiles = [
+        {"file": r["profile_file"], "setting": r["setting"], "method": r["method"], "synth": r["synth"], "top_ops": r["profile_top"]}
+        for r in ctx.shared.get("throughput_runs", [])
+        if r.get("profile_file")
+    ]
     return {
         "peak_gflops": peak,
         "matmul_peak_start": start,

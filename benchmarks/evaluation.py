@@ -61,8 +61,16 @@ def extraction(setting, n: int, batch_size: int) -> dict:
     t0 = time.perf_counter()
     feats = extract_features(backbone, images, np.arange(n), setting.crop, batch_size, "cpu")
     dt = time.perf_counter() - t0
-    return {"setting": setting.name, "backbone": setting.cfg.backbone, "crop_size": setting.crop, "batch_size": batch_size,
-            "images": n, "feature_dim": int(feats.shape[1]), "wall_s": round(dt, 4), "images_per_s": n / dt}
+    return {
+        "setting": setting.name,
+        "backbone": setting.cfg.backbone,
+        "crop_size": setting.crop,
+        "batch_size": batch_size,
+        "images": n,
+        "feature_dim": int(feats.shape[1]),
+        "wall_s": round(dt, 4),
+        "images_per_s": n / dt,
+    }
 
 
 # ----------------------------------------------------------------------------- probe
@@ -71,10 +79,23 @@ def probe(name: str, n_train: int, n_test: int, dim: int, classes: int, cfg, sep
 
     (xtr, ytr), (xte, yte) = mixture((n_train, n_test), dim, classes, 1, sep)
     t0 = time.perf_counter()
-    res = lbfgs_probe(xtr, ytr, xte, yte, num_classes=classes, l2_grid=cfg.l2_grid, val_fraction=cfg.val_fraction, seed=0, max_iter=cfg.max_iter)
+    res = lbfgs_probe(
+        xtr, ytr, xte, yte, num_classes=classes, l2_grid=cfg.l2_grid, val_fraction=cfg.val_fraction, seed=0, max_iter=cfg.max_iter
+    )
     dt = time.perf_counter() - t0
-    return {"name": name, "n_train": n_train, "n_test": n_test, "dim": dim, "classes": classes, "separation": sep, "l2_grid": list(cfg.l2_grid),
-            "max_iter": cfg.max_iter, "fit_time_s": round(dt, 4), "top1": res["top1"], "chosen_l2": res["l2"]}
+    return {
+        "name": name,
+        "n_train": n_train,
+        "n_test": n_test,
+        "dim": dim,
+        "classes": classes,
+        "separation": sep,
+        "l2_grid": list(cfg.l2_grid),
+        "max_iter": cfg.max_iter,
+        "fit_time_s": round(dt, 4),
+        "top1": res["top1"],
+        "chosen_l2": res["l2"],
+    }
 
 
 # ----------------------------------------------------------------------------- retrieval
@@ -90,12 +111,12 @@ def numpy_reference(x: np.ndarray, y: np.ndarray, ks=(1, 5), queries: int | None
     hits = np.zeros(len(ks))
     ap_sum, n_eval = 0.0, 0
     for s in range(0, n if queries is None else min(queries, n), chunk):
-        sim = x[s:min(s + chunk, n if queries is None else queries)] @ x.T
+        sim = x[s : min(s + chunk, n if queries is None else queries)] @ x.T
         m = len(sim)
         sim[np.arange(m), np.arange(s, s + m)] = -np.inf  # the query itself ranks last, then is dropped
         order = np.argsort(-sim, axis=1, kind="stable")[:, :-1]
         del sim
-        rel = y[order] == y[s:s + m, None]
+        rel = y[order] == y[s : s + m, None]
         del order
         cum = np.cumsum(rel, axis=1)
         n_rel = cum[:, -1]
@@ -130,7 +151,20 @@ def _worker(argv: list[str]) -> None:
 
 
 def _retrieval_run(ctx: Context, impl: str, n: int, dim: int, classes: int, queries: int | None = None) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.evaluation", "retrieval-worker", "--impl", impl, "--n", str(n), "--dim", str(dim), "--classes", str(classes)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.evaluation",
+        "retrieval-worker",
+        "--impl",
+        impl,
+        "--n",
+        str(n),
+        "--dim",
+        str(dim),
+        "--classes",
+        str(classes),
+    ]
     if queries is not None:
         cmd += ["--queries", str(queries)]
     r = run_measured(cmd, cwd=ROOT)
@@ -138,7 +172,13 @@ def _retrieval_run(ctx: Context, impl: str, n: int, dim: int, classes: int, quer
         raise RuntimeError(f"retrieval worker {impl} failed ({r['returncode']}): {r['stderr'][-2000:]}")
     res = json.loads(r["stdout"].strip().splitlines()[-1])
     q = n if queries is None else min(queries, n)
-    out = {"queries": q, "search_s": round(res["search_s"], 3), "process_wall_s": r["wall_s"], "peak_rss_mib": r["peak_rss_mib"], "metrics": res["metrics"]}
+    out = {
+        "queries": q,
+        "search_s": round(res["search_s"], 3),
+        "process_wall_s": r["wall_s"],
+        "peak_rss_mib": r["peak_rss_mib"],
+        "metrics": res["metrics"],
+    }
     if q < n:
         out["search_s_all_queries_estimated"] = round(res["search_s"] * n / q, 3)
     ctx.log(f"  retrieval {impl} {n} x {dim} ({q} queries): {res['search_s']:.2f} s, peak RSS {r['peak_rss_mib']:.0f} MiB")
@@ -157,12 +197,20 @@ def retrieval(ctx: Context, n: int, dim: int, classes: int, ref_queries: int, ch
     check = {impl: _retrieval_run(ctx, impl, check_n, dim, classes) for impl in ("sort", "faiss", "numpy")}
     ref_s = at_n["numpy"].get("search_s_all_queries_estimated", at_n["numpy"]["search_s"])
     return {
-        "name": "finesyn.eval.retrieval.retrieval_metrics", "n": n, "dim": dim, "classes": classes, "protocol": "test_loo, full ranking",
+        "name": "finesyn.eval.retrieval.retrieval_metrics",
+        "n": n,
+        "dim": dim,
+        "classes": classes,
+        "protocol": "test_loo, full ranking",
         "implementations": at_n,
         "ratio_ours_over_numpy": at_n["sort"]["search_s"] / ref_s if ref_s else None,
-        "agreement": {"n": check_n, "implementations": check, "max_metric_diff_pct": _metric_diff(check),
-                      "ratio_faiss_over_sort": check["faiss"]["search_s"] / check["sort"]["search_s"] if check["sort"]["search_s"] else None,
-                      "ratio_numpy_over_sort": check["numpy"]["search_s"] / check["sort"]["search_s"] if check["sort"]["search_s"] else None},
+        "agreement": {
+            "n": check_n,
+            "implementations": check,
+            "max_metric_diff_pct": _metric_diff(check),
+            "ratio_faiss_over_sort": check["faiss"]["search_s"] / check["sort"]["search_s"] if check["sort"]["search_s"] else None,
+            "ratio_numpy_over_sort": check["numpy"]["search_s"] / check["sort"]["search_s"] if check["sort"]["search_s"] else None,
+        },
     }
 
 
@@ -182,7 +230,14 @@ def run(ctx: Context) -> dict:
         n_default = ds.num_classes * (ds.train_per_class + ds.test_per_class) if ds.kind == "synthetic" else 3000
         extractions = [extraction(d, n_default, ex_bs), extraction(pp, 256, ex_bs)]
         probes = [
-            probe("default synthetic (2000 x 512, 10 classes)", ds.num_classes * ds.train_per_class, ds.num_classes * ds.test_per_class, 512, ds.num_classes, p.probe),
+            probe(
+                "default synthetic (2000 x 512, 10 classes)",
+                ds.num_classes * ds.train_per_class,
+                ds.num_classes * ds.test_per_class,
+                512,
+                ds.num_classes,
+                p.probe,
+            ),
             probe("CUB-200-sized (5994 x 2048, 200 classes)", 5994, 5794, 2048, 200, p.probe, sep=8.0),
         ]
         # the agreement run at Stanford Cars' test-set size (8,041), the largest LOO set of the three datasets

@@ -51,14 +51,20 @@ SMALL = {"backbone": "resnet_small"}
 G1M14 = {"slots": 1, "mark_scale": 1.4}
 CROP04 = {"crop_scale": [0.4, 1.0]}
 ADAMW = {"optimizer": "adamw", "lr": 0.002, "weight_decay": 0.05}
-GENERIC = {"pretrain": {**SMALL, **ADAMW, "epochs": 13, "augment": {"crop_scale": [0.6, 1.0]}}, "world": {"train_per_class": 300, "object_scale": [0.12, 0.35]}}
+GENERIC = {
+    "pretrain": {**SMALL, **ADAMW, "epochs": 13, "augment": {"crop_scale": [0.6, 1.0]}},
+    "world": {"train_per_class": 300, "object_scale": [0.12, 0.35]},
+}
 # the recipe of the default before the study (params.yaml at 6891a2b), spelled out: variants merge onto today's params.yaml
 OLD = {"backbone": "resnet18", "optimizer": "sgd", "lr": 0.06, "weight_decay": 0.0005, "augment": {"crop_scale": [0.2, 1.0]}}
 # colour is a per-image instance signature (body, wing, head colours): full hue jitter and frequent grayscale break it
 HUE = {**CROP04, "color_jitter": [0.4, 0.4, 0.4, 0.5], "grayscale_p": 0.5}
 Q4K = {"mocov2": {"queue_size": 4096}}
 # a longer init on larger, easier shapes (GENERIC's shapes were small: it learned 13.4 % of its own task)
-GENERIC2 = {"pretrain": {**SMALL, **ADAMW, "epochs": 20, "augment": {"crop_scale": [0.6, 1.0]}}, "world": {"train_per_class": 300, "object_scale": [0.2, 0.35]}}
+GENERIC2 = {
+    "pretrain": {**SMALL, **ADAMW, "epochs": 20, "augment": {"crop_scale": [0.6, 1.0]}},
+    "world": {"train_per_class": 300, "object_scale": [0.2, 0.35]},
+}
 VARIANTS: dict[str, dict] = {
     # the old default (ResNet-18, SGD 0.06, 93 steps) for the before/after record
     "old_default_mocov2": _v("mocov2", **OLD, epochs=3),
@@ -71,24 +77,50 @@ VARIANTS: dict[str, dict] = {
     # the data's difficulty: the glyph alone decides the class (1 slot), a larger marking, crops that keep it
     "g1_small_supervised": _v("supervised", {"slots": 1}, **SMALL, epochs=10, lr=0.03, augment={"crop_scale": [0.4, 1.0]}),
     "g1_small_mocov2": _v("mocov2", {"slots": 1}, **SMALL, epochs=10, lr=0.03, augment={"crop_scale": [0.4, 1.0]}),
-    "g1m14_small_supervised": _v("supervised", {"slots": 1, "mark_scale": 1.4}, **SMALL, epochs=10, lr=0.03, augment={"crop_scale": [0.4, 1.0]}),
+    "g1m14_small_supervised": _v(
+        "supervised", {"slots": 1, "mark_scale": 1.4}, **SMALL, epochs=10, lr=0.03, augment={"crop_scale": [0.4, 1.0]}
+    ),
     "g1m14_small_mocov2": _v("mocov2", {"slots": 1, "mark_scale": 1.4}, **SMALL, epochs=10, lr=0.03, augment={"crop_scale": [0.4, 1.0]}),
     # start from an encoder trained with labels on the generic world (the ImageNet analogue)
     "init_probe": _v("mocov2", {"slots": 1, "mark_scale": 1.4}, init=GENERIC, **SMALL, epochs=0),
-    "g1m14_init_mocov2": _v("mocov2", {"slots": 1, "mark_scale": 1.4}, init=GENERIC, **SMALL, epochs=10, lr=0.01, augment={"crop_scale": [0.4, 1.0]}),
-    "g1m14_init_supervised": _v("supervised", {"slots": 1, "mark_scale": 1.4}, init=GENERIC, **SMALL, epochs=10, lr=0.01, augment={"crop_scale": [0.4, 1.0]}),
-    "g1m14_init_mocov2_adamw": _v("mocov2", {"slots": 1, "mark_scale": 1.4}, init=GENERIC, **SMALL, **{**ADAMW, "lr": 0.0005}, epochs=10, augment={"crop_scale": [0.4, 1.0]}),
-    "g1m14_init_supervised_adamw": _v("supervised", {"slots": 1, "mark_scale": 1.4}, init=GENERIC, **SMALL, **ADAMW, epochs=10, augment={"crop_scale": [0.4, 1.0]}),
-    "g1m14_small_supervised_adamw": _v("supervised", {"slots": 1, "mark_scale": 1.4}, **SMALL, **ADAMW, epochs=10, augment={"crop_scale": [0.4, 1.0]}),
-    "g1m14_small_mocov2_adamw": _v("mocov2", {"slots": 1, "mark_scale": 1.4}, **SMALL, **{**ADAMW, "lr": 0.0005}, epochs=10, augment={"crop_scale": [0.4, 1.0]}),
+    "g1m14_init_mocov2": _v(
+        "mocov2", {"slots": 1, "mark_scale": 1.4}, init=GENERIC, **SMALL, epochs=10, lr=0.01, augment={"crop_scale": [0.4, 1.0]}
+    ),
+    "g1m14_init_supervised": _v(
+        "supervised", {"slots": 1, "mark_scale": 1.4}, init=GENERIC, **SMALL, epochs=10, lr=0.01, augment={"crop_scale": [0.4, 1.0]}
+    ),
+    "g1m14_init_mocov2_adamw": _v(
+        "mocov2",
+        {"slots": 1, "mark_scale": 1.4},
+        init=GENERIC,
+        **SMALL,
+        **{**ADAMW, "lr": 0.0005},
+        epochs=10,
+        augment={"crop_scale": [0.4, 1.0]},
+    ),
+    "g1m14_init_supervised_adamw": _v(
+        "supervised", {"slots": 1, "mark_scale": 1.4}, init=GENERIC, **SMALL, **ADAMW, epochs=10, augment={"crop_scale": [0.4, 1.0]}
+    ),
+    "g1m14_small_supervised_adamw": _v(
+        "supervised", {"slots": 1, "mark_scale": 1.4}, **SMALL, **ADAMW, epochs=10, augment={"crop_scale": [0.4, 1.0]}
+    ),
+    "g1m14_small_mocov2_adamw": _v(
+        "mocov2", {"slots": 1, "mark_scale": 1.4}, **SMALL, **{**ADAMW, "lr": 0.0005}, epochs=10, augment={"crop_scale": [0.4, 1.0]}
+    ),
     # SSL with the optimiser that makes the supervised row learn
     "g1m14_mocov2_adamw2e3": _v("mocov2", G1M14, **SMALL, **ADAMW, epochs=10, augment=CROP04),
-    "g1m14_mocov2_adamw2e3_t01": _v("mocov2", G1M14, **SMALL, **ADAMW, epochs=10, augment=CROP04, methods={"mocov2": {"temperature": 0.1, "queue_size": 1024}}),
+    "g1m14_mocov2_adamw2e3_t01": _v(
+        "mocov2", G1M14, **SMALL, **ADAMW, epochs=10, augment=CROP04, methods={"mocov2": {"temperature": 0.1, "queue_size": 1024}}
+    ),
     "g1m14_simclr_adamw2e3": _v("simclr", G1M14, **SMALL, **ADAMW, epochs=10, augment=CROP04),
     "g1m14_byol_adamw2e3": _v("byol", G1M14, **SMALL, **ADAMW, epochs=10, augment=CROP04),
     # weaker instance cues: 4 background scenes, colour removed from every view
-    "g1m14b4_mocov2_gray": _v("mocov2", {**G1M14, "background_bank": 4}, **SMALL, **ADAMW, epochs=10, augment={**CROP04, "grayscale_p": 1.0}),
-    "g1m14b4_simclr_gray": _v("simclr", {**G1M14, "background_bank": 4}, **SMALL, **ADAMW, epochs=10, augment={**CROP04, "grayscale_p": 1.0}),
+    "g1m14b4_mocov2_gray": _v(
+        "mocov2", {**G1M14, "background_bank": 4}, **SMALL, **ADAMW, epochs=10, augment={**CROP04, "grayscale_p": 1.0}
+    ),
+    "g1m14b4_simclr_gray": _v(
+        "simclr", {**G1M14, "background_bank": 4}, **SMALL, **ADAMW, epochs=10, augment={**CROP04, "grayscale_p": 1.0}
+    ),
     "g1m14_mocov2_adamw2e3_e20": _v("mocov2", G1M14, **SMALL, **ADAMW, epochs=20, augment=CROP04),
     "default_data_supervised_adamw": _v("supervised", {}, **SMALL, **ADAMW, epochs=10, augment=CROP04),
     # global max pooling of the last feature map (the data test's small CNN learns with it)
@@ -98,11 +130,15 @@ VARIANTS: dict[str, dict] = {
     # after issue 16 fixes 1-3 (own images masked out of the uncapped queue)
     "default_mocov2_q4096": _v("mocov2", {}, **SMALL, **ADAMW, epochs=10, augment=CROP04, methods=Q4K),
     "default_mocov2_hue": _v("mocov2", {}, **SMALL, **ADAMW, epochs=10, augment=HUE, methods=Q4K),
-    "default_mocov2_hue_t01": _v("mocov2", {}, **SMALL, **ADAMW, epochs=10, augment=HUE, methods={"mocov2": {"queue_size": 4096, "temperature": 0.1}}),
+    "default_mocov2_hue_t01": _v(
+        "mocov2", {}, **SMALL, **ADAMW, epochs=10, augment=HUE, methods={"mocov2": {"queue_size": 4096, "temperature": 0.1}}
+    ),
     "g1m14_mocov2_hue": _v("mocov2", G1M14, **SMALL, **ADAMW, epochs=10, augment=HUE, methods=Q4K),
     "default_supervised_hue": _v("supervised", {}, **SMALL, **ADAMW, epochs=10, augment=HUE),
     # 3x the steps (930): does SSL learn at all with more budget?
-    "default_mocov2_hue_t01_e30": _v("mocov2", {}, **SMALL, **ADAMW, epochs=30, augment=HUE, methods={"mocov2": {"queue_size": 4096, "temperature": 0.1}}),
+    "default_mocov2_hue_t01_e30": _v(
+        "mocov2", {}, **SMALL, **ADAMW, epochs=30, augment=HUE, methods={"mocov2": {"queue_size": 4096, "temperature": 0.1}}
+    ),
     "default_supervised_e30": _v("supervised", {}, **SMALL, **ADAMW, epochs=30, augment=CROP04),
     # the bird's look (rotation, colours, wing/tail shape, lighting) from a shared bank: the marking becomes an instance cue
     "look16_mocov2": _v("mocov2", {"look_bank": 16}),
@@ -115,14 +151,23 @@ VARIANTS: dict[str, dict] = {
     "plain_mocov2": _v("mocov2", {"look_bank": 16, "plain_background": True}),
     # hard negatives: images that share look and scene differ by the marking; a low temperature weights them most
     "init2_mocov2": _v("mocov2", {}, init=GENERIC2, **{**ADAMW, "lr": 0.0005}, methods=Q4K),
-    "easy_mocov2_t005": _v("mocov2", {"look_bank": 16, "plain_background": True, **G1M14}, methods={"mocov2": {"queue_size": 4096, "temperature": 0.05}}),
+    "easy_mocov2_t005": _v(
+        "mocov2", {"look_bank": 16, "plain_background": True, **G1M14}, methods={"mocov2": {"queue_size": 4096, "temperature": 0.05}}
+    ),
     # few shared nuisance combinations (4 looks x 4 scenes): within a combination the marking is the strongest stable instance cue
     "look4bg4_mocov2": _v("mocov2", {"look_bank": 4, "background_bank": 4}),
     "look4bg4_supervised": _v("supervised", {"look_bank": 4, "background_bank": 4}),
     "look4bg4_mocov2_hue_t01": _v("mocov2", {"look_bank": 4, "background_bank": 4}, augment=HUE, methods={"mocov2": {"temperature": 0.1}}),
-    "look4bg4_mocov2_hue_t01_e26": _v("mocov2", {"look_bank": 4, "background_bank": 4}, augment=HUE, epochs=26, methods={"mocov2": {"temperature": 0.1}}),
+    "look4bg4_mocov2_hue_t01_e26": _v(
+        "mocov2", {"look_bank": 4, "background_bank": 4}, augment=HUE, epochs=26, methods={"mocov2": {"temperature": 0.1}}
+    ),
     "look2bg2_mocov2_hue_t01": _v("mocov2", {"look_bank": 2, "background_bank": 2}, augment=HUE, methods={"mocov2": {"temperature": 0.1}}),
-    "look4bg4_mocov2_hue_t01_crop02": _v("mocov2", {"look_bank": 4, "background_bank": 4}, augment={**HUE, "crop_scale": [0.2, 1.0]}, methods={"mocov2": {"temperature": 0.1}}),
+    "look4bg4_mocov2_hue_t01_crop02": _v(
+        "mocov2",
+        {"look_bank": 4, "background_bank": 4},
+        augment={**HUE, "crop_scale": [0.2, 1.0]},
+        methods={"mocov2": {"temperature": 0.1}},
+    ),
     # the near miss on the default data (12.7 / 10.6 at 310 steps), at the default's 13 epochs and uncapped queue, 3 seeds
     "default_mocov2_hue_t01_e13": _v("mocov2", {}, augment=HUE, methods={"mocov2": {"temperature": 0.1}}),
     # a plain 4-block CNN (the data test's family; an early scratch run saw MoCo v2 rise on it): no strided stem, no residual stages
@@ -143,7 +188,12 @@ VARIANTS: dict[str, dict] = {
     # today's default (params.yaml: convnet, max pool, channels_last, 465 steps without the hold-out) and its key-encoder momentum
     "default_mocov2": _v("mocov2", {}),
     "default_mocov2_m09": _v("mocov2", {}, methods={"mocov2": {"momentum": 0.9}}),
-    "easy_mocov2_hue_t01": _v("mocov2", {"look_bank": 16, "plain_background": True, **G1M14}, augment=HUE, methods={"mocov2": {"queue_size": 4096, "temperature": 0.1}}),
+    "easy_mocov2_hue_t01": _v(
+        "mocov2",
+        {"look_bank": 16, "plain_background": True, **G1M14},
+        augment=HUE,
+        methods={"mocov2": {"queue_size": 4096, "temperature": 0.1}},
+    ),
 }
 
 
@@ -202,7 +252,11 @@ def generic_init(init: dict, ckpt_root: Path) -> tuple[str, dict]:
     t0 = time.perf_counter()
     result = pretrain(world.images, spec, tr, labels=world.labels, num_classes=len(world.class_names))
     torch.save(result.backbone.net.state_dict(), path)
-    _INIT_SCORES[key] = {**scores(result.backbone, world, spec.crop_size), "train_s": round(time.perf_counter() - t0, 1), "steps": result.steps}
+    _INIT_SCORES[key] = {
+        **scores(result.backbone, world, spec.crop_size),
+        "train_s": round(time.perf_counter() - t0, 1),
+        "steps": result.steps,
+    }
     return str(path), _INIT_SCORES[key]
 
 
@@ -223,10 +277,17 @@ def run(name: str, seed: int, ckpt_root: Path) -> dict:
     result = pretrain(ds.images, spec(cfg), tr, labels=ds.labels, num_classes=len(ds.class_names))
     wall = time.perf_counter() - t0
     rec = {
-        "variant": name, "seed": seed, "steps": result.steps, "train_s": round(wall, 1),
+        "variant": name,
+        "seed": seed,
+        "steps": result.steps,
+        "train_s": round(wall, 1),
         "images_per_s": round(result.steps * cfg.batch_size / max(wall, 1e-9), 1),
-        "start": scores(start.backbone, ds, variant["crop"]), "end": scores(result.backbone, ds, variant["crop"]),
-        "init_on_generic": init_scores, "settings": VARIANTS[name], "code_version": code_version(), "threads": torch.get_num_threads(),
+        "start": scores(start.backbone, ds, variant["crop"]),
+        "end": scores(result.backbone, ds, variant["crop"]),
+        "init_on_generic": init_scores,
+        "settings": VARIANTS[name],
+        "code_version": code_version(),
+        "threads": torch.get_num_threads(),
     }
     return rec
 
@@ -236,7 +297,9 @@ def summary(path: Path = OUT) -> str:
     lines = ["| variant | seed | steps | train s | start lin / kNN | end lin / kNN |", "|---|---|---|---|---|---|"]
     for r in rows:
         s, e = r["start"], r["end"]
-        lines.append(f"| {r['variant']} | {r['seed']} | {r['steps']} | {r['train_s']} | {s['linear_top1']} / {s['knn20_top1']} | {e['linear_top1']} / {e['knn20_top1']} |")
+        lines.append(
+            f"| {r['variant']} | {r['seed']} | {r['steps']} | {r['train_s']} | {s['linear_top1']} / {s['knn20_top1']} | {e['linear_top1']} / {e['knn20_top1']} |"
+        )
     return "\n".join(lines)
 
 

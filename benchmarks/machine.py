@@ -51,9 +51,11 @@ def info() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "threadpools": blas,
-        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE") if k in os.environ},
+        "env": {
+            k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE") if k in os.environ
+        },
         "git_revision": code_version(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "load_average_start": [round(x, 2) for x in os.getloadavg()],
     }
 
@@ -77,7 +79,10 @@ def matmul_peak(quick: bool) -> dict:
             t0 = time.perf_counter()
             torch.mm(a, b)
             rates.append(2 * n**3 / (time.perf_counter() - t0))
-        out["by_size"][str(n)] = {"best_gflops": round(max(rates) / 1e9, 2), "median_gflops": round(sorted(rates)[len(rates) // 2] / 1e9, 2)}
+        out["by_size"][str(n)] = {
+            "best_gflops": round(max(rates) / 1e9, 2),
+            "median_gflops": round(sorted(rates)[len(rates) // 2] / 1e9, 2),
+        }
         best = max(best, max(rates))
     out["peak_gflops"] = round(best / 1e9, 2)
     return out

@@ -60,8 +60,16 @@ def main(argv: list[str] | None = None) -> int:
         spec = lambda c: RunSpec(v["method"], False, c, ds.image_size, 0, f"probe-{name}", Path(tmp))  # noqa: E731
         start = pretrain(ds.images, spec(cfg.model_copy(update={"epochs": 0})), tr, labels=ds.labels, num_classes=len(ds.class_names))
         end = pretrain(ds.images, spec(cfg), tr, labels=ds.labels, num_classes=len(ds.class_names))
-    print(json.dumps({"variant": name, "final_loss": round(end.history[-1]["loss"], 3), "start": probes(start.backbone, ds, targets),
-                      "end": probes(end.backbone, ds, targets)}))
+    print(
+        json.dumps(
+            {
+                "variant": name,
+                "final_loss": round(end.history[-1]["loss"], 3),
+                "start": probes(start.backbone, ds, targets),
+                "end": probes(end.backbone, ds, targets),
+            }
+        )
+    )
     return 0
 
 

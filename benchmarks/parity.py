@@ -56,7 +56,7 @@ def lightly_pretrain(L, images: np.ndarray, train_idx: np.ndarray, cfg, crop: in
     for step in range(total):
         if step % steps_per_epoch == 0:
             perm = torch.randperm(len(train_idx), generator=g_data)
-        rows = perm[(step % steps_per_epoch) * cfg.batch_size:][: cfg.batch_size].numpy()
+        rows = perm[(step % steps_per_epoch) * cfg.batch_size :][: cfg.batch_size].numpy()
         batch = torch.from_numpy(np.ascontiguousarray(images[train_idx[rows]]))
         v1, v2 = (ssl_view(batch, cfg.augment, crop, g_aug).contiguous(memory_format=layout) for _ in range(2))
         for group in opt.param_groups:
@@ -106,8 +106,16 @@ def run(ctx: Context) -> dict:
             runs["lightly"].append(scores(lightly_pretrain(L, ds.images, tr, cfg, crop, seed), ds, crop))
             ctx.log(f"  parity seed {seed}: ours {runs['ours'][-1]}, lightly {runs['lightly'][-1]}")
     n_test = int((ds.split == "test").sum())
-    out = {"seeds": list(seeds), "queue_size": PARITY_QUEUE, "steps": len(tr) // cfg.batch_size * cfg.epochs, "n_test": n_test,
-           "wall_s": round(time.perf_counter() - t0, 1), "runs": runs, "lightly_version": L.version, "targets": []}
+    out = {
+        "seeds": list(seeds),
+        "queue_size": PARITY_QUEUE,
+        "steps": len(tr) // cfg.batch_size * cfg.epochs,
+        "n_test": n_test,
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "runs": runs,
+        "lightly_version": L.version,
+        "targets": [],
+    }
     for metric in ("linear_top1", "knn20_top1"):
         a, b = (statistics.mean(r[metric] for r in runs[k]) for k in ("ours", "lightly"))
         p = (a + b) / 200

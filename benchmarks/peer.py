@@ -30,8 +30,10 @@ def load_lightly(deps_dir: Path):
     """(namespace with NTXentLoss, MoCoProjectionHead, update_momentum, version, file) or (None, reason)."""
     deps_dir = Path(deps_dir)
     if not deps_dir.is_dir():
-        return None, (f"{deps_dir} does not exist: `make bench` installs the peer there "
-                      f"(pip install --no-deps --target .bench-deps lightly=={LIGHTLY_VERSION})")
+        return None, (
+            f"{deps_dir} does not exist: `make bench` installs the peer there "
+            f"(pip install --no-deps --target .bench-deps lightly=={LIGHTLY_VERSION})"
+        )
     if str(deps_dir) not in sys.path:
         sys.path.insert(0, str(deps_dir))
     try:
@@ -105,7 +107,12 @@ def _views(setting: Setting, k: int):
     pairs = []
     for _ in range(k):
         batch = torch.from_numpy(rng.integers(0, 256, (setting.cfg.batch_size, setting.image_size, setting.image_size, 3), dtype=np.uint8))
-        pairs.append((ssl_view(batch, setting.cfg.augment, setting.crop, g).contiguous(), ssl_view(batch, setting.cfg.augment, setting.crop, g).contiguous()))
+        pairs.append(
+            (
+                ssl_view(batch, setting.cfg.augment, setting.crop, g).contiguous(),
+                ssl_view(batch, setting.cfg.augment, setting.crop, g).contiguous(),
+            )
+        )
     return pairs
 
 
@@ -124,8 +131,15 @@ def compare(ctx: Context, L, setting: Setting) -> dict:
         losses.append(peer.step(v1, v2))
         return time.perf_counter() - t0
 
-    rec = timed_pretrain(setting, "mocov2", False, ctx.plan(setting.name), count_flops=True,
-                         views=lambda batch, idx, step: pairs[step % len(pairs)], between=peer_step)
+    rec = timed_pretrain(
+        setting,
+        "mocov2",
+        False,
+        ctx.plan(setting.name),
+        count_flops=True,
+        views=lambda batch, idx, step: pairs[step % len(pairs)],
+        between=peer_step,
+    )
     with FlopCounterMode(display=False) as fc:
         peer_step(1)
     peer_flops = int(fc.get_total_flops())
@@ -143,10 +157,19 @@ def compare(ctx: Context, L, setting: Setting) -> dict:
         "key_momentum": m.momentum,
         "proj_hidden_dim": m.proj_hidden_dim,
         "proj_dim": m.proj_dim,
-        "ours": {"step_s": ours, "images_per_s": bs / ours["median"] if ours["median"] else None, "flops_per_step": rec.flops,
-                 "achieved_gflops": rec.flops / ours["median"] / 1e9 if rec.flops and ours["median"] else None},
-        "peer": {"step_s": theirs, "images_per_s": bs / theirs["median"] if theirs["median"] else None, "flops_per_step": peer_flops,
-                 "achieved_gflops": peer_flops / theirs["median"] / 1e9 if theirs["median"] else None, "last_loss": losses[-1] if losses else None},
+        "ours": {
+            "step_s": ours,
+            "images_per_s": bs / ours["median"] if ours["median"] else None,
+            "flops_per_step": rec.flops,
+            "achieved_gflops": rec.flops / ours["median"] / 1e9 if rec.flops and ours["median"] else None,
+        },
+        "peer": {
+            "step_s": theirs,
+            "images_per_s": bs / theirs["median"] if theirs["median"] else None,
+            "flops_per_step": peer_flops,
+            "achieved_gflops": peer_flops / theirs["median"] / 1e9 if theirs["median"] else None,
+            "last_loss": losses[-1] if losses else None,
+        },
         "flops_match": bool(rec.flops) and abs(rec.flops - peer_flops) <= 0.01 * peer_flops,
         "ratio_ours_over_peer": ratio,
     }
@@ -155,15 +178,34 @@ def compare(ctx: Context, L, setting: Setting) -> dict:
 def run(ctx: Context) -> dict:
     L, reason = load_lightly(ctx.deps_dir)
     if L is None:
-        return {"status": "skipped", "reason": reason, "targets": [
-            target(f"peer.{s}.mocov2", f"our MoCo v2 step / lightly's ({s} setting)", None, PEER_TARGET, "<=", "x", setting=s) for s in ("default", "paper")
-        ]}
+        return {
+            "status": "skipped",
+            "reason": reason,
+            "targets": [
+                target(f"peer.{s}.mocov2", f"our MoCo v2 step / lightly's ({s} setting)", None, PEER_TARGET, "<=", "x", setting=s)
+                for s in ("default", "paper")
+            ],
+        }
     comparisons, targets = [], []
     for setting in (default_setting(ctx.quick), paper_setting(ctx.quick)):
         c = compare(ctx, L, setting)
         comparisons.append(c)
-        targets.append(target(f"peer.{setting.name}.mocov2", f"our MoCo v2 step / lightly's ({setting.name} setting)",
-                              c["ratio_ours_over_peer"], PEER_TARGET, "<=", "x", setting=setting.name))
+        targets.append(
+            target(
+                f"peer.{setting.name}.mocov2",
+                f"our MoCo v2 step / lightly's ({setting.name} setting)",
+                c["ratio_ours_over_peer"],
+                PEER_TARGET,
+                "<=",
+                "x",
+                setting=setting.name,
+            )
+        )
     ctx.shared["peer"] = comparisons
-    return {"lightly_version": L.version, "lightly_path": L.file, "inputs": "pre-augmented views, identical for both, alternating step by step",
-            "comparisons": comparisons, "targets": targets}
+    return {
+        "lightly_version": L.version,
+        "lightly_path": L.file,
+        "inputs": "pre-augmented views, identical for both, alternating step by step",
+        "comparisons": comparisons,
+        "targets": targets,
+    }

@@ -31,10 +31,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="tiny sizes: exercise every code path fast (numbers mean nothing)")
     ap.add_argument("--out", type=Path, default=None, help="output directory (default: benchmarks/, or benchmarks/quick/ with --quick)")
     ap.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(SECTIONS)} (machine always runs)")
-    ap.add_argument("--methods", default="all", help="methods timed at the params.yaml setting: comma-separated, or 'all' (default: every registered method)")
-    ap.add_argument("--paper-methods", default="mocov2", help="methods timed at the paper-like setting: comma-separated, or 'all' (default: mocov2)")
-    ap.add_argument("--retrieval-n", type=int, default=None, help="number of random features for the retrieval comparison (default 50000; 2000 with --quick)")
-    ap.add_argument("--e2e-params", type=Path, default=None, help="params file for the end-to-end run's fresh copy (default: the real params.yaml)")
+    ap.add_argument(
+        "--methods",
+        default="all",
+        help="methods timed at the params.yaml setting: comma-separated, or 'all' (default: every registered method)",
+    )
+    ap.add_argument(
+        "--paper-methods", default="mocov2", help="methods timed at the paper-like setting: comma-separated, or 'all' (default: mocov2)"
+    )
+    ap.add_argument(
+        "--retrieval-n",
+        type=int,
+        default=None,
+        help="number of random features for the retrieval comparison (default 50000; 2000 with --quick)",
+    )
+    ap.add_argument(
+        "--e2e-params", type=Path, default=None, help="params file for the end-to-end run's fresh copy (default: the real params.yaml)"
+    )
     ap.add_argument("--deps-dir", type=Path, default=DEPS_DIR, help="directory holding the peer (lightly), installed by `make bench`")
     return ap.parse_args(argv)
 
@@ -42,7 +55,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _modules():
     from benchmarks import e2e, efficiency, evaluation, machine, parity, peer, stage_memory, throughput
 
-    return {"machine": machine, "throughput": throughput, "peer": peer, "parity": parity, "efficiency": efficiency, "evaluation": evaluation, "stage_memory": stage_memory, "e2e": e2e}
+    return {
+        "machine": machine,
+        "throughput": throughput,
+        "peer": peer,
+        "parity": parity,
+        "efficiency": efficiency,
+        "evaluation": evaluation,
+        "stage_memory": stage_memory,
+        "e2e": e2e,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,16 +88,34 @@ def main(argv: list[str] | None = None) -> int:
     default_methods, paper_methods = methods("--methods", args.methods), methods("--paper-methods", args.paper_methods)
     if args.e2e_params is not None and not args.e2e_params.is_file():
         sys.exit(f"--e2e-params: {args.e2e_params} not found")
-    ctx = Context(quick=args.quick, out=out, default_methods=default_methods, paper_methods=paper_methods,
-                  retrieval_n=args.retrieval_n or (2000 if args.quick else 50_000), deps_dir=args.deps_dir,
-                  e2e_params=args.e2e_params.resolve() if args.e2e_params else None)
+    ctx = Context(
+        quick=args.quick,
+        out=out,
+        default_methods=default_methods,
+        paper_methods=paper_methods,
+        retrieval_n=args.retrieval_n or (2000 if args.quick else 50_000),
+        deps_dir=args.deps_dir,
+        e2e_params=args.e2e_params.resolve() if args.e2e_params else None,
+    )
 
     t0 = time.perf_counter()
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    data: dict = {"schema": SCHEMA, "mode": ctx.mode, "started": started, "argv": sys.argv[1:] if argv is None else argv,
-                  "options": {"methods": list(default_methods), "paper_methods": list(paper_methods), "retrieval_n": ctx.retrieval_n,
-                              "e2e_params": str(ctx.e2e_params) if ctx.e2e_params else "params.yaml", "sections": [s for s in SECTIONS if s in wanted]},
-                  "machine": {}, "sections": {}, "targets": []}
+    data: dict = {
+        "schema": SCHEMA,
+        "mode": ctx.mode,
+        "started": started,
+        "argv": sys.argv[1:] if argv is None else argv,
+        "options": {
+            "methods": list(default_methods),
+            "paper_methods": list(paper_methods),
+            "retrieval_n": ctx.retrieval_n,
+            "e2e_params": str(ctx.e2e_params) if ctx.e2e_params else "params.yaml",
+            "sections": [s for s in SECTIONS if s in wanted],
+        },
+        "machine": {},
+        "sections": {},
+        "targets": [],
+    }
     mods = _modules()
     for name in SECTIONS:
         if name not in wanted:

@@ -46,14 +46,65 @@ def commands(ds: str) -> list[tuple[str, list[str]]]:
     return [
         ("validate", [s("validate"), "--out", "reports/params.resolved.json"]),
         ("prepare", [s("prepare"), "--dataset", ds, "--out", f"data/prepared/{ds}"]),
-        ("pretrain", [s("pretrain"), "--dataset", ds, "--experiment", EXPERIMENT, "--seed", "0", "--data", f"data/prepared/{ds}",
-                      "--out", f"models/{run}", "--checkpoints", f"checkpoints/{run}"]),
-        ("extract", [s("extract"), "--dataset", ds, "--data", f"data/prepared/{ds}", "--model", f"models/{run}", "--out", f"features/{run}.npz"]),
-        ("probe", [s("probe"), "--seed", "0", "--dataset", ds, "--features", f"features/{run}.npz", "--data", f"data/prepared/{ds}",
-                   "--model", f"models/{run}", "--out", f"metrics/{run}/probe.json"]),
+        (
+            "pretrain",
+            [
+                s("pretrain"),
+                "--dataset",
+                ds,
+                "--experiment",
+                EXPERIMENT,
+                "--seed",
+                "0",
+                "--data",
+                f"data/prepared/{ds}",
+                "--out",
+                f"models/{run}",
+                "--checkpoints",
+                f"checkpoints/{run}",
+            ],
+        ),
+        (
+            "extract",
+            [s("extract"), "--dataset", ds, "--data", f"data/prepared/{ds}", "--model", f"models/{run}", "--out", f"features/{run}.npz"],
+        ),
+        (
+            "probe",
+            [
+                s("probe"),
+                "--seed",
+                "0",
+                "--dataset",
+                ds,
+                "--features",
+                f"features/{run}.npz",
+                "--data",
+                f"data/prepared/{ds}",
+                "--model",
+                f"models/{run}",
+                "--out",
+                f"metrics/{run}/probe.json",
+            ],
+        ),
         ("retrieve", [s("retrieve"), "--seed", "0", "--features", f"features/{run}.npz", "--out", f"metrics/{run}/retrieval.json"]),
-        ("report", [s("report"), "--metrics", "metrics", "--features", "features", "--models", "models", "--data", "data/prepared",
-                    "--resolved", "reports/params.resolved.json", "--out", "reports"]),
+        (
+            "report",
+            [
+                s("report"),
+                "--metrics",
+                "metrics",
+                "--features",
+                "features",
+                "--models",
+                "models",
+                "--data",
+                "data/prepared",
+                "--resolved",
+                "reports/params.resolved.json",
+                "--out",
+                "reports",
+            ],
+        ),
     ]
 
 
@@ -81,16 +132,30 @@ def run(ctx: Context) -> dict:
                 for name in wave:
                     results[name] = {"stage": name, "status": "not run", "reason": f"{failed} failed"}
                 continue
-            for name, r in zip(wave, pool.map(lambda n: run_measured([sys.executable, *cmds[n]], cwd=work, env=tool_env(), timeout=900), wave)):
+            for name, r in zip(
+                wave, pool.map(lambda n: run_measured([sys.executable, *cmds[n]], cwd=work, env=tool_env(), timeout=900), wave)
+            ):
                 ok = r["returncode"] == 0
-                results[name] = {"stage": name, "status": "ok" if ok else "error", "returncode": r["returncode"], "wall_s": r["wall_s"],
-                                 "peak_rss_mib": r["peak_rss_mib"], **({} if ok else {"stderr_tail": r["stderr"][-1500:]})}
+                results[name] = {
+                    "stage": name,
+                    "status": "ok" if ok else "error",
+                    "returncode": r["returncode"],
+                    "wall_s": r["wall_s"],
+                    "peak_rss_mib": r["peak_rss_mib"],
+                    **({} if ok else {"stderr_tail": r["stderr"][-1500:]}),
+                }
                 ctx.log(f"  stage {name}: {r['wall_s']:.1f} s, peak RSS {r['peak_rss_mib']:.0f} MiB{'' if ok else ' FAILED'}")
                 if not ok:
                     failed = failed or name
     return {
-        "dataset": {"name": ds, "image_size": d["image_size"], "crop_size": d["crop_size"], "classes": d["num_classes"],
-                    "train": d["num_classes"] * d["train_per_class"], "test": d["num_classes"] * d["test_per_class"]},
+        "dataset": {
+            "name": ds,
+            "image_size": d["image_size"],
+            "crop_size": d["crop_size"],
+            "classes": d["num_classes"],
+            "train": d["num_classes"] * d["train_per_class"],
+            "test": d["num_classes"] * d["test_per_class"],
+        },
         "experiment": EXPERIMENT,
         "pretrain": {k: raw["pretrain"][k] for k in ("backbone", "batch_size", "epochs")},
         "concurrent_within_wave": workers > 1,

@@ -55,7 +55,9 @@ def _run_one(ctx: Context, setting: Setting, method: str, synth: bool) -> dict:
         )
         (ctx.out / name).write_text(header + rec.profile_table + "\n")
         out["profile_file"] = name
-    ctx.log(f"  throughput {setting.name} {method}{'+synth' if synth else ''}: median step {step['median']:.3f} s over {step['n']} steps, {out['images_per_s']:.1f} img/s")
+    ctx.log(
+        f"  throughput {setting.name} {method}{'+synth' if synth else ''}: median step {step['median']:.3f} s over {step['n']} steps, {out['images_per_s']:.1f} img/s"
+    )
     return out
 
 
@@ -71,9 +73,17 @@ def run(ctx: Context) -> dict:
             b, m = base["step_s"]["median"], mod["step_s"]["median"]
             ratio = m / b if b and m else None
             ratios.append({"setting": setting.name, "method": method, "baseline_step_s": b, "module_step_s": m, "ratio": ratio})
-            targets.append(target(
-                f"module_overhead.{setting.name}.{method}", f"{method}: module step time / baseline step time ({setting.name} setting)",
-                ratio, MODULE_TARGET, "<=", "x", setting=setting.name, method=method,
-            ))
+            targets.append(
+                target(
+                    f"module_overhead.{setting.name}.{method}",
+                    f"{method}: module step time / baseline step time ({setting.name} setting)",
+                    ratio,
+                    MODULE_TARGET,
+                    "<=",
+                    "x",
+                    setting=setting.name,
+                    method=method,
+                )
+            )
     ctx.shared["throughput_runs"] = runs
     return {"settings": described, "runs": runs, "module_ratios": ratios, "targets": targets}

@@ -5,9 +5,9 @@ import io
 import time
 from pathlib import Path
 
+import _local_src  # noqa: F401,I001  (this checkout's src/ before any installed finesyn)
 import typer
 
-import _local_src  # noqa: F401,I001  (this checkout's src/ before any installed finesyn)
 from finesyn.cli import load, stage_logging, user_errors
 from finesyn.io import output_lock
 
@@ -24,10 +24,9 @@ def main(
 ) -> None:
     p = load(params)
     with user_errors(), output_lock(out):  # refuse a concurrent run writing the same outputs
-        from finesyn.config import ParamsError
         import numpy as np
 
-        from finesyn.config import check_dataset_root
+        from finesyn.config import ParamsError, check_dataset_root
         from finesyn.data.cache import open_cache
         from finesyn.eval.features import extract_features, load_encoder
         from finesyn.io import atomic_write_bytes
@@ -40,11 +39,21 @@ def main(
             raise ParamsError(f"extract.feature: 'projector', but {model / 'encoder.pt'} has none (method {state['method']!r})")
         head = projector if p.extract.feature == "projector" else None
         t0 = time.perf_counter()
-        arrays = {"num_classes": np.array(len(ds.classes)), "encoder_run_id": np.array(state["run_id"]), "feature": np.array(p.extract.feature)}
+        arrays = {
+            "num_classes": np.array(len(ds.classes)),
+            "encoder_run_id": np.array(state["run_id"]),
+            "feature": np.array(p.extract.feature),
+        }
         for split in ("train", "test"):
             idx = ds.indices(split)
             arrays[f"{split}_features"] = extract_features(
-                backbone, ds.images, idx, p.datasets[dataset].crop_size, p.extract.batch_size, p.pretrain.device, head,
+                backbone,
+                ds.images,
+                idx,
+                p.datasets[dataset].crop_size,
+                p.extract.batch_size,
+                p.pretrain.device,
+                head,
                 channels_last=p.pretrain.channels_last,
             )
             arrays[f"{split}_labels"] = ds.labels[idx]

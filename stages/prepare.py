@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
+import _local_src  # noqa: F401,I001  (this checkout's src/ before any installed finesyn)
 import typer
 
-import _local_src  # noqa: F401,I001  (this checkout's src/ before any installed finesyn)
 from finesyn.cli import load, progress_bar, stage_logging, user_errors
 from finesyn.io import output_lock
 
@@ -26,7 +26,9 @@ def main(
         log = stage_logging(out.parent / f"{out.name}.prepare.log")
         with progress_bar(f"prepare {dataset}") as update:
             ds = prepare_dataset(dataset, cfg, out, progress=lambda done, total: update(done, total))
-        log.info("prepared %s: %d images %s, %d classes, %d px -> %s", dataset, len(ds), ds.meta["counts"], len(ds.classes), ds.image_size, out)
+        log.info(
+            "prepared %s: %d images %s, %d classes, %d px -> %s", dataset, len(ds), ds.meta["counts"], len(ds.classes), ds.image_size, out
+        )
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ import logging
 import time
 from pathlib import Path
 
+import _local_src  # noqa: F401,I001  (this checkout's src/ before any installed finesyn)
 import typer
 
-import _local_src  # noqa: F401,I001  (this checkout's src/ before any installed finesyn)
 from finesyn.cli import load, progress_bar, stage_logging, user_errors
 from finesyn.io import output_lock
 
@@ -88,12 +88,11 @@ def _rank0_locks(ctx, *outputs: Path) -> contextlib.ExitStack:
 
 def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out: Path, checkpoints: Path) -> None:
     with user_errors(), _rank0_locks(ctx, out, checkpoints):
-        from finesyn.config import ParamsError
-        from finesyn.config import check_dataset_root
+        from finesyn.config import ParamsError, check_dataset_root
         from finesyn.data.cache import open_cache
-        from finesyn.io import atomic_write_bytes, atomic_write_json
-        from finesyn.provenance import params_hash, provenance
-        from finesyn.train import RunSpec, encoder_artifact, pretrain, run_settings
+        from finesyn.provenance import params_hash
+        from finesyn.run_identity import RunSpec, run_settings
+        from finesyn.train import pretrain
 
         check_dataset_root(p, dataset)
         exp, cfg = p.experiments.get(experiment), p.pretrain_for(experiment)
@@ -109,48 +108,79 @@ def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out:
         spec = RunSpec(exp.method, exp.synth, cfg, crop, seed, run_id, checkpoints)
         train_idx, monitor = _monitor_split(ds, cfg, crop, p.datasets[dataset])
         if exp.method != "none" and cfg.batch_size > len(train_idx):
-            raise ParamsError(f"pretrain.batch_size ({cfg.batch_size}) exceeds the {len(train_idx)} images {dataset}/{experiment} pretrains on "
-                              f"({data}: its train split less the monitor's held-out {cfg.monitor_val_fraction:g}); lower the batch size")
-        log.info("pretrain %s/%s seed %d: %s%s, %d train images, run %s", dataset, experiment, seed, exp.method, " + synth" if exp.synth else "", len(train_idx), run_id)
-
-        def on_log(rec: dict) -> None:
-            if "loss" not in rec:  # a learning-monitor record
-                log.info("step %d %s", rec["step"], " ".join(f"{k}={v:.2f}" for k, v in rec.items() if k != "step"))
-                return
-            terms = " ".join(f"{k}={rec[k]:.4f}" for k in ("L_C", "L_R", "L_Cp") if k in rec)
-            sel = f" n_selected={rec['n_selected']}" if "n_selected" in rec else ""
-            log.info("step %d epoch %d lr %.4g %s%s %.1f img/s", rec["step"], rec["epoch"], rec["lr"], terms, sel, rec["images_per_s"])
-
+            raise ParamsError(
+                f"pretrain.batch_size ({cfg.batch_size}) exceeds the {len(train_idx)} images {dataset}/{experiment} pretrains on "
+                f"({data}: its train split less the monitor's held-out {cfg.monitor_val_fraction:g}); lower the batch size"
+            )
+        synth_note = " + synth" if exp.synth else ""
+        log.info(
+            "pretrain %s/%s seed %d: %s%s, %d train images, run %s",
+            dataset,
+            experiment,
+            seed,
+            exp.method,
+            synth_note,
+            len(train_idx),
+            run_id,
+        )
         t0 = time.perf_counter()
         with progress_bar(f"pretrain {experiment}") if ctx.is_main else contextlib.nullcontext(None) as update:
-            result = pretrain(ds.images, spec, train_idx, on_log=on_log, progress=update, dist=ctx,
-                              labels=ds.labels, num_classes=len(ds.classes), monitor=monitor)
+            result = pretrain(
+                ds.images, spec, train_idx, on_log=_step_logger(log), progress=update, dist=ctx,
+                labels=ds.labels, num_classes=len(ds.classes), monitor=monitor,
+            )  # fmt: skip
         wall = time.perf_counter() - t0
-        if not ctx.is_main:
+        if ctx.is_main:
+            record = {
+                "dataset": dataset, "experiment": experiment, "method": exp.method, "synth": exp.synth, "run_id": run_id,
+                "steps": result.steps, "train_images": len(train_idx), "resumed_from_step": result.resumed_from,
+                "wall_time_s": round(wall, 2), "processes": ctx.world_size, "settings": settings,
+            }  # fmt: skip
+            _write_outputs(out, result, spec, record, ds, train_idx, log)
+
+
+def _step_logger(log):
+    """on_log for pretrain(): one line per logged step or learning-monitor point."""
+
+    def on_log(rec: dict) -> None:
+        if "loss" not in rec:  # a learning-monitor record
+            log.info("step %d %s", rec["step"], " ".join(f"{k}={v:.2f}" for k, v in rec.items() if k != "step"))
             return
+        terms = " ".join(f"{k}={rec[k]:.4f}" for k in ("L_C", "L_R", "L_Cp") if k in rec)
+        sel = f" n_selected={rec['n_selected']}" if "n_selected" in rec else ""
+        log.info("step %d epoch %d lr %.4g %s%s %.1f img/s", rec["step"], rec["epoch"], rec["lr"], terms, sel, rec["images_per_s"])
 
-        if result.synth is not None:  # Fig. 4's yardstick: does g(h) render more than the mean image?
-            from finesyn.synth.reconstruction import reconstruction_psnr
+    return on_log
 
-            recon = reconstruction_psnr(result.backbone, result.synth.decoder, ds.images, ds.indices("test"), train_idx, crop)
-            log.info("g(h) on %d test images: PSNR %.2f dB, the mean training image %.2f dB (%+.2f dB)",
-                     recon["images"], recon["psnr_db"], recon["mean_image_psnr_db"], recon["gain_db"])
-        record = {
-            "dataset": dataset, "experiment": experiment, "method": exp.method, "synth": exp.synth, "run_id": run_id,
-            "steps": result.steps, "train_images": len(train_idx), "resumed_from_step": result.resumed_from, "wall_time_s": round(wall, 2), "processes": ctx.world_size,
-            "settings": settings, **provenance(seed, settings),
-        }
-        out.mkdir(parents=True, exist_ok=True)
-        # encoder.pt holds only what determines the weights, so an unchanged run rewrites identical bytes
-        # and DVC reruns nothing downstream; timings live in train.json.
-        stable = {k: v for k, v in record.items() if k not in ("wall_time_s", "resumed_from_step", "processes")}
-        atomic_write_bytes(out / "encoder.pt", encoder_artifact(result, spec, {"provenance": stable}))
-        write_curves(result.history, result.monitor, out / "live")
-        if result.pair_images is not None:
-            atomic_write_bytes(out / "pairs.png", pair_grid_png(result.pair_images))
-        recon_record = {"reconstruction": recon} if result.synth is not None else {}
-        atomic_write_json(out / "train.json", {**record, **recon_record, "final": result.history[-1] if result.history else None, "monitor": result.monitor})
-        log.info("wrote %s (%d steps, %.1f s)", out / "encoder.pt", result.steps, wall)
+
+def _write_outputs(out: Path, result, spec, record: dict, ds, train_idx, log) -> None:
+    """encoder.pt, live/ curves, and with the module pairs.png and g(h)'s PSNR; train.json last."""
+    from finesyn.io import atomic_write_bytes, atomic_write_json
+    from finesyn.provenance import provenance
+    from finesyn.train import encoder_artifact
+
+    record = {**record, **provenance(spec.seed, record["settings"])}
+    out.mkdir(parents=True, exist_ok=True)
+    # encoder.pt holds only what determines the weights, so an unchanged run rewrites identical bytes
+    # and DVC reruns nothing downstream; timings live in train.json.
+    stable = {k: v for k, v in record.items() if k not in ("wall_time_s", "resumed_from_step", "processes")}
+    atomic_write_bytes(out / "encoder.pt", encoder_artifact(result, spec, {"provenance": stable}))
+    write_curves(result.history, result.monitor, out / "live")
+    recon_record = {}
+    if result.synth is not None:  # Fig. 4's yardstick: does g(h) render more than the mean image?
+        from finesyn.synth.reconstruction import reconstruction_psnr
+
+        recon = reconstruction_psnr(result.backbone, result.synth.decoder, ds.images, ds.indices("test"), train_idx, spec.crop_size)
+        log.info(
+            "g(h) on %d test images: PSNR %.2f dB, the mean training image %.2f dB (%+.2f dB)",
+            recon["images"], recon["psnr_db"], recon["mean_image_psnr_db"], recon["gain_db"],
+        )  # fmt: skip
+        recon_record = {"reconstruction": recon}
+    if result.pair_images is not None:
+        atomic_write_bytes(out / "pairs.png", pair_grid_png(result.pair_images))
+    final = result.history[-1] if result.history else None
+    atomic_write_json(out / "train.json", {**record, **recon_record, "final": final, "monitor": result.monitor})
+    log.info("wrote %s (%d steps, %.1f s)", out / "encoder.pt", result.steps, record["wall_time_s"])
 
 
 def _monitor_split(ds, cfg, crop: int, dataset_cfg):

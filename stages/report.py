@@ -6,11 +6,10 @@ Without --features/--models/--data only the tables are written.
 """
 
 from pathlib import Path
-from typing import Optional
-
-import typer
 
 import _local_src  # noqa: F401,I001  (this checkout's src/ before any installed finesyn)
+import typer
+
 from finesyn.cli import load, stage_logging, user_errors
 from finesyn.io import output_lock
 
@@ -21,10 +20,10 @@ app = typer.Typer(add_completion=False, help=__doc__)
 def main(
     metrics: Path = typer.Option(Path("metrics"), help="metrics root (metrics/<dataset>/<experiment>/seed<k>/)"),
     out: Path = typer.Option(Path("reports"), help="report directory"),
-    features: Optional[Path] = typer.Option(None, help="features root (features/<dataset>/<experiment>/seed<k>.npz): Fig. 2"),
-    models: Optional[Path] = typer.Option(None, help="models root (models/<dataset>/<experiment>/seed<k>/): Figs. 3, 4, curves"),
-    data: Optional[Path] = typer.Option(None, help="prepared-data root (data/prepared/<dataset>/): Fig. 3 images"),
-    resolved: Optional[Path] = typer.Option(None, help="the validate stage's params.resolved.json (default: <out>/params.resolved.json)"),
+    features: Path | None = typer.Option(None, help="features root (features/<dataset>/<experiment>/seed<k>.npz): Fig. 2"),
+    models: Path | None = typer.Option(None, help="models root (models/<dataset>/<experiment>/seed<k>/): Figs. 3, 4, curves"),
+    data: Path | None = typer.Option(None, help="prepared-data root (data/prepared/<dataset>/): Fig. 3 images"),
+    resolved: Path | None = typer.Option(None, help="the validate stage's params.resolved.json (default: <out>/params.resolved.json)"),
     params: Path = typer.Option(Path("params.yaml"), help="params file"),
 ) -> None:
     p = load(params)

@@ -2,11 +2,10 @@
 
 import time
 from pathlib import Path
-from typing import Optional
-
-import typer
 
 import _local_src  # noqa: F401,I001  (this checkout's src/ before any installed finesyn)
+import typer
+
 from finesyn.cli import load, stage_logging, user_errors
 from finesyn.io import output_lock
 
@@ -18,7 +17,7 @@ def main(
     features: Path = typer.Option(..., help="features file from extract (.npz)"),
     out: Path = typer.Option(..., help="retrieval.json to write"),
     seed: int = typer.Option(0, help="seed of the run (recorded)"),
-    model: Optional[Path] = typer.Option(None, help="pretrain output directory (encoder.pt): the features must be of its run"),
+    model: Path | None = typer.Option(None, help="pretrain output directory (encoder.pt): the features must be of its run"),
     params: Path = typer.Option(Path("params.yaml"), help="params file"),
 ) -> None:
     p = load(params)
@@ -36,7 +35,9 @@ def main(
         t0 = time.perf_counter()
         gallery = (f["train_features"], f["train_labels"]) if cfg.protocol == "train_gallery" else (None, None)
         res = retrieval_metrics(f["test_features"], f["test_labels"], *gallery, ks=cfg.ks, map_at_r=cfg.map_at_r, engine=cfg.engine)
-        res["knn"] = knn_accuracy(f["train_features"], f["train_labels"], f["test_features"], f["test_labels"], ks=cfg.knn_ks, temperature=cfg.knn_temperature)
+        res["knn"] = knn_accuracy(
+            f["train_features"], f["train_labels"], f["test_features"], f["test_labels"], ks=cfg.knn_ks, temperature=cfg.knn_temperature
+        )
         res["search_time_s"] = round(time.perf_counter() - t0, 3)
         res["encoder_run_id"] = str(f["encoder_run_id"])
         res["feature"] = str(f["feature"])

@@ -7,9 +7,9 @@ reads still fails `dvc repro`, naming the key.
 
 from pathlib import Path
 
+import _local_src  # noqa: F401,I001  (this checkout's src/ before any installed finesyn)
 import typer
 
-import _local_src  # noqa: F401,I001  (this checkout's src/ before any installed finesyn)
 from finesyn.cli import load, user_errors
 from finesyn.io import output_lock
 
@@ -25,7 +25,7 @@ def main(
     with user_errors(), output_lock(out):  # refuse a concurrent run writing the same outputs
         from finesyn.config import check_dataset_root
         from finesyn.io import atomic_write_json
-        from finesyn.train import run_settings
+        from finesyn.run_identity import run_settings
 
         for name in p.grid.datasets:
             check_dataset_root(p, name)

@@ -47,7 +47,7 @@ class ExpectedItem:
 
 @dataclass
 class FixtureTree:
-    root: Path                     # what to pass to the indexer
+    root: Path  # what to pass to the indexer
     classes: list[str]
     items: list[ExpectedItem] = field(default_factory=list)
 
@@ -58,13 +58,11 @@ class FixtureTree:
 def _pixels(w: int, h: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    base = np.stack([255 * x / max(w - 1, 1), 255 * y / max(h - 1, 1),
-                     127 + 127 * np.sin((x + y) / (3 + seed % 5))], axis=-1)
+    base = np.stack([255 * x / max(w - 1, 1), 255 * y / max(h - 1, 1), 127 + 127 * np.sin((x + y) / (3 + seed % 5))], axis=-1)
     return np.clip(base + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8)
 
 
-def write_image(path: Path, size: tuple[int, int] = (40, 30), seed: int = 0, mode: str = "RGB",
-                quality: int = 90) -> Path:
+def write_image(path: Path, size: tuple[int, int] = (40, 30), seed: int = 0, mode: str = "RGB", quality: int = 90) -> Path:
     """Write a deterministic test image; the format follows the suffix (.jpg/.png/...)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     img = Image.fromarray(_pixels(*size, seed))
@@ -102,8 +100,7 @@ def _seed(*parts: object) -> int:
 # --------------------------------------------------------------------------- CUB-200-2011
 
 
-def make_cub_tree(tmp: Path, n_classes: int = 3, n_train: int = 2, n_test: int = 1,
-                  wrapper: bool = True) -> FixtureTree:
+def make_cub_tree(tmp: Path, n_classes: int = 3, n_train: int = 2, n_test: int = 1, wrapper: bool = True) -> FixtureTree:
     """``tmp/CUB_200_2011/{images.txt, image_class_labels.txt, train_test_split.txt,
     classes.txt, images/NNN.Name/Name_XXXX_Y.jpg}`` (ids interleave train and test)."""
     root = tmp / "CUB_200_2011" if wrapper else tmp
@@ -132,8 +129,12 @@ def make_cub_tree(tmp: Path, n_classes: int = 3, n_train: int = 2, n_test: int =
             lines["labels"].append(f"{image_id} {c + 1}")
             lines["split"].append(f"{image_id} {1 if is_train else 0}")
             items.append(ExpectedItem(root / "images" / rel, c, "train" if is_train else "test", str(image_id)))
-    for key, fname in (("images", "images.txt"), ("labels", "image_class_labels.txt"),
-                       ("split", "train_test_split.txt"), ("classes", "classes.txt")):
+    for key, fname in (
+        ("images", "images.txt"),
+        ("labels", "image_class_labels.txt"),
+        ("split", "train_test_split.txt"),
+        ("classes", "classes.txt"),
+    ):
         (root / fname).write_text("\n".join(lines[key]) + "\n")
     tree = FixtureTree(root=root, classes=classes, items=items)
     # sanity: the flag rule above must give exactly n_train / n_test per class
@@ -161,8 +162,7 @@ def write_cars_annotations(path: Path, entries: list[tuple[str, int]], with_clas
 
     recs = []
     for fname, cls in entries:
-        r: dict[str, object] = {"bbox_x1": np.uint16(1), "bbox_y1": np.uint16(2),
-                                "bbox_x2": np.uint16(20), "bbox_y2": np.uint16(15)}
+        r: dict[str, object] = {"bbox_x1": np.uint16(1), "bbox_y1": np.uint16(2), "bbox_x2": np.uint16(20), "bbox_y2": np.uint16(15)}
         if with_class:
             r["class"] = np.uint8(cls)
         r["fname"] = fname
@@ -172,8 +172,7 @@ def write_cars_annotations(path: Path, entries: list[tuple[str, int]], with_clas
     return path
 
 
-def make_cars_tree(tmp: Path, n_classes: int = 3, n_train: int = 2, n_test: int = 2,
-                   wrapper: bool = True) -> FixtureTree:
+def make_cars_tree(tmp: Path, n_classes: int = 3, n_train: int = 2, n_test: int = 2, wrapper: bool = True) -> FixtureTree:
     """``tmp/stanford_cars/{devkit/cars_meta.mat, devkit/cars_train_annos.mat,
     cars_test_annos_withlabels.mat, cars_train/NNNNN.jpg, cars_test/NNNNN.jpg}`` — the layout of
     torchvision.datasets.StanfordCars (root = tmp). Train and test file names overlap, as in the
@@ -183,11 +182,12 @@ def make_cars_tree(tmp: Path, n_classes: int = 3, n_train: int = 2, n_test: int 
     root = tmp / "stanford_cars" if wrapper else tmp
     classes = [f"Make{c} Model/{c} 20{10 + c}" for c in range(n_classes)]
     (root / "devkit").mkdir(parents=True, exist_ok=True)
-    savemat(root / "devkit" / "cars_meta.mat",
-            {"class_names": np.array(classes, dtype=object).reshape(1, -1)})
+    savemat(root / "devkit" / "cars_meta.mat", {"class_names": np.array(classes, dtype=object).reshape(1, -1)})
     items = []
-    for split, per, anno in (("train", n_train, root / "devkit" / "cars_train_annos.mat"),
-                             ("test", n_test, root / "cars_test_annos_withlabels.mat")):
+    for split, per, anno in (
+        ("train", n_train, root / "devkit" / "cars_train_annos.mat"),
+        ("test", n_test, root / "cars_test_annos_withlabels.mat"),
+    ):
         entries = []
         k = 0
         for j in range(per):
@@ -207,8 +207,7 @@ def make_cars_tree(tmp: Path, n_classes: int = 3, n_train: int = 2, n_test: int 
 AIRCRAFT_VARIANTS = ["707-320", "A300B4", "F/A-18", "Boeing 717", "DHC-8-100", "Tu-154"]
 
 
-def make_aircraft_tree(tmp: Path, n_classes: int = 3, n_trainval: int = 2, n_test: int = 1,
-                       wrapper: bool = True) -> FixtureTree:
+def make_aircraft_tree(tmp: Path, n_classes: int = 3, n_trainval: int = 2, n_test: int = 1, wrapper: bool = True) -> FixtureTree:
     """``tmp/fgvc-aircraft-2013b/data/{variants.txt, images_variant_trainval.txt,
     images_variant_test.txt, images/NNNNNNN.jpg}`` (root = tmp for torchvision.FGVCAircraft).
     Variant names include spaces and slashes, as in the real file; family/manufacturer files are
@@ -222,15 +221,13 @@ def make_aircraft_tree(tmp: Path, n_classes: int = 3, n_trainval: int = 2, n_tes
     (data / "manufacturers.txt").write_text("Maker A\n")
     items = []
     k = 1_000_000
-    for split, fname, per in (("train", "images_variant_trainval.txt", n_trainval),
-                              ("test", "images_variant_test.txt", n_test)):
+    for split, fname, per in (("train", "images_variant_trainval.txt", n_trainval), ("test", "images_variant_test.txt", n_test)):
         lines, fam = [], []
         for c, variant in enumerate(classes):
             for _ in range(per):
                 k += 137
                 name = f"{k:07d}"
-                p = write_image(data / "images" / f"{name}.jpg", (SIZES[k % 5][0], SIZES[k % 5][1] + 20),
-                                _seed("air", name))
+                p = write_image(data / "images" / f"{name}.jpg", (SIZES[k % 5][0], SIZES[k % 5][1] + 20), _seed("air", name))
                 lines.append(f"{name} {variant}")
                 fam.append(f"{name} Family A")
                 items.append(ExpectedItem(p, c, split, name))
@@ -244,8 +241,9 @@ def make_aircraft_tree(tmp: Path, n_classes: int = 3, n_trainval: int = 2, n_tes
 _IF_KINDS = [(".jpg", "RGB"), (".png", "RGB"), (".png", "L"), (".png", "RGBA"), (".jpeg", "RGB"), (".png", "P")]
 
 
-def make_imagefolder_tree(tmp: Path, classes: tuple[str, ...] = ("alpha", "beta", "gamma"),
-                          per_class: int = 3, presplit: bool = True, n_test: int = 1) -> FixtureTree:
+def make_imagefolder_tree(
+    tmp: Path, classes: tuple[str, ...] = ("alpha", "beta", "gamma"), per_class: int = 3, presplit: bool = True, n_test: int = 1
+) -> FixtureTree:
     """``tmp/ds/{train,test}/<class>/img*.ext`` (presplit) or ``tmp/ds/<class>/img*.ext``.
 
     Mixed formats and modes (JPEG, PNG in RGB / L / RGBA / P). For the single layout, the
@@ -253,7 +251,7 @@ def make_imagefolder_tree(tmp: Path, classes: tuple[str, ...] = ("alpha", "beta"
     root = tmp / "ds"
     items = []
     k = 0
-    for split in (("train", "test") if presplit else ("",)):
+    for split in ("train", "test") if presplit else ("",):
         for c, cname in enumerate(classes):
             n = per_class if not presplit else (per_class - n_test if split == "train" else n_test)
             for j in range(n):
@@ -267,8 +265,7 @@ def make_imagefolder_tree(tmp: Path, classes: tuple[str, ...] = ("alpha", "beta"
     return FixtureTree(root=root, classes=list(classes), items=items)
 
 
-def make_flat_jpegs(root: Path, n: int, size: tuple[int, int] = (400, 300), n_classes: int = 10,
-                    quality: int = 90) -> Path:
+def make_flat_jpegs(root: Path, n: int, size: tuple[int, int] = (400, 300), n_classes: int = 10, quality: int = 90) -> Path:
     """``root/<class>/*.jpg`` (single ImageFolder layout), e.g. for throughput measurements."""
     for i in range(n):
         write_image(root / f"c{i % n_classes:02d}" / f"{i:05d}.jpg", size, seed=i, quality=quality)

@@ -36,7 +36,9 @@ def tiny_params(raw: dict) -> dict:
 
 
 def make_project(dest: Path) -> Path:
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     for f in files:
         if f.startswith(("metrics/", "reports/", "dvc.lock")) or not (ROOT / f).is_file():
             continue  # results of the real run are not part of a fresh project

@@ -18,7 +18,6 @@ from finesyn.data.augment import (
     to_float,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -188,9 +187,7 @@ def test_ssl_view_shape_dtype_and_determinism():
 
 
 def test_ssl_view_without_augmentation_is_the_normalised_image():
-    cfg = AugmentConfig(
-        crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), color_jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, flip_p=0.0
-    )
+    cfg = AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), color_jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, flip_p=0.0)
     img = uint8_images(2, 16)
     torch.testing.assert_close(ssl_view(img, cfg, 16, gen(0)), normalize(to_float(img)), rtol=0, atol=1e-5)
     torch.testing.assert_close(normalize(to_float(img)), tv_normalize(img.permute(0, 3, 1, 2).float() / 255))

@@ -32,7 +32,11 @@ def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     r = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=180, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     assert r.returncode == 0, f"benchmarks.run --quick failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
     return out, _strict((out / "results.json").read_text())
@@ -51,7 +55,18 @@ def test_top_level_and_machine(quick):
         assert s["status"] in ("ok", "skipped"), (name, s.get("reason"))
         assert isinstance(s["wall_s"], (int, float)) and isinstance(s["results"], dict)
     m = d["machine"]
-    for key in ("cpu_model", "usable_cores", "logical_cores", "torch_threads", "torch", "numpy", "git_revision", "date", "load_average_start", "load_average_end"):
+    for key in (
+        "cpu_model",
+        "usable_cores",
+        "logical_cores",
+        "torch_threads",
+        "torch",
+        "numpy",
+        "git_revision",
+        "date",
+        "load_average_start",
+        "load_average_end",
+    ):
         assert m.get(key) is not None, key
     assert _pos(m["matmul_peak_start"]["peak_gflops"])
     assert any("quick mode" in n for n in d["notes"])
@@ -135,7 +150,9 @@ def test_evaluation(quick):
     r = ev["retrieval"]
     assert set(r["implementations"]) == {"sort", "numpy"} and r["n"] == 2000
     ref = r["implementations"]["numpy"]
-    assert ref["queries"] == 500 and ref["search_s_all_queries_estimated"] == pytest.approx(ref["search_s"] * 4, abs=4 * 5e-4 + 5e-4)  # both rounded to 1 ms
+    assert ref["queries"] == 500 and ref["search_s_all_queries_estimated"] == pytest.approx(
+        ref["search_s"] * 4, abs=4 * 5e-4 + 5e-4
+    )  # both rounded to 1 ms
     ag = r["agreement"]
     assert set(ag["implementations"]) == {"sort", "faiss", "numpy"} and ag["n"] == 1000
     for impl in [*r["implementations"].values(), *ag["implementations"].values()]:

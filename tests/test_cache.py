@@ -34,8 +34,8 @@ from finesyn.data.cache import (
     PROGRESS_FILE,
     BadImagesError,
     CacheError,
-    open_cache,
     load_image,
+    open_cache,
     prepare_from_index,
     write_cache_from_arrays,
 )
@@ -117,8 +117,7 @@ def test_prepare_round_trip(tmp_path, folder, fit, workers):
     tree, index = folder
     out = tmp_path / "prepared" / "ds"
     calls = []
-    ds = prepare_from_index(index, out, image_size=S, fit=fit, workers=workers, chunk_size=4,
-                            progress=lambda d, n: calls.append((d, n)))
+    ds = prepare_from_index(index, out, image_size=S, fit=fit, workers=workers, chunk_size=4, progress=lambda d, n: calls.append((d, n)))
     assert sorted(p.name for p in out.iterdir()) == [IMAGES_FILE, MANIFEST_FILE, META_FILE]
     n = len(index.items)
     assert ds.images.shape == (n, S, S, 3) and ds.images.dtype == np.uint8
@@ -145,8 +144,14 @@ def test_prepare_cub_sources_relative_to_root(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DatasetCountWarning)
         index = index_dataset("cub200", tree.root)
-    ds = prepare_from_index(index, tmp_path / "cub", image_size=16, workers=2, chunk_size=2,
-                            meta_extra={"name": "cub", "params": {"fit": "bogus", "seed": 1}, "note": "x"})
+    ds = prepare_from_index(
+        index,
+        tmp_path / "cub",
+        image_size=16,
+        workers=2,
+        chunk_size=2,
+        meta_extra={"name": "cub", "params": {"fit": "bogus", "seed": 1}, "note": "x"},
+    )
     assert ds.meta["params"]["fit"] == "center_crop" and ds.meta["params"]["seed"] == 1  # computed wins
     assert ds.meta["note"] == "x" and ds.meta["name"] == "cub"
     assert ds.sources[0].startswith("images/001.Bird_A/")
@@ -234,8 +239,8 @@ def test_preallocation_failure_leaves_no_file(tmp_path, folder, monkeypatch):
 
 def _with_bad_images(tmp_path):
     tree = make_imagefolder_tree(tmp_path, per_class=5, n_test=2)
-    truncated = truncate_file(tree.items[2].path)      # a JPEG cut short
-    garbage = write_garbage(tree.items[7].path)       # not an image at all
+    truncated = truncate_file(tree.items[2].path)  # a JPEG cut short
+    garbage = write_garbage(tree.items[7].path)  # not an image at all
     return tree, index_dataset("imagefolder", tree.root), [truncated, garbage]
 
 
@@ -254,15 +259,13 @@ def test_bad_images_fail_lists_all_paths(tmp_path):
 
     # re-run with skip: reuses the decoded chunks, drops and records the bad images
     calls = []
-    ds = prepare_from_index(index, out, image_size=S, workers=2, chunk_size=3, on_bad_image="skip",
-                            progress=lambda d, n: calls.append(d))
+    ds = prepare_from_index(index, out, image_size=S, workers=2, chunk_size=3, on_bad_image="skip", progress=lambda d, n: calls.append(d))
     assert calls == []  # nothing re-decoded
     good = [it for it in index.items if it.path not in bad]
     assert len(ds) == len(good) == len(index.items) - 2
     assert ds.ids == [it.id for it in good]
     bad_in_order = [it.path for it in index.items if it.path in bad]
-    assert [s["source"] for s in ds.meta["skipped"]] == \
-        [p.relative_to(tree.root).as_posix() for p in bad_in_order]
+    assert [s["source"] for s in ds.meta["skipped"]] == [p.relative_to(tree.root).as_posix() for p in bad_in_order]
     assert all(s["reason"] for s in ds.meta["skipped"])
     for i, it in enumerate(good):
         np.testing.assert_array_equal(ds.images[i], _reference(it.path, S))
@@ -293,6 +296,7 @@ def _interrupt_after(k: int):
         seen.append(done)
         if len(seen) >= k:
             raise Interrupt(f"stop after {done}/{total}")
+
     return cb, seen
 
 
@@ -363,8 +367,7 @@ def test_killed_prepare_resumes_byte_identical(tmp_path):
         open_cache(out)
 
     calls = []
-    prepare_from_index(index, out, image_size=16, workers=2, chunk_size=4,
-                       progress=lambda d, n: calls.append(d))
+    prepare_from_index(index, out, image_size=16, workers=2, chunk_size=4, progress=lambda d, n: calls.append(d))
     assert 0 < len(calls) <= 12 - 3
     ref = prepare_from_index(index, tmp_path / "ref", image_size=16, workers=1, chunk_size=4)
     assert _tree_bytes(out) == _tree_bytes(ref.path)
@@ -478,8 +481,16 @@ def _arrays(n=6, s=8):
 
 def test_write_cache_from_arrays_round_trip(tmp_path):
     images, labels, splits, ids = _arrays()
-    ds = write_cache_from_arrays(tmp_path / "gen", images, labels, splits, ids, None, ["a", "b", "c"],
-                                 {"name": "synthetic", "params": {"seed": 1}, "generator": "v1"})
+    ds = write_cache_from_arrays(
+        tmp_path / "gen",
+        images,
+        labels,
+        splits,
+        ids,
+        None,
+        ["a", "b", "c"],
+        {"name": "synthetic", "params": {"seed": 1}, "generator": "v1"},
+    )
     np.testing.assert_array_equal(ds.images, images)
     assert ds.labels.tolist() == labels and ds.splits.tolist() == splits and ds.ids == ids
     assert ds.sources == ["generated"] * 6
@@ -489,8 +500,7 @@ def test_write_cache_from_arrays_round_trip(tmp_path):
     with pytest.raises(ValueError, match="labels has 5 entries"):
         write_cache_from_arrays(tmp_path / "x", images, labels[:5], splits, ids, None, ["a", "b", "c"])
     with pytest.raises(ValueError, match="must not set"):
-        write_cache_from_arrays(tmp_path / "x", images, labels, splits, ids, None, ["a", "b", "c"],
-                                {"complete": False})
+        write_cache_from_arrays(tmp_path / "x", images, labels, splits, ids, None, ["a", "b", "c"], {"complete": False})
 
 
 def _gen(tmp_path):

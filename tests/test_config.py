@@ -107,7 +107,9 @@ def test_stage_cli_fails_fast_naming_the_key(repo_root, tmp_path, raw):
     bad.write_text(yaml.safe_dump(raw))
     r = subprocess.run(
         [sys.executable, str(repo_root / "stages" / "validate.py"), "--params", str(bad), "--out", str(tmp_path / "r.json")],
-        capture_output=True, text=True, cwd=repo_root,
+        capture_output=True,
+        text=True,
+        cwd=repo_root,
     )
     assert r.returncode == 2
     assert "pretrain.lr" in r.stderr and "Traceback" not in r.stderr

@@ -1,7 +1,7 @@
 """Distributed pretraining: 2 gloo processes on CPU (torchrun) against one process.
 
 The property (finesyn.distributed's docstring): a W-process run equals one process on the same
-global batches when both see the same augmented views. `RunSpec.views` makes each view a
+global batches when both see the same augmented views. `pretrain(views=...)` makes each view a
 function of (sample index, step) only, so both sides see identical views and the comparison
 is exact up to float reduction order. Every SSL method, with and without the module (plus
 module variants: the 'random' criterion, the 'swap' perturbation, h not detached, EMA statistics),
@@ -37,7 +37,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tolerances import SAME_STEP_REL, float64_default
 from torch import nn
+from train_runner import nan_loss_at_step
 
 from finesyn import distributed, train
 from finesyn.config import AugmentConfig, ParamsError, PretrainConfig
@@ -46,7 +48,6 @@ from finesyn.distributed import DistContext, SyncBatchNorm, aug_seed, convert_sy
 from finesyn.methods import build_method
 from finesyn.methods.mocov2 import MoCoV2
 from finesyn.train import NonFiniteLossError, RunSpec, build_models, pretrain
-from tolerances import SAME_STEP_REL, float64_default
 
 SIZE = 16
 N_IMAGES = 24  # 3 steps of the global batch 8
@@ -81,9 +82,14 @@ class TinyBackbone(nn.Module):
         super().__init__()
         self.arch, self.stem, self.pool = arch, stem, pool
         self.net = nn.Sequential(
-            nn.Conv2d(3, 12, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(12), nn.ReLU(),
-            nn.Conv2d(12, 24, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(24), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(3, 12, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(12),
+            nn.ReLU(),
+            nn.Conv2d(12, 24, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(24),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
 
     def forward(self, x):
@@ -99,7 +105,9 @@ def views(batch: torch.Tensor, idx: np.ndarray, step: int) -> tuple[torch.Tensor
     aug = AugmentConfig()
     out = []
     for k in (0, 1):
-        rows = [ssl_view(batch[j : j + 1], aug, SIZE, torch.Generator().manual_seed(int(i) * 1009 + step * 2 + k)) for j, i in enumerate(idx)]
+        rows = [
+            ssl_view(batch[j : j + 1], aug, SIZE, torch.Generator().manual_seed(int(i) * 1009 + step * 2 + k)) for j, i in enumerate(idx)
+        ]
         out.append(torch.cat(rows).to(torch.get_default_dtype()))
     return out[0], out[1]
 
@@ -107,19 +115,36 @@ def views(batch: torch.Tensor, idx: np.ndarray, step: int) -> tuple[torch.Tensor
 def case_spec(name: str, ckpt: Path, **synth_overrides) -> RunSpec:
     method, synth, synth_cfg = CASES[name]
     cfg = PretrainConfig(
-        epochs=1, batch_size=8, lr=0.1, device="cpu", threads=1, amp=False, log_every_steps=1, checkpoint_every_steps=100,
-        methods={method: METHOD_CFG[method]}, synth={"decoder_width": 16, **synth_cfg, **synth_overrides},
+        epochs=1,
+        batch_size=8,
+        lr=0.1,
+        device="cpu",
+        threads=1,
+        amp=False,
+        log_every_steps=1,
+        checkpoint_every_steps=100,
+        methods={method: METHOD_CFG[method]},
+        synth={"decoder_width": 16, **synth_cfg, **synth_overrides},
     )
-    return RunSpec(method, synth, cfg, SIZE, 0, name, ckpt, views=views)
+    return RunSpec(method, synth, cfg, SIZE, 0, name, ckpt)  # trained with views=views
 
 
-def resume_spec(ckpt: Path, fault: int | None = None) -> RunSpec:
+def resume_spec(ckpt: Path) -> RunSpec:
     """MoCo v2 + module with *real* per-rank augmentation: the stateful case (queue, EMA, all RNGs)."""
     cfg = PretrainConfig(
-        epochs=1, batch_size=8, lr=0.1, device="cpu", threads=1, amp=False, log_every_steps=1, checkpoint_every_steps=1,
-        keep_checkpoints=3, methods={"mocov2": METHOD_CFG["mocov2"]}, synth={"decoder_width": 16},
+        epochs=1,
+        batch_size=8,
+        lr=0.1,
+        device="cpu",
+        threads=1,
+        amp=False,
+        log_every_steps=1,
+        checkpoint_every_steps=1,
+        keep_checkpoints=3,
+        methods={"mocov2": METHOD_CFG["mocov2"]},
+        synth={"decoder_width": 16},
     )
-    return RunSpec("mocov2", True, cfg, SIZE, 0, "resume", ckpt, fault_nan_at_step=fault)
+    return RunSpec("mocov2", True, cfg, SIZE, 0, "resume", ckpt)
 
 
 def final_state(result) -> dict[str, torch.Tensor]:
@@ -147,20 +172,21 @@ def worker(out: Path) -> None:
 
     torch.set_default_dtype(torch.float64)
     for name in CASES:
-        r = pretrain(images(), case_spec(name, out / "ckpt" / name), dist=ctx)
+        r = pretrain(images(), case_spec(name, out / "ckpt" / name), dist=ctx, views=views)
         state = final_state(r)
         digests = ctx.all_gather_object(digest(state))
         report["cases"][name] = {"history": r.history, "state": state, "digests": digests}
 
     # pair_fraction < 1: each rank pairs the first ⌈f·N/W⌉ of its shard (not single-process-equivalent)
-    r = pretrain(images(), case_spec("mocov2+synth", out / "ckpt" / "half", pair_fraction=0.5), dist=ctx)
+    r = pretrain(images(), case_spec("mocov2+synth", out / "ckpt" / "half", pair_fraction=0.5), dist=ctx, views=views)
     report["half_pairs"] = {"digests": ctx.all_gather_object(digest(final_state(r))), "history": r.history, "pairs": len(r.pair_images[0])}
 
     # resume under DDP: uninterrupted vs. stopped at step 2 (non-finite loss on every rank) and resumed
     torch.set_default_dtype(torch.float32)
     full = pretrain(images(32), resume_spec(out / "full"), dist=ctx)
     try:
-        pretrain(images(32), resume_spec(out / "cut", fault=2), dist=ctx)
+        with nan_loss_at_step(2):
+            pretrain(images(32), resume_spec(out / "cut"), dist=ctx)
         stopped = False
     except NonFiniteLossError:
         stopped = True
@@ -225,7 +251,7 @@ def ddp(tmp_path_factory):
             for name in CASES:
                 spec = case_spec(name, out / "single" / name)
                 _, m0, s0 = build_models(spec, N_IMAGES)
-                r = pretrain(images(), spec)
+                r = pretrain(images(), spec, views=views)
                 initial = {f"method.{k}": v.clone() for k, v in m0.state_dict().items()}
                 initial.update({f"synth.{k}": v.clone() for k, v in (s0.state_dict().items() if s0 else [])})
                 single[name] = {"history": r.history, "state": final_state(r), "initial": initial}
@@ -339,10 +365,32 @@ def test_pretrain_stage_under_torchrun(tmp_path, repo_root):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     args = ["--params", "params.yaml", "--dataset", "synthetic"]
-    prep = subprocess.run([sys.executable, str(repo_root / "stages/prepare.py"), *args, "--out", "data"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    prep = subprocess.run(
+        [sys.executable, str(repo_root / "stages/prepare.py"), *args, "--out", "data"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert prep.returncode == 0, prep.stderr[-3000:]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(repo_root / "stages/pretrain.py"),
-           *args, "--experiment", "mocov2_synth", "--data", "data", "--out", "model", "--checkpoints", "ckpt"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(repo_root / "stages/pretrain.py"),
+        *args,
+        "--experiment",
+        "mocov2_synth",
+        "--data",
+        "data",
+        "--out",
+        "model",
+        "--checkpoints",
+        "ckpt",
+    ]
     run = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
     record = json.loads((tmp_path / "model/train.json").read_text())

@@ -49,6 +49,7 @@ def dest(tmp_path) -> Path:
 def _raise(code: int):
     def f(*args, **kwargs):
         raise OSError(code, os.strerror(code))
+
     return f
 
 
@@ -308,12 +309,14 @@ def test_stage_refuses_to_run_while_its_output_is_locked(repo_root, tmp_path):
     with output_lock(out):
         r = subprocess.run(
             [sys.executable, str(repo_root / "stages" / "validate.py"), "--out", str(out)],
-            capture_output=True, text=True, cwd=repo_root, timeout=120,
+            capture_output=True,
+            text=True,
+            cwd=repo_root,
+            timeout=120,
         )
     assert r.returncode == 2, r.stderr
     assert str(out) in r.stderr and f"pid {os.getpid()}" in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()
-
 
 
 def test_every_stage_locks_its_outputs(repo_root):

@@ -7,6 +7,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import TinyBackbone
 
 from finesyn.config import PretrainConfig
 from finesyn.methods import METHODS, SSLMethod, build_method, register
@@ -14,8 +15,6 @@ from finesyn.methods.mocov2 import MoCoV2, info_nce
 from finesyn.methods.simsiam import SimSiam, negative_cosine
 from finesyn.methods.supervised import Supervised
 from finesyn.models.backbone import Backbone
-from tiny_models import TinyBackbone
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -269,7 +268,7 @@ def test_registry_builds_every_registered_method():
         out = m.ssl_loss(images(4, 1), images(4, 2), update_state=False)
         assert out.loss.ndim == 0 and torch.isfinite(out.loss)
         assert out.h1.shape == (4, 8) and out.h1.requires_grad
-        assert m.project(out.h1).shape[0] == 4
+        assert m.projector(out.h1).shape[0] == 4  # what extract's `feature: projector` reads (encoder.pt)
 
 
 def test_unknown_method_name_is_an_error():

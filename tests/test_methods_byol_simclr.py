@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import TinyBackbone
 
 from finesyn.config import PretrainConfig
 from finesyn.methods import METHODS
@@ -13,8 +14,6 @@ from finesyn.methods.byol import BYOL, cosine_momentum, regression_loss
 from finesyn.methods.simclr import SimCLR, nt_xent
 from finesyn.models.heads import mlp
 from finesyn.train import RunSpec, pretrain
-from tiny_models import TinyBackbone
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -144,9 +143,12 @@ def test_registered():
 @pytest.mark.parametrize("synth", [False, True])
 def test_one_pretraining_run(tmp_path, method, synth):
     cfg = PretrainConfig(
-        epochs=1, batch_size=16, device="cpu", threads=1, log_every_steps=1,
-        methods={"byol": {"proj_hidden_dim": 32, "proj_dim": 16, "pred_hidden_dim": 32},
-                 "simclr": {"proj_hidden_dim": 32, "proj_dim": 16}},
+        epochs=1,
+        batch_size=16,
+        device="cpu",
+        threads=1,
+        log_every_steps=1,
+        methods={"byol": {"proj_hidden_dim": 32, "proj_dim": 16, "pred_hidden_dim": 32}, "simclr": {"proj_hidden_dim": 32, "proj_dim": 16}},
         synth={"decoder_width": 32},
     )
     images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)  # one step

@@ -6,7 +6,7 @@ import torch
 
 from finesyn.eval.monitor import KnnMonitor, bank_subset, carve_validation
 from finesyn.train import pretrain
-from tests.train_runner import final_state, tiny_images, tiny_spec
+from tests.train_runner import final_state, tiny_spec
 
 
 def test_validation_is_a_stratified_seeded_part_of_train_and_leaves_it():

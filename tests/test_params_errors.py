@@ -105,10 +105,7 @@ def _typo(name: str) -> str:
 
 
 def _unknown_key_cases():
-    return [
-        pytest.param(path, name, id=".".join(path + (_typo(name),)))
-        for path, model in _levels() for name in model.model_fields
-    ]
+    return [pytest.param(path, name, id=".".join(path + (_typo(name),))) for path, model in _levels() for name in model.model_fields]
 
 
 def _set(raw: dict, path: tuple, value) -> dict:
@@ -157,8 +154,11 @@ def test_unknown_key_at_every_level_suggests_the_nearest(path, name):
 def test_cases_cover_every_model():
     """The walk reaches every section model defined in finesyn.config (nothing is left untested)."""
     reached = {model for _, model, _, _ in _all_fields()}
-    defined = {obj for obj in vars(config).values() if _is_model(obj) and obj.__module__ == config.__name__
-               and obj.model_fields and obj is not config.Section}
+    defined = {
+        obj
+        for obj in vars(config).values()
+        if _is_model(obj) and obj.__module__ == config.__name__ and obj.model_fields and obj is not config.Section
+    }
     assert defined <= reached, f"models never reached from Params: {sorted(m.__name__ for m in defined - reached)}"
 
 

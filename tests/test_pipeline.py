@@ -6,9 +6,9 @@ import time
 
 import pytest
 import yaml
+from pipeline_helpers import edited_params, make_project, run
 
 from finesyn.graph import dvc_stages, snakemake_inputs
-from pipeline_helpers import edited_params, make_project, run
 
 pytestmark = pytest.mark.slow
 
@@ -87,10 +87,16 @@ def test_queued_sweep_runs_outside_the_workspace(project):
     assert changed["encoder_run_id"] != metrics(base, "mocov2_synth")["probe.json"]["encoder_run_id"]
 
     name = exps[other]["name"]  # docs/pipeline.md's filtered view lists each experiment's ν and metrics
-    table = run(["dvc", "exp", "show", "--csv", "--drop", ".*", "--keep", r"Experiment|pretrain\.nu|.*mocov2_synth.*:(top1|mAP)$"], project).stdout
+    table = run(
+        ["dvc", "exp", "show", "--csv", "--drop", ".*", "--keep", r"Experiment|pretrain\.nu|.*mocov2_synth.*:(top1|mAP)$"], project
+    ).stdout
     header, *rows = table.splitlines()
-    assert set(header.split(",")) == {"Experiment", "pretrain.nu", "metrics/synthetic/mocov2_synth/seed0/probe.json:top1",
-                                      "metrics/synthetic/mocov2_synth/seed0/retrieval.json:mAP"}, header
+    assert set(header.split(",")) == {
+        "Experiment",
+        "pretrain.nu",
+        "metrics/synthetic/mocov2_synth/seed0/probe.json:top1",
+        "metrics/synthetic/mocov2_synth/seed0/retrieval.json:mAP",
+    }, header
     assert any(r.startswith(f"{name},") and f"{changed['top1']}" in r for r in rows), table
     diff = run(["dvc", "metrics", "diff", "HEAD", name], project).stdout
     assert "mocov2_synth/seed0/probe.json" in diff and "random_init" not in diff, diff

@@ -137,7 +137,14 @@ def test_config_defaults_and_validation():
 
     c = ProbeConfig()
     assert (c.sgd_lr, c.sgd_epochs, c.sgd_milestones, c.sgd_batch_size, c.sgd_momentum, c.sgd_weight_decay, c.sgd_report) == (
-        30.0, 100, (60, 80), 256, 0.9, 0.0, "final")
+        30.0,
+        100,
+        (60, 80),
+        256,
+        0.9,
+        0.0,
+        "final",
+    )
     with pytest.raises(ValueError):
         ProbeConfig(sgd_milestones=(80, 60))
     with pytest.raises(ValueError):

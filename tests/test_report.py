@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from finesyn import figures
 from finesyn.config import ParamsError, parse_params
 from finesyn.data.cache import write_cache_from_arrays
+from finesyn.eval import gradcam
 from finesyn.models.backbone import Backbone
-from finesyn.report import budget_check, build_report, compare_reference, collect, fig_alpha, load_reference_numbers
+from finesyn.report import budget_check, build_report, collect, compare_reference, fig_alpha, load_reference_numbers, plots
 
 LOG = logging.getLogger("test_report")
 D = "toy"
@@ -24,7 +24,13 @@ EXPERIMENTS = ["random_init", "mocov2", "mocov2_synth", "mocov2_a05_nu0", "mocov
 SEEDS = [0, 1]
 N_CLASSES, TRAIN_PER, TEST_PER, SIZE = 3, 4, 4, 32
 # linear top-1 per (experiment, seed); hand-checked means/stds below
-TOP1 = {"random_init": (30.0, 34.0), "mocov2": (60.0, 64.0), "mocov2_synth": (70.0, 71.0), "mocov2_a05_nu0": (61.0, 61.0), "mocov2_varonly": (66.0, 68.0)}
+TOP1 = {
+    "random_init": (30.0, 34.0),
+    "mocov2": (60.0, 64.0),
+    "mocov2_synth": (70.0, 71.0),
+    "mocov2_a05_nu0": (61.0, 61.0),
+    "mocov2_varonly": (66.0, 68.0),
+}
 EXPECTED = {  # mean ± sample std (n-1) over the two seeds, by hand
     "random_init": "32.00 ± 2.83",  # (30+34)/2; sqrt((2²+2²)/1) = 2.828
     "mocov2": "62.00 ± 2.83",
@@ -54,8 +60,17 @@ def save_encoder(path, seed: int) -> Backbone:
     """A real (random) ResNet-18 in the format train.encoder_artifact writes."""
     torch.manual_seed(seed)
     bb = Backbone("resnet18")
-    state = {"arch": "resnet18", "stem": "standard", "feature_dim": bb.dim, "method": "mocov2", "backbone": bb.state_dict(),
-             "projector": None, "projector_spec": None, "run_id": f"run{seed}", "steps": 0}
+    state = {
+        "arch": "resnet18",
+        "stem": "standard",
+        "feature_dim": bb.dim,
+        "method": "mocov2",
+        "backbone": bb.state_dict(),
+        "projector": None,
+        "projector_spec": None,
+        "run_id": f"run{seed}",
+        "steps": 0,
+    }
     path.mkdir(parents=True, exist_ok=True)
     torch.save(state, path / "encoder.pt")
     return bb
@@ -81,14 +96,20 @@ def tree(tmp_path_factory):
     labels = np.repeat(np.arange(N_CLASSES), TRAIN_PER + TEST_PER)
     splits = np.tile(["train"] * TRAIN_PER + ["test"] * TEST_PER, N_CLASSES)
     images = rng.integers(0, 256, (len(labels), SIZE, SIZE, 3), dtype=np.uint8)
-    write_cache_from_arrays(root / "data" / D, images, labels, splits, [f"img{i}" for i in range(len(labels))], None, [f"c{c}" for c in range(N_CLASSES)])
+    write_cache_from_arrays(
+        root / "data" / D, images, labels, splits, [f"img{i}" for i in range(len(labels))], None, [f"c{c}" for c in range(N_CLASSES)]
+    )
     for e in EXPERIMENTS:
         for k, seed in enumerate(SEEDS):
             m = root / "metrics" / D / e / f"seed{seed}"
             m.mkdir(parents=True)
             common = {"seed": seed, "params_hash": f"hash-{e}-{seed}", "encoder_run_id": f"run-{e}-{seed}", "code_version": "abc123"}
             (m / "probe.json").write_text(json.dumps({"top1": TOP1[e][k], "top5": 90.0 + k, "protocol": "lbfgs", **common}))
-            (m / "retrieval.json").write_text(json.dumps({"rank1": 50.0 + k, "rank5": 80.0, "mAP": 30.0 + 2 * k, "knn": {"top1_k5": 40.0}, "protocol": "test_loo", **common}))
+            (m / "retrieval.json").write_text(
+                json.dumps(
+                    {"rank1": 50.0 + k, "rank5": 80.0, "mAP": 30.0 + 2 * k, "knn": {"top1_k5": 40.0}, "protocol": "test_loo", **common}
+                )
+            )
             if e != "random_init":
                 live = root / "models" / D / e / f"seed{seed}" / "live" / "plots" / "metrics" / "train"
                 terms = ("L_R", "L_Cp", "n_selected") if "synth" in e or "varonly" in e else ("L_R",) if "nu0" in e else ()
@@ -108,10 +129,21 @@ def tree(tmp_path_factory):
     feats[:, 0] = 1.0
     f = root / "features" / D / "mocov2"
     f.mkdir(parents=True)
-    np.savez(f / "seed0.npz", train_features=feats, train_labels=test_labels, train_ids=np.arange(len(test_labels)).astype(str),
-             test_features=feats, test_labels=test_labels, test_ids=np.arange(len(test_labels)).astype(str),
-             num_classes=np.array(N_CLASSES), encoder_run_id=np.array("run1"), feature=np.array("backbone"))
-    (root / "reference.csv").write_text("dataset,experiment,metric,value,source\ntoy,mocov2,top1,61.5,paper Tab. 1\ntoy,mocov2_synth,mAP,29,\ntoy,simclr,Rank-1,10,\n")
+    np.savez(
+        f / "seed0.npz",
+        train_features=feats,
+        train_labels=test_labels,
+        train_ids=np.arange(len(test_labels)).astype(str),
+        test_features=feats,
+        test_labels=test_labels,
+        test_ids=np.arange(len(test_labels)).astype(str),
+        num_classes=np.array(N_CLASSES),
+        encoder_run_id=np.array("run1"),
+        feature=np.array("backbone"),
+    )
+    (root / "reference.csv").write_text(
+        "dataset,experiment,metric,value,source\ntoy,mocov2,top1,61.5,paper Tab. 1\ntoy,mocov2_synth,mAP,29,\ntoy,simclr,Rank-1,10,\n"
+    )
     return root
 
 
@@ -122,8 +154,10 @@ def report(tree):
     (out / "figures").mkdir(parents=True)
     (out / "figures" / "fig2_variance_gone.png").write_bytes(b"stale")  # a dataset no longer in the grid
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("finesyn.report.GRADCAM_VIEWS", 2)  # speed; the stage uses 8
-        res = build_report(params, tree / "metrics", out, LOG, features_root=tree / "features", models_root=tree / "models", data_root=tree / "data")
+        mp.setattr("finesyn.report.figures.GRADCAM_VIEWS", 2)  # speed; the stage uses 8
+        res = build_report(
+            params, tree / "metrics", out, LOG, features_root=tree / "features", models_root=tree / "models", data_root=tree / "data"
+        )
     return params, out, res
 
 
@@ -131,7 +165,11 @@ def test_tables_mean_std_over_seeds(report):
     _, out, _ = report
     md = (out / "results.md").read_text()
     for e, text in EXPECTED.items():
-        assert re.search(rf"^\| {e} \| {re.escape(text)} \| 90\.50 ± 0\.71 \| 50\.50 ± 0\.71 \| 80\.00 ± 0\.00 \| 31\.00 ± 1\.41 \| 40\.00 ± 0\.00 \| [^|]+ \|$", md, re.M), (e, md)
+        assert re.search(
+            rf"^\| {e} \| {re.escape(text)} \| 90\.50 ± 0\.71 \| 50\.50 ± 0\.71 \| 80\.00 ± 0\.00 \| 31\.00 ± 1\.41 \| 40\.00 ± 0\.00 \| [^|]+ \|$",
+            md,
+            re.M,
+        ), (e, md)
     csv_text = (out / "results.csv").read_text()
     assert "toy,mocov2,2,62.0000" in csv_text and ",2.8284," in csv_text
 
@@ -217,13 +255,21 @@ def test_stage_cli_reports_a_malformed_reference_file(tmp_path, tree, monkeypatc
     bad = tmp_path / "bad.csv"
     bad.write_text("dataset,experiment,metric,value\ntoy,mocov2,top1,n/a\n")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params(reference_numbers=str(bad))))
-    stage_file = figures.__file__.replace("src/finesyn/figures.py", "stages/report.py")
+    stage_file = plots.__file__.replace("src/finesyn/report/plots.py", "stages/report.py")
     monkeypatch.syspath_prepend(str(Path(stage_file).parent))  # as when run as a script: stages/ first on sys.path
     spec = importlib.util.spec_from_file_location("report_stage", stage_file)
     stage = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stage)
     with pytest.raises(SystemExit) as e:
-        stage.main(metrics=tree / "metrics", out=tmp_path / "out", features=None, models=None, data=None, resolved=None, params=tmp_path / "params.yaml")
+        stage.main(
+            metrics=tree / "metrics",
+            out=tmp_path / "out",
+            features=None,
+            models=None,
+            data=None,
+            resolved=None,
+            params=tmp_path / "params.yaml",
+        )
     assert e.value.code == 2
     err = capsys.readouterr()
     assert str(bad) in (err.err + err.out).replace("\n", "")
@@ -232,7 +278,14 @@ def test_stage_cli_reports_a_malformed_reference_file(tmp_path, tree, monkeypatc
 def test_figures_written_and_embedded(report):
     _, out, res = report
     figs = {f["id"]: f for f in res["figures"]}
-    expected = {"fig2_variance_toy", "fig3_gradcam_toy", "fig4_pairs_toy_mocov2_synth", "fig4_pairs_toy_mocov2_varonly", "fig5_alpha", "curves_toy"}
+    expected = {
+        "fig2_variance_toy",
+        "fig3_gradcam_toy",
+        "fig4_pairs_toy_mocov2_synth",
+        "fig4_pairs_toy_mocov2_varonly",
+        "fig5_alpha",
+        "curves_toy",
+    }
     assert set(figs) == expected
     pngs = sorted((out / "figures").glob("*.png"))
     assert {p.stem for p in pngs} == expected
@@ -251,14 +304,18 @@ def test_figures_written_and_embedded(report):
     assert "17.25 dB" in figs["fig4_pairs_toy_mocov2_synth"]["caption"] and "+4.75 dB" in figs["fig4_pairs_toy_mocov2_synth"]["caption"]
     assert "No reconstruction PSNR" in figs["fig4_pairs_toy_mocov2_varonly"]["caption"]
     md = (out / "results.md").read_text()
-    assert "## Fig. 4" in md and "toy/mocov2_synth (seed 0): Reconstruction on 40 test images" in md and "renders more than the mean image" in md
+    assert (
+        "## Fig. 4" in md
+        and "toy/mocov2_synth (seed 0): Reconstruction on 40 test images" in md
+        and "renders more than the mean image" in md
+    )
 
 
 def test_html_has_every_row_and_its_provenance(report):
     params, out, res = report
     html = (out / "index.html").read_text()
     for row in res["rows"]:
-        assert f'>{row["experiment"]}</a></td>' in html
+        assert f">{row['experiment']}</a></td>" in html
         assert EXPECTED[row["experiment"]] in html
         for s in row["sources"]:
             for f in s["files"]:
@@ -276,9 +333,13 @@ def test_stale_figures_are_removed(report):
 def test_curves_mirrored_for_dvc_plots(tree, report):
     _, out, _ = report
     mirrored = sorted(p.relative_to(out / "curves").as_posix() for p in (out / "curves").rglob("*.tsv"))
-    originals = sorted(p.relative_to(tree / "models").as_posix().replace("/live/plots/metrics/train", "") for p in (tree / "models").rglob("*.tsv"))
+    originals = sorted(
+        p.relative_to(tree / "models").as_posix().replace("/live/plots/metrics/train", "") for p in (tree / "models").rglob("*.tsv")
+    )
     assert mirrored == originals and "toy/mocov2_synth/seed1/L_Cp.tsv" in mirrored
-    assert (out / "curves/toy/mocov2/seed0/L_C.tsv").read_bytes() == (tree / "models/toy/mocov2/seed0/live/plots/metrics/train/L_C.tsv").read_bytes()
+    assert (out / "curves/toy/mocov2/seed0/L_C.tsv").read_bytes() == (
+        tree / "models/toy/mocov2/seed0/live/plots/metrics/train/L_C.tsv"
+    ).read_bytes()
 
 
 def test_fig5_hint_when_no_alpha_sweep(tree):
@@ -286,9 +347,8 @@ def test_fig5_hint_when_no_alpha_sweep(tree):
     raw["grid"]["experiments"] = ["random_init", "mocov2", "mocov2_synth"]
     params = parse_params(raw)
     rows = collect(params, tree / "metrics")
-    from finesyn.report import effective_settings
 
-    (fig,) = fig_alpha(params, rows, effective_settings(params, None), tree / "unused", LOG)
+    (fig,) = fig_alpha(params, rows, tree / "unused", LOG)
     assert fig["path"] is None and "nu: 0.0" in fig["caption"] and "must not contain '.'" in fig["caption"]
 
 
@@ -304,7 +364,7 @@ def test_variance_stats_picks_dimensions_and_pair():
     x[:, 1] = labels * 10.0  # max variance, separates
     x[:, 2] = np.linspace(0, 0.1, len(labels))  # smallest non-zero variance
     x[:, 3] = np.linspace(0, 1, len(labels))
-    s = figures.variance_stats(x, labels)
+    s = plots.variance_stats(x, labels)
     assert (s["j_min"], s["j_max"], s["n_constant"], s["pair"]) == (2, 1, 1, (1, 2))
     assert s["fisher"]["v_max"] > 100 * s["fisher"]["v_min"]
 
@@ -314,17 +374,17 @@ def test_gradcam_shape_nonnegative_and_encoder_dependent():
     x = torch.randn(3, 3, 32, 32)
     views = torch.stack([x.flip(-1), x.roll(3, dims=-1)])
     a, b = Backbone("resnet18"), Backbone("resnet18")
-    layer = figures.cam_layer(a, 32)
+    layer = gradcam.cam_layer(a, 32)
     assert layer == "layer2"
-    cam_a = figures.ssl_gradcam(a, x, views, layer)
-    cam_b = figures.ssl_gradcam(b, x, views, layer)
+    cam_a = gradcam.ssl_gradcam(a, x, views, layer)
+    cam_b = gradcam.ssl_gradcam(b, x, views, layer)
     assert cam_a.shape == (3, 32, 32) and cam_b.shape == (3, 32, 32)
     assert (cam_a >= 0).all() and (cam_b >= 0).all() and cam_a.amax() > 0
     assert not torch.allclose(cam_a, cam_b)
     assert all(p.grad is None for p in a.parameters())  # the encoder is not touched
     # at paper resolution the last conv block (layer4, 7x7 at 224 px) is used
-    assert figures.cam_layer(a, 224) == "layer4"
-    cam4 = figures.ssl_gradcam(a, torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64), "layer4")
+    assert gradcam.cam_layer(a, 224) == "layer4"
+    cam4 = gradcam.ssl_gradcam(a, torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64), "layer4")
     assert cam4.shape == (1, 64, 64) and (cam4 >= 0).all()
 
 
@@ -332,7 +392,9 @@ def test_grid_without_baselines_or_sweep_explains_missing_figures(tree, tmp_path
     raw = raw_params()
     raw["grid"]["experiments"] = ["random_init", "mocov2_synth"]  # the pipeline tests' tiny grid
     out = tmp_path / "reports"
-    res = build_report(parse_params(raw), tree / "metrics", out, LOG, features_root=tree / "features", models_root=tree / "models", data_root=tree / "data")
+    res = build_report(
+        parse_params(raw), tree / "metrics", out, LOG, features_root=tree / "features", models_root=tree / "models", data_root=tree / "data"
+    )
     drawn = {f["id"] for f in res["figures"] if f["path"] is not None}
     assert drawn == {"fig4_pairs_toy_mocov2_synth", "curves_toy"}
     html = (out / "index.html").read_text()
@@ -346,8 +408,8 @@ def test_gradcam_layers_pool_to_the_encoder_feature():
     b = Backbone("resnet18").eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        for layer in figures.LAYERS:
-            assert torch.allclose(figures._pool_from(b, figures._maps_at(b, x, layer), layer), b(x), atol=1e-5), layer
+        for layer in gradcam.LAYERS:
+            assert torch.allclose(gradcam._pool_from(b, gradcam._maps_at(b, x, layer), layer), b(x), atol=1e-5), layer
 
 
 # ----------------------------------------------------------------------------- budget check (reference rows)
@@ -362,8 +424,10 @@ def _budget_params(with_supervised: bool = True):
 
 
 def _rows(**top1):
-    return [{"dataset": D, "experiment": e, "values": {"linear top-1": v}, "n_test": 1000, "seeds": list(range(len(v))), "sources": []}
-            for e, v in top1.items()]
+    return [
+        {"dataset": D, "experiment": e, "values": {"linear top-1": v}, "n_test": 1000, "seeds": list(range(len(v))), "sources": []}
+        for e, v in top1.items()
+    ]
 
 
 def test_budget_check_says_the_budget_learns_when_supervised_is_clearly_ahead():

@@ -26,7 +26,6 @@ ENV_FILES = {"cpu": ROOT / "envs" / "finesyn-cpu.yaml", "cuda": ROOT / "envs" / 
 CUDA_SWAP = {"faiss-cpu": "faiss-gpu"}
 
 
-
 def run(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)

@@ -15,19 +15,20 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from tiny_models import TinyBackbone
+from tolerances import SAME_STEP_REL, gamma32
+from tolerances import float64_default as _float64_default
+from train_runner import tiny_images, tiny_spec
 
 from finesyn import device as device_mod
+from finesyn import train
 from finesyn.config import parse_params
 from finesyn.data.augment import ssl_view
 from finesyn.eval import features
 from finesyn.methods import build_method
 from finesyn.models.backbone import Backbone
-from finesyn.train import build_models, encoder_artifact, load_latest_checkpoint, pretrain, run_settings
-from finesyn import train
-from tiny_models import TinyBackbone
-from tolerances import SAME_STEP_REL, gamma32
-from tolerances import float64_default as _float64_default
-from train_runner import tiny_images, tiny_spec
+from finesyn.run_identity import run_settings
+from finesyn.train import build_models, encoder_artifact, load_latest_checkpoint, pretrain
 
 
 class _Stop(Exception):
@@ -58,16 +59,17 @@ def float64_default():
 
 def _float64_views(cfg, crop):
     """The normal augmentation, cast to float64 (it converts uint8 to float32), seeded per step."""
+
     def views(batch, idx, step):
         g = torch.Generator().manual_seed(step)
         return tuple(ssl_view(batch, cfg.augment, crop, g).double() for _ in range(2))
+
     return views
 
 
 def _train64(tmp_path, images, **overrides):
     spec = tiny_spec(tmp_path, backbone="resnet_small", **overrides)  # resnet18's layout at 1/4 width: 4x faster in float64
-    spec.views = _float64_views(spec.cfg, spec.crop_size)
-    return pretrain(images, spec)
+    return pretrain(images, spec, views=_float64_views(spec.cfg, spec.crop_size))
 
 
 def test_channels_last_step_matches_contiguous_and_returns_default_layout(tmp_path, float64_default):

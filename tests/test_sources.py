@@ -71,8 +71,7 @@ def test_cub_strict_counts(tmp_path):
     assert index.counts()["train"] == 6
 
 
-@pytest.mark.parametrize("missing", ["images.txt", "image_class_labels.txt", "train_test_split.txt",
-                                     "classes.txt", "images"])
+@pytest.mark.parametrize("missing", ["images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt", "images"])
 def test_cub_missing_file(tmp_path, missing):
     tree = make_cub_tree(tmp_path)
     target = tree.root / missing
@@ -140,8 +139,9 @@ def test_cars_agrees_with_torchvision(tmp_path):
         assert [(Path(p), t) for p, t in ds._samples] == [(it.path, it.label) for it in index.split(split)]
 
 
-@pytest.mark.parametrize("missing", ["devkit/cars_meta.mat", "devkit/cars_train_annos.mat",
-                                     "cars_test_annos_withlabels.mat", "cars_train", "cars_test"])
+@pytest.mark.parametrize(
+    "missing", ["devkit/cars_meta.mat", "devkit/cars_train_annos.mat", "cars_test_annos_withlabels.mat", "cars_train", "cars_test"]
+)
 def test_cars_missing_file(tmp_path, missing):
     tree = make_cars_tree(tmp_path)
     target = tree.root / missing
@@ -154,8 +154,9 @@ def test_cars_missing_file(tmp_path, missing):
 
 def test_cars_unlabeled_test_annotations(tmp_path):
     tree = make_cars_tree(tmp_path)
-    write_cars_annotations(tree.root / "cars_test_annos_withlabels.mat",
-                           [(it.path.name, 1) for it in tree.items if it.split == "test"], with_class=False)
+    write_cars_annotations(
+        tree.root / "cars_test_annos_withlabels.mat", [(it.path.name, 1) for it in tree.items if it.split == "test"], with_class=False
+    )
     with pytest.raises(DatasetLayoutError, match="no 'class' field.*withlabels"):
         index_dataset("stanford_cars", tree.root)
 
@@ -173,8 +174,10 @@ def test_cars_bad_label_and_corrupt_mat(tmp_path):
 def test_cars_empty_class(tmp_path):
     tree = make_cars_tree(tmp_path, n_classes=3)
     from scipy.io import savemat
-    savemat(tree.root / "devkit" / "cars_meta.mat",
-            {"class_names": np.array(tree.classes + ["Unused Car 1999"], dtype=object).reshape(1, -1)})
+
+    savemat(
+        tree.root / "devkit" / "cars_meta.mat", {"class_names": np.array(tree.classes + ["Unused Car 1999"], dtype=object).reshape(1, -1)}
+    )
     with pytest.raises(DatasetLayoutError, match="Unused Car 1999"):
         index_dataset("stanford_cars", tree.root)
 
@@ -200,12 +203,12 @@ def test_aircraft_agrees_with_torchvision(tmp_path):
     for split, tv_split in (("train", "trainval"), ("test", "test")):
         ds = tv.FGVCAircraft(str(tmp_path), split=tv_split, annotation_level="variant")
         assert ds.classes == index.classes
-        assert [(Path(p), t) for p, t in zip(ds._image_files, ds._labels)] == \
-            [(it.path, it.label) for it in index.split(split)]
+        assert [(Path(p), t) for p, t in zip(ds._image_files, ds._labels)] == [(it.path, it.label) for it in index.split(split)]
 
 
-@pytest.mark.parametrize("missing", ["data/variants.txt", "data/images_variant_trainval.txt",
-                                     "data/images_variant_test.txt", "data/images"])
+@pytest.mark.parametrize(
+    "missing", ["data/variants.txt", "data/images_variant_trainval.txt", "data/images_variant_test.txt", "data/images"]
+)
 def test_aircraft_missing_file(tmp_path, missing):
     tree = make_aircraft_tree(tmp_path)
     target = tree.root / missing
@@ -304,5 +307,4 @@ def test_imagefolder_expected_counts(tmp_path):
     tree = make_imagefolder_tree(tmp_path)
     index_dataset("imagefolder", tree.root, expected_counts={"classes": 3, "train": 6, "test": 3}, strict=True)
     with pytest.raises(DatasetLayoutError, match="train: found 6, official 7"):
-        index_dataset("imagefolder", tree.root, expected_counts={"classes": 3, "train": 7, "test": 3},
-                      strict=True)
+        index_dataset("imagefolder", tree.root, expected_counts={"classes": 3, "train": 7, "test": 3}, strict=True)

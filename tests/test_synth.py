@@ -6,6 +6,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import TinyBackbone
 from torch import nn
 
 from finesyn.config import SynthConfig
@@ -14,7 +15,6 @@ from finesyn.methods.simsiam import SimSiam
 from finesyn.models.decoder import Decoder
 from finesyn.synth import SynthPairs, criteria
 from finesyn.synth.perturb import perturb
-from tiny_models import TinyBackbone
 
 D, SIZE = 8, 16  # feature dim and image size of the tiny setup
 
@@ -131,8 +131,14 @@ def test_gradcam_importance_is_informative_behind_a_batchnorm_projector():
 @pytest.mark.parametrize(
     "rank, k, expected",
     [  # s = [1, -2, 0.5, 6, -2, 2]; |s| = [1, 2, 0.5, 6, 2, 2] (ties: lower index first)
-        ("signed", 1 / 6, {1}), ("signed", 2 / 6, {1, 4}), ("signed", 3 / 6, {1, 4, 2}), ("signed", 4 / 6, {1, 4, 2, 0}),
-        ("abs", 1 / 6, {2}), ("abs", 2 / 6, {2, 0}), ("abs", 3 / 6, {2, 0, 1}), ("abs", 4 / 6, {2, 0, 1, 4}),
+        ("signed", 1 / 6, {1}),
+        ("signed", 2 / 6, {1, 4}),
+        ("signed", 3 / 6, {1, 4, 2}),
+        ("signed", 4 / 6, {1, 4, 2, 0}),
+        ("abs", 1 / 6, {2}),
+        ("abs", 2 / 6, {2, 0}),
+        ("abs", 3 / 6, {2, 0, 1}),
+        ("abs", 4 / 6, {2, 0, 1, 4}),
     ],
 )
 def test_gradcam_criterion_selects_the_least_important(rank, k, expected):
@@ -417,8 +423,12 @@ def test_without_pairs_only_l_r_is_computed_and_the_encoder_sees_no_decoded_imag
 
 def bn_running_stats(module: nn.Module) -> dict[str, torch.Tensor]:
     """Every BatchNorm buffer (running mean/var, num_batches_tracked) of the module, cloned."""
-    return {f"{name}.{b}": t.clone() for name, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-            for b, t in m.named_buffers(recurse=False)}
+    return {
+        f"{name}.{b}": t.clone()
+        for name, m in module.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        for b, t in m.named_buffers(recurse=False)
+    }
 
 
 @pytest.mark.parametrize("method_name", ["mocov2", "simsiam"])

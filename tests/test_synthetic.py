@@ -102,8 +102,9 @@ def test_class_counts_up_to_max(n):
     assert len(set(ds.class_names)) == n and ds.labels.max() == n - 1
 
 
-@pytest.mark.parametrize("bad", [dict(num_classes=1), dict(num_classes=syn.MAX_CLASSES + 1),
-                                 dict(image_size=8), dict(train_per_class=-1), dict(seed=-1)])
+@pytest.mark.parametrize(
+    "bad", [dict(num_classes=1), dict(num_classes=syn.MAX_CLASSES + 1), dict(image_size=8), dict(train_per_class=-1), dict(seed=-1)]
+)
 def test_invalid_arguments(bad):
     with pytest.raises(ValueError):
         generate_synthetic(**bad)
@@ -185,9 +186,16 @@ def _train_and_test_cnn(torch, ds: SyntheticDataset) -> float:
 
     w = 16
     net = nn.Sequential(
-        block(3, w), nn.MaxPool2d(2), block(w, 2 * w), nn.MaxPool2d(2),
-        block(2 * w, 2 * w), nn.MaxPool2d(2), block(2 * w, 4 * w),
-        nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(4 * w, len(ds.class_names)),
+        block(3, w),
+        nn.MaxPool2d(2),
+        block(w, 2 * w),
+        nn.MaxPool2d(2),
+        block(2 * w, 2 * w),
+        nn.MaxPool2d(2),
+        block(2 * w, 4 * w),
+        nn.AdaptiveMaxPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4 * w, len(ds.class_names)),
     ).to(memory_format=torch.channels_last)
     cl = torch.channels_last
     x = torch.from_numpy(ds.images).permute(0, 3, 1, 2).float().div(255).sub(0.5)

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from train_runner import final_state, nan_loss_at_step, tiny_images, tiny_spec
 
-from finesyn.train import NonFiniteLossError, load_latest_checkpoint, pretrain, run_checkpoint_dir, run_settings, save_checkpoint
-from train_runner import final_state, tiny_images, tiny_spec
+from finesyn.run_identity import run_settings
+from finesyn.train import NonFiniteLossError, load_latest_checkpoint, pretrain, run_checkpoint_dir, save_checkpoint
 
 RUNNER = Path(__file__).with_name("train_runner.py")
 
@@ -132,8 +133,7 @@ def test_checkpoints_of_the_flat_layout_resume_their_run_and_count_as_one_other_
 
 def test_nonfinite_loss_names_term_and_step_and_keeps_checkpoint(tmp_path):
     spec = tiny_spec(tmp_path)
-    spec.fault_nan_at_step = 3
-    with pytest.raises(NonFiniteLossError, match=r"L_C is nan at step 3"):
+    with nan_loss_at_step(3), pytest.raises(NonFiniteLossError, match=r"L_C is nan at step 3"):
         pretrain(tiny_images(), spec)
     newest = sorted(run_checkpoint_dir(spec).glob("step_*.pt"))[-1]
     assert torch.load(newest, weights_only=False)["step"] == 3  # the last good state, intact

@@ -1,24 +1,55 @@
 """Run a tiny pretraining in its own process (so tests can kill it) and save the final state."""
 
+import contextlib
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from finesyn.config import PretrainConfig
+from finesyn.objective import Objective
 from finesyn.train import RunSpec, pretrain
 
 
 def tiny_spec(ckpt_dir: Path, method: str = "mocov2", synth: bool = True, **overrides) -> RunSpec:
     settings = dict(
-        epochs=3, batch_size=8, checkpoint_every_steps=1, keep_checkpoints=2, log_every_steps=1, threads=1,
-        methods={"mocov2": {"proj_hidden_dim": 32, "proj_dim": 16, "queue_size": 32, "momentum": 0.9},
-                 "simsiam": {"proj_dim": 32, "pred_hidden_dim": 16}},
+        epochs=3,
+        batch_size=8,
+        checkpoint_every_steps=1,
+        keep_checkpoints=2,
+        log_every_steps=1,
+        threads=1,
+        methods={
+            "mocov2": {"proj_hidden_dim": 32, "proj_dim": 16, "queue_size": 32, "momentum": 0.9},
+            "simsiam": {"proj_dim": 32, "pred_hidden_dim": 16},
+        },
         synth={"decoder_width": 32},
     )
     cfg = PretrainConfig(**{**settings, **overrides})
     return RunSpec(method, synth, cfg, 32, 0, "tiny", ckpt_dir)
+
+
+@contextlib.contextmanager
+def nan_loss_at_step(step: int):
+    """L_C (and so L) is NaN at `step` of a run started within the block: the fault the loop must stop
+    at. Injected by patching the objective, so the training code carries no test hook."""
+    real, calls = Objective.forward, [0]
+
+    def forward(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        if calls[0] == step:
+            nan = float("nan")
+            out = replace(out, total=out.total * nan, terms={**out.terms, "L_C": out.terms["L_C"] * nan})
+        calls[0] += 1
+        return out
+
+    Objective.forward = forward
+    try:
+        yield
+    finally:
+        Objective.forward = real
 
 
 def tiny_images(n: int = 40) -> np.ndarray:

@@ -7,28 +7,28 @@ faster: importing torchvision costs ~2 s per process); torch is imported only to
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-# models/<d>/<e>/seed<k>/... and features/<d>/<e>/seed<k>.npz, as dvc.yaml lays them out
-_LAYOUT = re.compile(r"(?:^|/)(models|features)/([^/]+)/([^/]+)/seed(\d+)(?:\.npz$|/|$)")
+from finesyn.errors import UserError
+from finesyn.paths import RunPaths
+
 _WRITER = {"models": "pretrain", "features": "extract"}
 
 
-class ArtifactError(Exception):
+class ArtifactError(UserError):
     """An artifact that is missing, unreadable or of another run; the message says how to rebuild it."""
 
 
 def rebuild_command(path: Path) -> str:
     """The command that rewrites ``path`` (the DVC stage named after the grid cell it belongs to)."""
-    m = _LAYOUT.search(Path(path).as_posix())
-    if m is None:
+    found = RunPaths.of(path)
+    if found is None or found[0] not in _WRITER:
         return "rerun the stage that writes it"
-    kind, dataset, experiment, seed = m.groups()
-    return f"rebuild it with `dvc repro -f -s {_WRITER[kind]}@{dataset}-{experiment}-{seed}`"
+    kind, cell = found
+    return f"rebuild it with `dvc repro -f -s {_WRITER[kind]}@{cell.dataset}-{cell.experiment}-{cell.seed}`"
 
 
 def load_features(path: Path) -> dict[str, np.ndarray]:
@@ -65,4 +65,5 @@ def check_same_run(features: Path, features_run_id: str, model_dir: Path) -> Non
     if str(features_run_id) != expected:
         raise ArtifactError(
             f"{features}: features of encoder run {features_run_id}, but {Path(model_dir) / 'encoder.pt'} is run {expected}; "
-            f"{rebuild_command(features)}")
+            f"{rebuild_command(features)}"
+        )

@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.text import Text
 
-from finesyn.config import ParamsError, load_params
+from finesyn.config import load_params
+from finesyn.errors import UserError
 
 console = Console(stderr=True)
 
@@ -44,30 +45,19 @@ def stage_logging(log_file: Path | None) -> logging.Logger:
     return logging.getLogger("finesyn")
 
 
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    types: list[type[BaseException]] = [ParamsError, FileNotFoundError, PermissionError]
-    for mod, name in (
-        ("finesyn.artifacts", "ArtifactError"),
-        ("finesyn.data.cache", "CacheError"),
-        ("finesyn.data.cache", "BadImagesError"),
-        ("finesyn.data.sources", "DatasetLayoutError"),
-        ("finesyn.train", "NonFiniteLossError"),
-        ("finesyn.train", "Interrupted"),
-        ("finesyn.io", "OutputLockedError"),
-        ("finesyn.io", "OutputWriteError"),
-        ("finesyn.device", "DeviceUnavailableError"),
-    ):
-        if mod in sys.modules and hasattr(sys.modules[mod], name):
-            types.append(getattr(sys.modules[mod], name))
-    return tuple(types)
-
-
 @contextlib.contextmanager
 def progress_bar(description: str):
     """A rich progress bar (steps, rate, ETA); yields update(done, total, info="")."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    columns = [TextColumn(description), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
+    columns = [
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("", total=None, info="")
         yield lambda done, total, info=None: bar.update(task, completed=done, total=total, **({"info": info} if info is not None else {}))
@@ -78,7 +68,7 @@ def user_errors():
     """Known, user-fixable failures print as one message naming the key/file; exit code 2."""
     try:
         yield
-    except _user_error_types() as e:
+    except (UserError, FileNotFoundError, PermissionError) as e:
         _print_error(e)
         raise SystemExit(2) from None
     except OSError as e:

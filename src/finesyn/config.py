@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+
+from finesyn.errors import UserError
 
 PARAMS_FILE = "params.yaml"
 
 
-class ParamsError(ValueError):
+class ParamsError(UserError, ValueError):
     """A params.yaml problem, worded for the user: key path, bad value, what is allowed."""
 
 
@@ -53,12 +55,18 @@ class DatasetConfig(Section):
     seed: int = Field(0, ge=0, description="synthetic: generator seed")
     object_scale: tuple[float, float] = Field((0.22, 0.30), description="synthetic: bird size range, fraction of the image per body unit")
     background_bank: int = Field(32, ge=0, description="synthetic: number of shared background scenes (0 = a unique one per image)")
-    slots: Literal[0, 1, 2, 3] = Field(0, description="synthetic: marking positions per glyph (1: the glyph alone decides the class; 0: auto, 2 or 3)")
+    slots: Literal[0, 1, 2, 3] = Field(
+        0, description="synthetic: marking positions per glyph (1: the glyph alone decides the class; 0: auto, 2 or 3)"
+    )
     mark_scale: float = Field(1.0, ge=0.5, le=2.0, description="synthetic: marking size, a linear factor on the default marking")
-    look_bank: int = Field(0, ge=0, description="synthetic: number of shared bird looks (rotation, colours, wing/tail shape, lighting; 0 = a unique one per image)")
+    look_bank: int = Field(
+        0,
+        ge=0,
+        description="synthetic: number of shared bird looks (rotation, colours, wing/tail shape, lighting; 0 = a unique one per image)",
+    )
 
     @model_validator(mode="after")
-    def _check(self) -> "DatasetConfig":
+    def _check(self) -> DatasetConfig:
         if self.kind != "synthetic" and self.root is None:
             raise ValueError(f"'root' is required for kind '{self.kind}' (the dataset directory in its official layout)")
         if self.crop_size > self.image_size:
@@ -104,7 +112,9 @@ class MoCoV2Config(Section):
 class SimSiamConfig(Section):
     proj_dim: int = Field(2048, gt=0, description="3-layer projector width (BN)")
     pred_hidden_dim: int = Field(512, gt=0)
-    fix_pred_lr: bool = Field(True, description="the official recipe's --fix-pred-lr: the predictor keeps the base lr while the rest follows the schedule")
+    fix_pred_lr: bool = Field(
+        True, description="the official recipe's --fix-pred-lr: the predictor keeps the base lr while the rest follows the schedule"
+    )
 
 
 class BYOLConfig(Section):
@@ -124,16 +134,29 @@ class SupervisedConfig(Section):
     """The supervised reference row (not SSL): a linear head on h, cross-entropy on one or both views."""
 
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing (0 = none)")
-    views: int = Field(2, ge=1, le=2, description="labelled views per image and step: 2 = both SSL views (twice the cost), "
-                       "1 = the first view only (standard supervised training; the second view is drawn and unused, so the random streams are the same)")
+    views: int = Field(
+        2,
+        ge=1,
+        le=2,
+        description="labelled views per image and step: 2 = both SSL views (twice the cost), "
+        "1 = the first view only (standard supervised training; only that view is drawn)",
+    )
 
 
-class MethodsConfig(Section):
-    supervised: SupervisedConfig = SupervisedConfig()
-    mocov2: MoCoV2Config = MoCoV2Config()
-    simsiam: SimSiamConfig = SimSiamConfig()
-    byol: BYOLConfig = BYOLConfig()
-    simclr: SimCLRConfig = SimCLRConfig()
+# The one list of methods: `pretrain.methods`' sections and the names `experiments.*.method` takes are
+# built from it, and tests/test_config.py checks it names the registered methods (finesyn.methods).
+# Adding a method: its file in methods/ (its class, @register("name")) and its settings class here
+# with one line below. The settings stay in this torch-free module so that validating params.yaml
+# (every stage does) imports no method code: prepare's DVC deps never include a method file.
+METHOD_CONFIGS: dict[str, type[Section]] = {
+    "supervised": SupervisedConfig,
+    "mocov2": MoCoV2Config,
+    "simsiam": SimSiamConfig,
+    "byol": BYOLConfig,
+    "simclr": SimCLRConfig,
+}
+MethodsConfig = create_model("MethodsConfig", __base__=Section, **{name: (c, c()) for name, c in METHOD_CONFIGS.items()})
+MethodName = Literal[("none", *METHOD_CONFIGS)]  # type: ignore[valid-type]  (built from the mapping)
 
 
 class SynthConfig(Section):
@@ -147,7 +170,9 @@ class SynthConfig(Section):
     k_cam: float = Field(0.25, ge=0, le=1, description="fraction of dims with lowest Grad-CAM importance")
     k_random: float = Field(0.25, ge=0, le=1, description="fraction for the 'random' control criterion")
     gradcam_rank: Literal["abs", "signed"] = Field(
-        "abs", description="rank Grad-CAM importance by |s_j| (least influence on L_C either way) or by s_j (the literal lowest); synth/criteria.py")
+        "abs",
+        description="rank Grad-CAM importance by |s_j| (least influence on L_C either way) or by s_j (the literal lowest); synth/criteria.py",
+    )
     variance_stat: Literal["batch", "ema"] = "batch"
     ema_momentum: float = Field(0.9, ge=0, lt=1)
     perturbation: Literal["gaussian_add", "gaussian_replace", "swap"] = "gaussian_add"
@@ -165,19 +190,28 @@ class SynthConfig(Section):
         return v
 
 
+# Marks a field that says how to run, not what is computed: it is outside a run's identity
+# (finesyn.run_identity), so changing it reuses finished encoders and resumes checkpoints. Float
+# rounding may differ (memory layout, compilation, threads), the computation does not.
+HOW_TO_RUN = {"how_to_run": True}
+
+
 class PretrainConfig(Section):
     """Settings shared by every experiment; an experiment's `overrides` may change any of them."""
 
     backbone: Literal["resnet_small", "convnet", "convnet_narrow", "resnet18", "resnet50"] = Field(
-        "resnet18", description="convnet: four conv-BN-ReLU blocks with max-pools (widths 32-64-128-256; convnet_narrow: 16-32-64-128); "
-        "resnet_small: ResNet-18's layout at 1/4 width with a 3x3 stem")
+        "resnet18",
+        description="convnet: four conv-BN-ReLU blocks with max-pools (widths 32-64-128-256; convnet_narrow: 16-32-64-128); "
+        "resnet_small: ResNet-18's layout at 1/4 width with a 3x3 stem",
+    )
     stem: Literal["standard", "small"] = Field("standard", description="small: 3x3 stride-1 conv, no max-pool")
     pool: Literal["avg", "max"] = Field("avg", description="global pool of the last feature map into h: avg (torchvision's) | max")
     init: str = Field("random", description="random | imagenet | path to a state_dict (.pth)")
     epochs: int = Field(10, ge=0)
     batch_size: int = Field(128, ge=2)
     optimizer: Literal["sgd", "adamw"] = Field(
-        "sgd", description="sgd: momentum + L2 weight decay (the MoCo/SimSiam recipes); adamw: decoupled weight decay, betas (momentum, adam_beta2)"
+        "sgd",
+        description="sgd: momentum + L2 weight decay (the MoCo/SimSiam recipes); adamw: decoupled weight decay, betas (momentum, adam_beta2)",
     )
     lr: float = Field(0.06, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum; AdamW's beta1")
@@ -185,29 +219,50 @@ class PretrainConfig(Section):
     weight_decay: float = Field(5e-4, ge=0)
     warmup_epochs: float = Field(0.0, ge=0)
     schedule: Literal["cosine", "constant"] = "cosine"
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", json_schema_extra=HOW_TO_RUN)
     amp: bool = Field(True, description="mixed precision on CUDA (bf16 where supported); ignored on CPU")
-    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
+    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores", json_schema_extra=HOW_TO_RUN)
     channels_last: bool = Field(
         False,
         description="NHWC memory format for models and input views (pretrain and extract): on CPU measured faster for "
         "ResNet-50 at 112 px, slower for ResNet-18 at 64 px; NVIDIA's advice for CUDA + AMP. Changes results only by float rounding",
+        json_schema_extra=HOW_TO_RUN,
     )
-    compile: bool = Field(False, description="torch.compile the backbone(s) in place (a compile delay at start); checkpoints and encoder.pt are the same either way")
-    checkpoint_every_steps: int = Field(200, ge=1)
-    keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept of the current run (its newest)")
+    compile: bool = Field(
+        False,
+        description="torch.compile the backbone(s) in place (a compile delay at start); checkpoints and encoder.pt are the same either way",
+        json_schema_extra=HOW_TO_RUN,
+    )
+    checkpoint_every_steps: int = Field(200, ge=1, json_schema_extra=HOW_TO_RUN)
+    keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept of the current run (its newest)", json_schema_extra=HOW_TO_RUN)
     keep_other_runs: int = Field(
-        2, ge=0, description="other runs (other settings or data) whose checkpoints are kept per dataset/experiment/seed, "
-        "the most recently written or resumed; older ones are deleted when the current run checkpoints")
-    log_every_steps: int = Field(10, ge=1)
+        2,
+        ge=0,
+        description="other runs (other settings or data) whose checkpoints are kept per dataset/experiment/seed, "
+        "the most recently written or resumed; older ones are deleted when the current run checkpoints",
+        json_schema_extra=HOW_TO_RUN,
+    )
+    log_every_steps: int = Field(10, ge=1, json_schema_extra=HOW_TO_RUN)
     monitor_every_steps: int = Field(
-        0, ge=0, description="learning monitor: kNN top-1 of the held-out validation images every N steps (and at 0 and the end); 0 = off")
+        0,
+        ge=0,
+        description="learning monitor: kNN top-1 of the held-out validation images every N steps (and at 0 and the end); 0 = off",
+        json_schema_extra=HOW_TO_RUN,
+    )
     monitor_val_fraction: float = Field(
-        0.1, ge=0, lt=1, description="fraction of each class of the train split held out of pretraining as the monitor's validation images; 0 = none (the monitor is then off)")
-    monitor_k: int = Field(20, ge=1, description="neighbours of the monitor's kNN vote")
+        0.1,
+        ge=0,
+        lt=1,
+        description="fraction of each class of the train split held out of pretraining as the monitor's validation images; 0 = none (the monitor is then off)",
+    )
+    monitor_k: int = Field(20, ge=1, description="neighbours of the monitor's kNN vote", json_schema_extra=HOW_TO_RUN)
     monitor_bank_per_class: int = Field(
-        0, ge=0, description="the monitor's kNN bank: this many pretraining images per class (seeded, the same for every run); 0 = all of them. "
-        "Each monitor point is one feature pass over the bank and the held-out images, so a small bank makes the curve cheap")
+        0,
+        ge=0,
+        description="the monitor's kNN bank: this many pretraining images per class (seeded, the same for every run); 0 = all of them. "
+        "Each monitor point is one feature pass over the bank and the held-out images, so a small bank makes the curve cheap",
+        json_schema_extra=HOW_TO_RUN,
+    )
     augment: AugmentConfig = AugmentConfig()
     methods: MethodsConfig = MethodsConfig()
     alpha: float = Field(0.05, ge=0, description="weight of L_R (synth experiments only)")
@@ -228,13 +283,14 @@ REFERENCE_METHODS = ("none", "supervised")  # reference rows, not SSL: no module
 class ExperimentConfig(Section):
     """An SSL method plus options; `overrides` is a partial `pretrain` section."""
 
-    method: Literal["none", "supervised", "mocov2", "simsiam", "byol", "simclr"] = Field(
-        description="'none' = the randomly initialised encoder; 'supervised' = the same encoder and budget trained with the labels (reference rows)")
+    method: MethodName = Field(
+        description="'none' = the randomly initialised encoder; 'supervised' = the same encoder and budget trained with the labels (reference rows)"
+    )
     synth: bool = False
     overrides: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _check(self) -> "ExperimentConfig":
+    def _check(self) -> ExperimentConfig:
         if self.method in REFERENCE_METHODS and self.synth:
             raise ValueError(f"synth: true needs an SSL method ('{self.method}' is a reference row, not SSL)")
         return self
@@ -258,7 +314,9 @@ class ProbeConfig(Section):
     sgd_batch_size: int = Field(256, ge=1)
     sgd_momentum: float = Field(0.9, ge=0, lt=1)
     sgd_weight_decay: float = Field(0.0, ge=0)
-    sgd_report: Literal["final", "best_on_test"] = Field("final", description="best_on_test is test-set selection, labelled as such in probe.json")
+    sgd_report: Literal["final", "best_on_test"] = Field(
+        "final", description="best_on_test is test-set selection, labelled as such in probe.json"
+    )
     sgd_device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="sgd_paper: device (lbfgs always runs on CPU)")
 
     @field_validator("sgd_milestones")
@@ -311,7 +369,9 @@ class Params(Section):
     def pretrain_for(self, experiment: str) -> PretrainConfig:
         """The effective pretrain settings of one experiment (shared section + its overrides)."""
         if experiment not in self.experiments:
-            raise ParamsError(f"experiment {experiment!r} is not defined under `experiments:`{_suggest(experiment, self.experiments)}; defined: {sorted(self.experiments)}")
+            raise ParamsError(
+                f"experiment {experiment!r} is not defined under `experiments:`{_suggest(experiment, self.experiments)}; defined: {sorted(self.experiments)}"
+            )
         exp = self.experiments[experiment]
         if not exp.overrides:
             return self.pretrain
@@ -475,7 +535,9 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
 def check_dataset_root(params: Params, dataset: str) -> DatasetConfig:
     """Fail fast (before any work) when a dataset in use has no root on disk."""
     if dataset not in params.datasets:
-        raise ParamsError(f"dataset {dataset!r} is not defined under `datasets:`{_suggest(dataset, params.datasets)}; defined: {sorted(params.datasets)}")
+        raise ParamsError(
+            f"dataset {dataset!r} is not defined under `datasets:`{_suggest(dataset, params.datasets)}; defined: {sorted(params.datasets)}"
+        )
     cfg = params.datasets[dataset]
     if cfg.kind != "synthetic" and not cfg.root.exists():
         raise ParamsError(

@@ -7,8 +7,10 @@ import contextlib
 
 import torch
 
+from finesyn.errors import UserError
 
-class DeviceUnavailableError(RuntimeError):
+
+class DeviceUnavailableError(UserError, RuntimeError):
     """pretrain.device names a device this machine does not have."""
 
 

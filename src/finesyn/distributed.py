@@ -153,7 +153,9 @@ def init_from_env(device_choice: str = "auto") -> DistContext:
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
-            raise DeviceUnavailableError(f"LOCAL_RANK {local_rank} but torch sees {torch.cuda.device_count()} CUDA devices (lower --nproc_per_node)")
+            raise DeviceUnavailableError(
+                f"LOCAL_RANK {local_rank} but torch sees {torch.cuda.device_count()} CUDA devices (lower --nproc_per_node)"
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         backend = "nccl"
@@ -287,6 +289,14 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device | None = None
 
 
 __all__ = [
-    "DistContext", "SINGLE", "init_from_env", "current", "data_parallel", "shutdown", "local_batch_size", "aug_seed",
-    "SyncBatchNorm", "convert_sync_batchnorm",
+    "DistContext",
+    "SINGLE",
+    "init_from_env",
+    "current",
+    "data_parallel",
+    "shutdown",
+    "local_batch_size",
+    "aug_seed",
+    "SyncBatchNorm",
+    "convert_sync_batchnorm",
 ]

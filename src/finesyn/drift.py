@@ -71,9 +71,13 @@ def note(d: dict) -> str | None:
     if d["max_abs_diff"] == 0:
         return f"metrics equal the committed ones exactly ({n})"
     if d["max_abs_diff"] <= LAST_DIGITS:
-        return (f"metrics differ from the committed ones only in the last digits (max |Δ| {d['max_abs_diff']:.2g}, "
-                f"below the tables' 0.01; {n}): float rounding, as expected on another CPU or BLAS")
+        return (
+            f"metrics differ from the committed ones only in the last digits (max |Δ| {d['max_abs_diff']:.2g}, "
+            f"below the tables' 0.01; {n}): float rounding, as expected on another CPU or BLAS"
+        )
     committed = sorted(m for m in d["committed_machines"] if m) or ["a machine the committed files do not record"]
-    return (f"metrics differ from the committed ones by up to {d['max_abs_diff']:.2f} ({d['worst']}; {n}): "
-            f"committed on {', '.join(committed)}, rerun on {d['this_machine'] or 'an unrecorded machine'}; "
-            "bit-exactness holds only on the same machine and library versions (README, Reproducibility)")
+    return (
+        f"metrics differ from the committed ones by up to {d['max_abs_diff']:.2f} ({d['worst']}; {n}): "
+        f"committed on {', '.join(committed)}, rerun on {d['this_machine'] or 'an unrecorded machine'}; "
+        "bit-exactness holds only on the same machine and library versions (README, Reproducibility)"
+    )

@@ -29,21 +29,31 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from finesyn.errors import UserError
+
 try:  # POSIX only; elsewhere output_lock is a no-op
     import fcntl
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
-    "OutputLockedError", "OutputWriteError", "output_write_error", "output_lock", "lock_path_for",
-    "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "fsync_dir", "preallocated_npy",
+    "OutputLockedError",
+    "OutputWriteError",
+    "output_write_error",
+    "output_lock",
+    "lock_path_for",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "fsync_dir",
+    "preallocated_npy",
 ]
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 _NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
 
 
-class OutputWriteError(OSError):
+class OutputWriteError(UserError, OSError):
     """An output could not be written (disk full, read-only or unwritable destination).
 
     Raised with the destination untouched and no temporary file left behind. ``str()`` is the
@@ -54,7 +64,7 @@ class OutputWriteError(OSError):
         return str(self.strerror)
 
 
-class OutputLockedError(RuntimeError):
+class OutputLockedError(UserError, RuntimeError):
     """Another live process holds the lock on an output this run would write."""
 
     def __init__(self, output: str | os.PathLike[str], holder: str, lock_file: str | os.PathLike[str]) -> None:
@@ -79,13 +89,17 @@ def output_write_error(path: str | os.PathLike[str], exc: OSError, *, atomic: bo
     reason = exc.strerror or str(exc)
     kept = "; the previous file, if any, is unchanged" if atomic else ""
     if exc.errno in _DISK_FULL:
-        msg = (f"cannot write {path}: disk full ({reason}). Free space on the filesystem holding "
-               f"{path.parent} (e.g. old checkpoints/, the DVC cache: `dvc gc`) or write the outputs "
-               f"elsewhere, then rerun{kept}.")
+        msg = (
+            f"cannot write {path}: disk full ({reason}). Free space on the filesystem holding "
+            f"{path.parent} (e.g. old checkpoints/, the DVC cache: `dvc gc`) or write the outputs "
+            f"elsewhere, then rerun{kept}."
+        )
     elif exc.errno in _NOT_WRITABLE:
-        msg = (f"cannot write {path}: the destination is read-only or not writable ({reason}). "
-               f"Make {path.parent} writable for this user (permissions, or remount the filesystem "
-               f"read-write) or write the outputs elsewhere, then rerun{kept}.")
+        msg = (
+            f"cannot write {path}: the destination is read-only or not writable ({reason}). "
+            f"Make {path.parent} writable for this user (permissions, or remount the filesystem "
+            f"read-write) or write the outputs elsewhere, then rerun{kept}."
+        )
     else:
         return exc
     return OutputWriteError(exc.errno, msg, os.fspath(path))
@@ -161,8 +175,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "
     return atomic_write_bytes(path, text.encode(encoding))
 
 
-def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2,
-                      sort_keys: bool = False) -> Path:
+def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2, sort_keys: bool = False) -> Path:
     """Serialize ``obj`` as JSON (UTF-8, trailing newline) and write it atomically."""
     text = json.dumps(obj, indent=indent, sort_keys=sort_keys, ensure_ascii=False) + "\n"
     return atomic_write_text(path, text)
@@ -196,8 +209,9 @@ def preallocated_npy(path: str | os.PathLike[str], shape: tuple[int, ...], dtype
         if err is e:
             raise
         free = _free_bytes(path.parent)
-        raise OutputWriteError(err.errno, f"{err.strerror} (it needs {need / 2**30:.2f} GiB; {free / 2**30:.2f} GiB free)",
-                               err.filename) from e
+        raise OutputWriteError(
+            err.errno, f"{err.strerror} (it needs {need / 2**30:.2f} GiB; {free / 2**30:.2f} GiB free)", err.filename
+        ) from e
     return path
 
 

@@ -46,7 +46,12 @@ def library_versions() -> dict[str, str]:
 
     # torchvision from its metadata: importing it pulls in torch._dynamo (~2 s per stage process),
     # and torch's version already names the build (e.g. +cu130)
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": metadata.version("torchvision"), "numpy": numpy.__version__}
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": metadata.version("torchvision"),
+        "numpy": numpy.__version__,
+    }
     try:
         import faiss
 
@@ -99,10 +104,13 @@ def machine() -> dict[str, Any]:
         numpy_blas = None
     cpu = cpuinfo()
     return {
-        "cpu_model": cpu["cpu_model"], "arch": platform.machine(),
+        "cpu_model": cpu["cpu_model"],
+        "arch": platform.machine(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "torch_blas": _build_setting(config, "BLAS_INFO"), "torch_lapack": _build_setting(config, "LAPACK_INFO"),
-        "mkldnn": torch.backends.mkldnn.is_available(), "numpy_blas": numpy_blas,
+        "torch_blas": _build_setting(config, "BLAS_INFO"),
+        "torch_lapack": _build_setting(config, "LAPACK_INFO"),
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "numpy_blas": numpy_blas,
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 
@@ -110,8 +118,13 @@ def machine() -> dict[str, Any]:
 def provenance(seed: int | None, params: Any, protocol: Any = None) -> dict[str, Any]:
     """Code and library versions, params hash, seed and the machine (bit-exactness holds only on the
     same machine with the same libraries; see README "Reproducibility")."""
-    out = {"code_version": code_version(), "params_hash": params_hash(params), "seed": seed, "libraries": library_versions(),
-           "machine": machine()}
+    out = {
+        "code_version": code_version(),
+        "params_hash": params_hash(params),
+        "seed": seed,
+        "libraries": library_versions(),
+        "machine": machine(),
+    }
     if protocol is not None:
         out["protocol"] = protocol
     return out

@@ -11,28 +11,27 @@ every rank's augmentation-generator state) and every rank resumes from the same 
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import math
-import os
 import signal
 import time
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from finesyn import distributed
+from finesyn.checkpoints import load_latest_checkpoint, restore_generators, run_checkpoint_dir, save_checkpoint
 from finesyn.data.augment import ssl_view
 from finesyn.device import amp_dtype, autocast, host_to_device, set_threads
-from finesyn.io import atomic_write_bytes
+from finesyn.errors import UserError
 from finesyn.methods import SSLMethod, build_method
 from finesyn.models.backbone import Backbone, load_init
+from finesyn.objective import Objective, StepLosses
+from finesyn.run_identity import RunSpec
 from finesyn.synth import SynthPairs
 
 log = logging.getLogger("finesyn.train")
@@ -41,26 +40,12 @@ log = logging.getLogger("finesyn.train")
 PAIR_ROWS = 8  # generated pairs kept for pairs.png (the first rows of the last step's pair batch)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     pass
 
 
-class Interrupted(RuntimeError):
+class Interrupted(UserError, RuntimeError):
     """Raised after a checkpoint was written on SIGTERM/SIGINT; rerunning the stage resumes."""
-
-
-@dataclass
-class RunSpec:
-    method: str  # registry name or "none"
-    synth: bool
-    cfg: object  # PretrainConfig
-    crop_size: int
-    seed: int
-    run_id: str  # hash of everything above + the data: a checkpoint of another run is never resumed
-    ckpt_dir: Path
-    fault_nan_at_step: int | None = field(default=None)  # test hook: force a non-finite L_C at this step
-    # test hook: (local uint8 batch, its dataset indices, step) -> (v1, v2) replaces the augmentation
-    views: Callable[[torch.Tensor, np.ndarray, int], tuple[torch.Tensor, torch.Tensor]] | None = field(default=None)
 
 
 @dataclass
@@ -120,95 +105,8 @@ def lr_at(cfg, step: int, total: int, steps_per_epoch: int) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
 
 
-# ----------------------------------------------------------------------------- checkpoints
-# Layout: <ckpt_dir>/<run_id>/step_<step>.pt, ckpt_dir being checkpoints/<dataset>/<experiment>/seed<k>.
-# A run prunes and resumes only its own directory, so a settings change never deletes the new run's
-# checkpoints, and changing back finds the old run's. Other runs are kept up to
-# pretrain.keep_other_runs (the most recently written or resumed); the oldest are deleted.
-def run_checkpoint_dir(spec: RunSpec) -> Path:
-    return spec.ckpt_dir / spec.run_id
-
-
-def _ckpt_path(d: Path, step: int) -> Path:
-    return d / f"step_{step:08d}.pt"
-
-
-def save_checkpoint(spec: RunSpec, state: dict, keep: int) -> Path:
-    buf = io.BytesIO()
-    torch.save({"run_id": spec.run_id, **state}, buf)
-    run_dir = run_checkpoint_dir(spec)
-    path = atomic_write_bytes(_ckpt_path(run_dir, state["step"]), buf.getvalue())
-    for old in sorted(run_dir.glob("step_*.pt"))[:-keep]:
-        old.unlink(missing_ok=True)
-    for tmp in run_dir.glob(".step_*.tmp"):  # left by a write that was killed (stage locks: no other writer)
-        tmp.unlink(missing_ok=True)
-    _prune_other_runs(spec.ckpt_dir, run_dir, spec.cfg.keep_other_runs)
-    return path
-
-
-def _other_runs(root: Path, current: Path) -> list[tuple[float, Path, list[Path]]]:
-    """(newest mtime, directory, its checkpoint files) of every other run, newest first. Checkpoints
-    directly in `root` (the layout before per-run directories) count as one run."""
-    groups = [(d, list(d.glob("step_*.pt")) + list(d.glob(".step_*.tmp"))) for d in root.iterdir() if d.is_dir() and d != current]
-    groups.append((root, list(root.glob("step_*.pt"))))
-    return sorted(((max(f.stat().st_mtime for f in files), d, files) for d, files in groups if files), key=lambda g: -g[0])
-
-
-def _prune_other_runs(root: Path, current: Path, keep_other: int) -> None:
-    for _, d, files in _other_runs(root, current)[keep_other:]:
-        for f in files:
-            f.unlink(missing_ok=True)
-        if d != root:
-            with contextlib.suppress(OSError):  # not empty: something that is not a checkpoint stays
-                d.rmdir()
-        log.info("deleted the checkpoints of an older run in %s (pretrain.keep_other_runs = %d)", d, keep_other)
-
-
-def _read_checkpoint(path: Path) -> dict | None:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is skipped, loudly
-        warnings.warn(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); trying the previous one", stacklevel=3)
-        return None
-
-
-def load_latest_checkpoint(spec: RunSpec) -> dict | None:
-    """Newest readable checkpoint of this run, whatever other runs left next to it; a truncated or
-    corrupt one is skipped with a warning. Resuming marks the run as recently used (kept longest)."""
-    if not spec.ckpt_dir.is_dir():
-        return None
-    run_dir = run_checkpoint_dir(spec)
-    legacy = sorted(spec.ckpt_dir.glob("step_*.pt"), reverse=True)  # written before per-run directories
-    for path in sorted(run_dir.glob("step_*.pt"), reverse=True) + legacy:
-        state = _read_checkpoint(path)
-        if state is None:
-            continue
-        if state.get("run_id") != spec.run_id:
-            if path.parent == run_dir:
-                warnings.warn(f"checkpoint {path} belongs to run {state.get('run_id')!r}, not {spec.run_id!r}: skipped", stacklevel=2)
-            continue
-        with contextlib.suppress(OSError):
-            os.utime(path)
-        return state
-    others = [d.name if d != spec.ckpt_dir else "files of the old flat layout" for _, d, _ in _other_runs(spec.ckpt_dir, run_dir)]
-    if others:
-        log.info("no checkpoint of run %s in %s (kept: %s, whose settings or data differ): starting at step 0",
-                 spec.run_id, spec.ckpt_dir, ", ".join(others))
-    return None
-
-
 # ----------------------------------------------------------------------------- the loop
-class Objective(nn.Module):
-    """The step's losses as one module, so that DistributedDataParallel wraps a single forward."""
-
-    def __init__(self, method: SSLMethod, synth: SynthPairs | None, pairs: bool = True):
-        super().__init__()
-        self.method, self.synth, self.pairs = method, synth, pairs
-
-    def forward(self, v1: torch.Tensor, v2: torch.Tensor, g_synth: torch.Generator):
-        out = self.method.ssl_loss(v1, v2)
-        s = self.synth(self.method, out, v1, g_synth, pairs=self.pairs) if self.synth is not None else None
-        return out, s
+Views = Callable[[torch.Tensor, np.ndarray, int], tuple[torch.Tensor, torch.Tensor]]  # (uint8 batch, indices, step) -> (v1, v2)
 
 
 class _StopFlag:
@@ -244,193 +142,266 @@ def pretrain(
     labels: np.ndarray | None = None,
     num_classes: int | None = None,
     monitor: Callable[[Backbone], dict] | None = None,
+    views: Views | None = None,
 ) -> TrainResult:
     """Train on `images[indices]` ((N, S, S, 3) uint8, may be a memmap). Resumes from spec.ckpt_dir.
 
     `labels` (aligned with `images`) and `num_classes` are read only by the supervised reference.
     `monitor` (e.g. finesyn.eval.monitor.KnnMonitor) scores the encoder at step 0, every
     `pretrain.monitor_every_steps` and at the end (main rank; eval mode, no random draws, so it
-    changes nothing in the run).
-
-    `dist`: this process's place in a torchrun job (default: an initialised process group if
-    there is one, else a single process); `pretrain.batch_size` is then the global batch.
+    changes nothing in the run). `views` replaces the augmentation (benchmarks and tests feed
+    fixed views). `dist`: this process's place in a torchrun job (default: an initialised process
+    group if there is one, else a single process); `pretrain.batch_size` is then the global batch.
     """
-    cfg = spec.cfg
-    set_threads(cfg.threads)
-    ctx = dist if dist is not None else distributed.current(cfg.device)
-    device = ctx.device
+    set_threads(spec.cfg.threads)
+    ctx = dist if dist is not None else distributed.current(spec.cfg.device)
     indices = np.arange(len(images)) if indices is None else np.asarray(indices)
-    n = len(indices)
     if labels is not None and num_classes is None:
         num_classes = int(np.max(labels)) + 1
-    backbone, method, synth = build_models(spec, n, num_classes)
+    backbone, method, synth = build_models(spec, len(indices), num_classes)
     if method is not None and method.uses_labels and labels is None:
         raise ValueError(f"method {spec.method!r} trains on the labels: pass labels= to pretrain()")
-    if method is None or cfg.epochs == 0:
+    if method is None or spec.cfg.epochs == 0:
         return TrainResult(backbone, method, synth, 0, None, None, [])
-    if cfg.batch_size > n:
-        raise ValueError(f"pretrain.batch_size ({cfg.batch_size}) exceeds the {n} training images")
-    local_bs = distributed.local_batch_size(cfg.batch_size, ctx.world_size)
+    loop = _Loop.build(spec, ctx, images, indices, labels, backbone, method, synth)
+    loop.resume()
+    if loop.step == 0:
+        loop.maybe_monitor(monitor, on_log)
+    loop.objective.train()
+    rate = _Rate()
+    with _StopFlag() as stop:
+        while loop.step < loop.total:
+            idx, batch = loop.next_batch()
+            with autocast(loop.ctx.device, loop.dtype):
+                v1, v2 = views(batch, idx, loop.step) if views is not None else loop.augment(batch)
+                losses = loop.objective(*loop.layout(v1, v2), loop.g_synth)
+            values = loop.optimise(losses)
+            rate.add(len(idx) * ctx.world_size)
+            if loop.step % spec.cfg.log_every_steps == 0 or loop.step == loop.total:
+                loop.log(values, losses.n_selected, rate.per_second(), on_log)
+            loop.maybe_monitor(monitor, on_log)
+            if progress:
+                progress(loop.step, loop.total)
+            stopping = ctx.any(stop.signum is not None)  # torchrun signals every rank, not at the same instant
+            if loop.step % spec.cfg.checkpoint_every_steps == 0 or loop.step % loop.steps_per_epoch == 0 or stopping:
+                loop.checkpoint()
+            if stopping:
+                raise Interrupted(
+                    f"stopped by signal {stop.signum or 'on another rank'} at step {loop.step}/{loop.total}; checkpoint saved in {spec.ckpt_dir}"
+                )
+    return loop.result()
 
-    method.to(device)
-    if synth is not None:
-        synth.to(device)
-    if cfg.channels_last:  # conv weights NHWC here, the views in the loop; undone before returning
-        _set_memory_format((method, synth), torch.channels_last)
-    method.distribute(ctx)  # each method's multi-process rule (SyncBN, gathers); no-op for one process
-    if synth is not None:
-        synth.distribute(ctx)
-    if cfg.compile:
-        _compile_backbones(method)
-    make_pairs = synth is not None and cfg.nu > 0  # ν = 0 (α-only runs): L_R only, no pair, no L_Cp
-    objective = distributed.data_parallel(Objective(method, synth, pairs=make_pairs), ctx)  # DDP averages gradients, once
-    opt = make_optimizer(cfg, param_groups(method, synth))
-    dtype = amp_dtype(device, cfg.amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    # augmentation: one stream per rank; data order: the same on every rank; the module's draws
-    # (masks, noise, for the global batch): the same on every rank -- one process uses g_aug for both.
-    g_aug = torch.Generator(device=device).manual_seed(distributed.aug_seed(spec.seed, ctx))
-    g_data = torch.Generator().manual_seed(spec.seed + 2)
-    g_synth = torch.Generator(device=device).manual_seed(spec.seed + 1) if ctx.enabled else g_aug
 
-    steps_per_epoch = n // cfg.batch_size  # drop_last: a tiny last batch would wreck BN statistics
-    total = steps_per_epoch * cfg.epochs
-    step, perm, history, resumed_from, pair_images, monitored = 0, None, [], None, None, []
-    state = load_latest_checkpoint(spec)
-    seen = ctx.all_gather_object(None if state is None else state["step"])
-    if len(set(seen)) > 1:
-        raise RuntimeError(f"ranks found different checkpoints in {spec.ckpt_dir} (steps {seen}): it must be one directory shared by all ranks")
-    if state is not None:
-        method.load_state_dict(state["method"])
+class _Rate:
+    """Images per second since the last call of `per_second` (the log's images_per_s)."""
+
+    def __init__(self):
+        self.since, self.images = time.perf_counter(), 0
+
+    def add(self, n: int) -> None:
+        self.images += n
+
+    def per_second(self) -> float:
+        now = time.perf_counter()
+        rate = self.images / max(now - self.since, 1e-9)
+        self.since, self.images = now, 0
+        return rate
+
+
+@dataclass
+class _Loop:
+    """A run's train state -- models, optimiser, generators, position, records -- and its step parts.
+
+    `state_dict` is exactly what a checkpoint holds: everything the next step depends on.
+    """
+
+    spec: RunSpec
+    ctx: distributed.DistContext
+    images: np.ndarray
+    indices: np.ndarray
+    labels: np.ndarray | None
+    backbone: Backbone
+    method: SSLMethod
+    synth: SynthPairs | None
+    objective: nn.Module  # Objective; DistributedDataParallel(Objective) under torchrun
+    pairs: bool  # the module makes pairs (ν > 0)
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    dtype: torch.dtype | None  # autocast's, None = full precision
+    g_aug: torch.Generator  # augmentation: one stream per rank
+    g_data: torch.Generator  # data order: the same on every rank
+    g_synth: torch.Generator  # the module's draws for the global batch: the same on every rank (g_aug in one process)
+    steps_per_epoch: int
+    local_bs: int
+    step: int = 0
+    perm: torch.Tensor | None = None
+    history: list[dict] = field(default_factory=list)
+    monitored: list[dict] = field(default_factory=list)
+    pair_images: tuple | None = None
+    resumed_from: int | None = None
+
+    @classmethod
+    def build(cls, spec, ctx, images, indices, labels, backbone, method, synth) -> _Loop:
+        cfg, device, n = spec.cfg, ctx.device, len(indices)
+        if cfg.batch_size > n:
+            raise ValueError(f"pretrain.batch_size ({cfg.batch_size}) exceeds the {n} training images")
+        method.to(device)
         if synth is not None:
-            synth.load_state_dict(state["synth"])
-        opt.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        _restore_generators(state, ctx, spec.seed, g_aug, g_synth)
-        g_data.set_state(state["g_data"])
-        torch.set_rng_state(state["torch_rng"])
-        step, perm, history = state["step"], state["perm"], state["history"]
-        pair_images = state.get("pair_images")
-        monitored = state.get("monitor", [])
-        resumed_from = step
-        log.info("resumed from step %d of %d (%s)", step, total, spec.ckpt_dir)
+            synth.to(device)
+        if cfg.channels_last:  # conv weights NHWC here, the views in `layout`; undone in `result`
+            _set_memory_format((method, synth), torch.channels_last)
+        method.distribute(ctx)  # each method's multi-process rule (SyncBN, gathers); no-op for one process
+        if synth is not None:
+            synth.distribute(ctx)
+        if cfg.compile:
+            _compile_backbones(method)
+        objective = Objective(method, synth, cfg.alpha, cfg.nu)
+        dtype = amp_dtype(device, cfg.amp)
+        g_aug = torch.Generator(device=device).manual_seed(distributed.aug_seed(spec.seed, ctx))
+        g_data = torch.Generator().manual_seed(spec.seed + 2)
+        g_synth = torch.Generator(device=device).manual_seed(spec.seed + 1) if ctx.enabled else g_aug
+        return cls(
+            spec, ctx, images, indices, labels, backbone, method, synth,
+            distributed.data_parallel(objective, ctx), objective.pairs,  # DDP averages gradients, once
+            make_optimizer(cfg, param_groups(method, synth)), torch.amp.GradScaler(device.type, enabled=dtype == torch.float16), dtype,
+            g_aug, g_data, g_synth, n // cfg.batch_size,  # drop_last: a tiny last batch would wreck BN statistics
+            distributed.local_batch_size(cfg.batch_size, ctx.world_size),
+        )  # fmt: skip
 
-    def snapshot() -> dict:
-        return {
-            "step": step,
-            "perm": perm,
-            "method": method.state_dict(),
-            "synth": synth.state_dict() if synth is not None else None,
-            "optimizer": opt.state_dict(),
-            "scaler": scaler.state_dict(),
-            "g_aug": g_aug.get_state(),
-            "g_aug_ranks": ctx.all_gather_object(g_aug.get_state()),  # collective: every rank calls snapshot()
-            "g_synth": g_synth.get_state(),
-            "world_size": ctx.world_size,
-            "g_data": g_data.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "history": history,
-            "monitor": monitored,
-            # the pairs.png rows: a run resumed from its last checkpoint takes no step but still writes them
-            "pair_images": None if pair_images is None else tuple(t.cpu() for t in pair_images),
-        }
+    @property
+    def total(self) -> int:
+        return self.steps_per_epoch * self.spec.cfg.epochs
 
-    def monitor_due() -> bool:
-        every = cfg.monitor_every_steps
-        return monitor is not None and ctx.is_main and every > 0 and (step % every == 0 or step == total)
+    # -- one step ---------------------------------------------------------------------
+    def next_batch(self) -> tuple[np.ndarray, torch.Tensor]:
+        """This rank's shard of the step's global batch: dataset indices and uint8 images (on the device)."""
+        cfg, ctx, device = self.spec.cfg, self.ctx, self.ctx.device
+        pos = self.step % self.steps_per_epoch
+        if pos == 0:
+            self.perm = torch.randperm(len(self.indices), generator=self.g_data)
+        rows = self.perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size][ctx.rank * self.local_bs : (ctx.rank + 1) * self.local_bs]
+        idx = self.indices[rows.numpy()]
+        batch = host_to_device(torch.from_numpy(np.ascontiguousarray(self.images[idx])), device)
+        self.method.set_indices(host_to_device(torch.from_numpy(np.asarray(idx, dtype=np.int64)), device))  # MoCo: own keys masked
+        if self.method.uses_labels:
+            self.method.set_targets(host_to_device(torch.from_numpy(np.asarray(self.labels[idx], dtype=np.int64)), device))
+        set_lr(self.opt, cfg, self.step, self.total, self.steps_per_epoch)
+        return idx, batch
 
-    def run_monitor() -> None:
-        rec = {"step": step, **{f"val/{k}": v for k, v in monitor(backbone).items()}}
-        objective.train()  # extraction switched the encoder to eval mode
-        monitored.append(rec)
+    def augment(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two SSL views; a method reading one view gets it twice (no second view is drawn)."""
+        cfg = self.spec.cfg
+        v1 = ssl_view(batch, cfg.augment, self.spec.crop_size, self.g_aug)
+        return v1, ssl_view(batch, cfg.augment, self.spec.crop_size, self.g_aug) if self.method.views > 1 else v1
+
+    def layout(self, *views: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The views in the models' memory format (NHWC under pretrain.channels_last)."""
+        if not self.spec.cfg.channels_last:
+            return views
+        return tuple(v.contiguous(memory_format=torch.channels_last) for v in views)
+
+    def optimise(self, losses: StepLosses) -> dict[str, torch.Tensor]:
+        """Check the global batch's losses, then one optimiser step; returns them (mean over ranks)."""
+        if losses.pair_images is not None:
+            self.pair_images = tuple(t[:PAIR_ROWS] for t in losses.pair_images)
+        # the global batch's losses on every rank: logged, and checked together, so that a
+        # non-finite loss on one rank stops all of them at the same step
+        values = [losses.total, *losses.terms.values()]
+        dt = torch.float64 if any(v.dtype == torch.float64 for v in values) else torch.float32
+        reduced = self.ctx.all_reduce_sum(torch.stack([v.detach().to(dt) for v in values])) / self.ctx.world_size
+        out = {"loss": reduced[0], **dict(zip(losses.terms, reduced[1:]))}
+        for name, value in list(out.items())[1:]:
+            if not torch.isfinite(value):
+                raise NonFiniteLossError(
+                    f"{name} is {value.item()} at step {self.step} (epoch {self.step // self.steps_per_epoch}); the last good checkpoint is kept in {self.spec.ckpt_dir}"
+                )
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(losses.total).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.method.after_step(self.step / self.total)  # progress k/K, k = 0..K-1 (BYOL's momentum schedule)
+        self.step += 1
+        return out
+
+    # -- records and state ------------------------------------------------------------
+    def log(self, values: dict[str, torch.Tensor], n_selected: int, images_per_s: float, on_log) -> None:
+        rec = {"step": self.step, "epoch": (self.step - 1) // self.steps_per_epoch, "lr": self.opt.param_groups[0]["lr"]}
+        rec.update({k: v.item() for k, v in values.items()})
+        if self.pairs:
+            rec["n_selected"] = n_selected
+        rec["images_per_s"] = images_per_s
+        self.history.append(rec)
         if on_log:
             on_log(rec)
 
-    if step == 0 and monitor_due():
-        run_monitor()
-    objective.train()
-    t_last, imgs_since = time.perf_counter(), 0
-    with _StopFlag() as stop:
-        while step < total:
-            pos = step % steps_per_epoch
-            if pos == 0:
-                perm = torch.randperm(n, generator=g_data)
-            rows = perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size][ctx.rank * local_bs : (ctx.rank + 1) * local_bs]
-            idx = indices[rows.numpy()]  # this rank's shard of the global batch
-            batch = host_to_device(torch.from_numpy(np.ascontiguousarray(images[idx])), device)
-            method.set_indices(host_to_device(torch.from_numpy(np.asarray(idx, dtype=np.int64)), device))  # MoCo: own keys masked
-            if method.uses_labels:
-                method.set_targets(host_to_device(torch.from_numpy(np.asarray(labels[idx], dtype=np.int64)), device))
-            set_lr(opt, cfg, step, total, steps_per_epoch)
-            with autocast(device, dtype):
-                if spec.views is not None:
-                    v1, v2 = spec.views(batch, idx, step)
-                else:
-                    v1 = ssl_view(batch, cfg.augment, spec.crop_size, g_aug)
-                    v2 = ssl_view(batch, cfg.augment, spec.crop_size, g_aug) if method.views > 1 else v1
-                if cfg.channels_last:
-                    v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
-                out, s = objective(v1, v2, g_synth)
-                terms = {"L_C": out.loss}
-                if spec.fault_nan_at_step is not None and step == spec.fault_nan_at_step:
-                    terms["L_C"] = out.loss * float("nan")
-                total_loss = terms["L_C"]
-                n_sel = 0
-                if s is not None:
-                    terms["L_R"], n_sel = s.recon, s.n_selected
-                    total_loss = total_loss + cfg.alpha * s.recon
-                    if make_pairs:
-                        terms["L_Cp"] = s.pair
-                        total_loss = total_loss + cfg.nu * s.pair
-                    if s.images is not None:
-                        pair_images = tuple(t[:PAIR_ROWS] for t in s.images)
-            # the global batch's losses (mean over ranks), on every rank: logged, and checked together
-            # so that a non-finite loss on one rank stops all of them at the same step
-            values = [total_loss, *terms.values()]
-            dt = torch.float64 if any(v.dtype == torch.float64 for v in values) else torch.float32
-            reduced = ctx.all_reduce_sum(torch.stack([v.detach().to(dt) for v in values])) / ctx.world_size
-            total_value, term_values = reduced[0], dict(zip(terms, reduced[1:]))
-            for name, value in term_values.items():
-                if not torch.isfinite(value):
-                    raise NonFiniteLossError(
-                        f"{name} is {value.item()} at step {step} (epoch {step // steps_per_epoch}); "
-                        f"the last good checkpoint is kept in {spec.ckpt_dir}"
-                    )
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(total_loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            method.after_step(step / total)  # progress k/K, k = 0..K-1 (BYOL's momentum schedule)
-            step += 1
-            imgs_since += len(idx) * ctx.world_size
+    def maybe_monitor(self, monitor, on_log) -> None:
+        every = self.spec.cfg.monitor_every_steps
+        if monitor is None or not self.ctx.is_main or every == 0 or (self.step % every and self.step != self.total):
+            return
+        rec = {"step": self.step, **{f"val/{k}": v for k, v in monitor(self.backbone).items()}}
+        self.objective.train()  # extraction switched the encoder to eval mode
+        self.monitored.append(rec)
+        if on_log:
+            on_log(rec)
 
-            if step % cfg.log_every_steps == 0 or step == total:
-                now = time.perf_counter()
-                rec = {"step": step, "epoch": (step - 1) // steps_per_epoch, "lr": opt.param_groups[0]["lr"], "loss": total_value.item()}
-                rec.update({k: v.item() for k, v in term_values.items()})
-                if make_pairs:
-                    rec["n_selected"] = n_sel
-                rec["images_per_s"] = imgs_since / max(now - t_last, 1e-9)
-                t_last, imgs_since = now, 0
-                history.append(rec)
-                if on_log:
-                    on_log(rec)
-            if monitor_due():
-                run_monitor()
-            if progress:
-                progress(step, total)
-            epoch_end = step % steps_per_epoch == 0
-            stopping = ctx.any(stop.signum is not None)  # torchrun signals every rank, not at the same instant
-            if step % cfg.checkpoint_every_steps == 0 or epoch_end or stopping:
-                snap = snapshot()
-                if ctx.is_main:
-                    save_checkpoint(spec, snap, cfg.keep_checkpoints)
-                ctx.barrier()  # no rank runs ahead of (or resumes from) a checkpoint still being written
-            if stopping:
-                raise Interrupted(f"stopped by signal {stop.signum or 'on another rank'} at step {step}/{total}; checkpoint saved in {spec.ckpt_dir}")
-    if cfg.channels_last:  # encoder.pt holds default-layout tensors whatever the flag (same bytes)
-        _set_memory_format((method, synth), torch.contiguous_format)
-    return TrainResult(backbone.cpu(), method.cpu(), synth.cpu() if synth else None, step, resumed_from, pair_images, history, monitored)
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "perm": self.perm,
+            "method": self.method.state_dict(),
+            "synth": self.synth.state_dict() if self.synth is not None else None,
+            "optimizer": self.opt.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "g_aug": self.g_aug.get_state(),
+            "g_aug_ranks": self.ctx.all_gather_object(self.g_aug.get_state()),  # collective: every rank calls state_dict()
+            "g_synth": self.g_synth.get_state(),
+            "world_size": self.ctx.world_size,
+            "g_data": self.g_data.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "history": self.history,
+            "monitor": self.monitored,
+            # the pairs.png rows: a run resumed from its last checkpoint takes no step but still writes them
+            "pair_images": None if self.pair_images is None else tuple(t.cpu() for t in self.pair_images),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.method.load_state_dict(state["method"])
+        if self.synth is not None:
+            self.synth.load_state_dict(state["synth"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        restore_generators(state, self.ctx, self.spec.seed, self.g_aug, self.g_synth)
+        self.g_data.set_state(state["g_data"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.perm, self.history = state["step"], state["perm"], state["history"]
+        self.pair_images, self.monitored = state.get("pair_images"), state.get("monitor", [])
+
+    def resume(self) -> None:
+        """Continue from the newest checkpoint of this run, if there is one (the same on every rank)."""
+        state = load_latest_checkpoint(self.spec)
+        seen = self.ctx.all_gather_object(None if state is None else state["step"])
+        if len(set(seen)) > 1:
+            raise RuntimeError(
+                f"ranks found different checkpoints in {self.spec.ckpt_dir} (steps {seen}): it must be one directory shared by all ranks"
+            )
+        if state is not None:
+            self.load_state_dict(state)
+            self.resumed_from = self.step
+            log.info("resumed from step %d of %d (%s)", self.step, self.total, self.spec.ckpt_dir)
+
+    def checkpoint(self) -> None:
+        state = self.state_dict()
+        if self.ctx.is_main:
+            save_checkpoint(self.spec, state, self.spec.cfg.keep_checkpoints)
+        self.ctx.barrier()  # no rank runs ahead of (or resumes from) a checkpoint still being written
+
+    def result(self) -> TrainResult:
+        if self.spec.cfg.channels_last:  # encoder.pt holds default-layout tensors whatever the flag (same bytes)
+            _set_memory_format((self.method, self.synth), torch.contiguous_format)
+        synth = self.synth.cpu() if self.synth is not None else None
+        return TrainResult(
+            self.backbone.cpu(), self.method.cpu(), synth, self.step, self.resumed_from, self.pair_images, self.history, self.monitored
+        )
 
 
 def _set_memory_format(modules, fmt: torch.memory_format) -> None:
@@ -448,25 +419,6 @@ def _compile_backbones(method: SSLMethod) -> None:
     for m in method.modules():
         if isinstance(m, Backbone):
             m.compile()
-
-
-def _restore_generators(state: dict, ctx: distributed.DistContext, seed: int, g_aug: torch.Generator, g_synth: torch.Generator) -> None:
-    """Each rank continues its own augmentation stream; with another number of processes that is
-    impossible, so the streams are reseeded (deterministically) and the run is no longer exact."""
-    saved_world = state.get("world_size", 1)
-    if saved_world == ctx.world_size:
-        g_aug.set_state(state["g_aug_ranks"][ctx.rank] if "g_aug_ranks" in state else state["g_aug"])
-        if g_synth is not g_aug:
-            g_synth.set_state(state["g_synth"])
-        return
-    warnings.warn(
-        f"resuming a {saved_world}-process checkpoint with {ctx.world_size} processes: augmentation and module "
-        f"random streams are reseeded, so the result will not equal an uninterrupted run",
-        stacklevel=3,
-    )
-    g_aug.manual_seed(distributed.aug_seed(seed, ctx, salt=1 + state["step"]))
-    if g_synth is not g_aug:
-        g_synth.manual_seed(distributed.aug_seed(seed, distributed.SINGLE, salt=1 + state["step"]))
 
 
 def encoder_artifact(result: TrainResult, spec: RunSpec, extra: dict) -> bytes:
@@ -490,37 +442,7 @@ def encoder_artifact(result: TrainResult, spec: RunSpec, extra: dict) -> bytes:
     return buf.getvalue()
 
 
-__all__ = ["RunSpec", "TrainResult", "pretrain", "encoder_artifact", "NonFiniteLossError", "Interrupted"]
-
-
-# Raised when a method computes something else under the same settings, so that its runs get a new
-# identity and a checkpoint of the old computation is never resumed. mocov2 2: the queue is no
-# longer capped at the training set and stores each key's image index (own images masked).
-# supervised 2: with methods.supervised.views 1 the loop no longer draws a second (unread) view, so
-# the augmentation stream, and the run, differ from before.
-METHOD_REVISION = {"mocov2": 2, "supervised": 2}
-
-
-def run_settings(params, dataset: str, experiment: str) -> dict:
-    """Exactly the settings that determine the trained encoder: its identity for resume and reuse.
-
-    A baseline does not depend on α, ν or the module's settings, a method does not depend on
-    another method's settings, and SGD does not depend on AdamW's beta2, so changing those never
-    invalidates its checkpoints.
-    """
-    exp = params.experiments[experiment]
-    cfg = params.pretrain_for(experiment)
-    d = cfg.model_dump(mode="json")
-    crop = params.datasets[dataset].crop_size
-    if exp.method == "none":
-        return {"method": "none", "backbone": cfg.backbone, "stem": cfg.stem, "pool": cfg.pool, "init": cfg.init, "crop_size": crop}
-    d["methods"] = {exp.method: d["methods"][exp.method]}
-    if not exp.synth:
-        for key in ("alpha", "nu", "synth"):
-            d.pop(key)
-    if cfg.optimizer == "sgd":
-        d.pop("adam_beta2")
-    for key in ("device", "threads", "channels_last", "compile", "checkpoint_every_steps", "keep_checkpoints", "keep_other_runs", "log_every_steps", "monitor_every_steps", "monitor_k", "monitor_bank_per_class"):
-        d.pop(key)  # how to run, not what is computed (layout and compilation change only float rounding)
-    revision = {"revision": METHOD_REVISION[exp.method]} if exp.method in METHOD_REVISION else {}
-    return {"method": exp.method, **revision, "synth": exp.synth, "crop_size": crop, **d}
+__all__ = [
+    "RunSpec", "TrainResult", "pretrain", "encoder_artifact", "NonFiniteLossError", "Interrupted",
+    "load_latest_checkpoint", "run_checkpoint_dir", "save_checkpoint",  # finesyn.checkpoints', here for callers of the loop
+]  # fmt: skip

@@ -29,14 +29,16 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
 
+from finesyn.errors import UserError
 from finesyn.io import atomic_write_json, atomic_write_text, fsync_dir, preallocated_npy
 
 from .sources.base import DatasetIndex
@@ -75,26 +77,29 @@ _RESAMPLE = {
 }
 
 
-class CacheError(ValueError):
+class CacheError(UserError, ValueError):
     """A prepared-dataset directory is missing, unfinished or inconsistent."""
 
 
-class BadImagesError(RuntimeError):
+class BadImagesError(UserError, RuntimeError):
     """Images that could not be decoded (``on_bad_image="fail"``); ``.bad`` = [(path, reason)]."""
 
     def __init__(self, bad: Sequence[tuple[str, str]], out_dir: Path | None = None):
         self.bad = list(bad)
         lines = "\n".join(f"  {p}: {r}" for p, r in self.bad)
-        hint = (f"\nDecoded chunks are kept in {out_dir}; re-run with on_bad_image='skip' to drop these "
-                "images, or replace the files and re-run." if out_dir else "")
+        hint = (
+            f"\nDecoded chunks are kept in {out_dir}; re-run with on_bad_image='skip' to drop these "
+            "images, or replace the files and re-run."
+            if out_dir
+            else ""
+        )
         super().__init__(f"{len(self.bad)} unreadable image(s):\n{lines}{hint}")
 
 
 # --------------------------------------------------------------------------- images
 
 
-def resize_to_square(img: Image.Image, size: int, fit: Fit = "center_crop",
-                     resample: str = "bicubic") -> Image.Image:
+def resize_to_square(img: Image.Image, size: int, fit: Fit = "center_crop", resample: str = "bicubic") -> Image.Image:
     """``center_crop``: resize so the shorter side is ``size`` (the longer one is rounded), then
     take the central ``size``x``size`` crop (offsets floor((w - size) / 2)); ``squash``: resize to
     ``size``x``size`` ignoring the aspect ratio."""
@@ -126,16 +131,16 @@ def to_8bit(im: Image.Image) -> Image.Image:
     if im.mode.startswith("I;16") or im.mode == "I":
         a = np.asarray(im)
         if a.size and (int(a.min()) < 0 or int(a.max()) > 65535):
-            raise ValueError(f"mode {im.mode} pixel values span {int(a.min())}..{int(a.max())}, "
-                             "outside 0..65535: save the image as 8- or 16-bit")
+            raise ValueError(
+                f"mode {im.mode} pixel values span {int(a.min())}..{int(a.max())}, outside 0..65535: save the image as 8- or 16-bit"
+            )
         return Image.fromarray((a.astype(np.uint32) >> 8).astype(np.uint8), mode="L")
     if im.mode == "F":
         raise ValueError("float image (mode F) has no defined 8-bit scale: save it as 8- or 16-bit")
     return im
 
 
-def load_image(path: str | os.PathLike[str], size: int, fit: Fit = "center_crop",
-               resample: str = "bicubic") -> np.ndarray:
+def load_image(path: str | os.PathLike[str], size: int, fit: Fit = "center_crop", resample: str = "bicubic") -> np.ndarray:
     """Decode ``path`` with PIL (fully: truncated files raise), convert to RGB, resize/crop to
     ``size``; returns uint8 ``(size, size, 3)``. EXIF orientation is not applied (as in
     torchvision's loaders)."""
@@ -190,8 +195,7 @@ def _owner_alive(pid: int) -> bool:
         return True
 
 
-def _process_chunk(partial: str, start: int, paths: Sequence[str], size: int, fit: Fit,
-                   resample: str) -> list[tuple[int, str]]:
+def _process_chunk(partial: str, start: int, paths: Sequence[str], size: int, fit: Fit, resample: str) -> list[tuple[int, str]]:
     """Decode ``paths`` into rows ``start..`` of the partial array; flush; return bad rows."""
     buf = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
     bad: list[tuple[int, str]] = []
@@ -202,7 +206,7 @@ def _process_chunk(partial: str, start: int, paths: Sequence[str], size: int, fi
             bad.append((start + j, f"{type(e).__name__}: {e}"))
     mm = np.load(partial, mmap_mode="r+")
     try:
-        mm[start:start + len(paths)] = buf
+        mm[start : start + len(paths)] = buf
         mm.flush()
     finally:
         del mm
@@ -235,8 +239,7 @@ def _invalidate(out: Path, *extra: str) -> None:
         _unlink(out / name)
 
 
-def _manifest_text(ids: Sequence[str], labels: Sequence[int], splits: Sequence[str],
-                   sources: Sequence[str]) -> str:
+def _manifest_text(ids: Sequence[str], labels: Sequence[int], splits: Sequence[str], sources: Sequence[str]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(MANIFEST_COLUMNS)
@@ -264,19 +267,31 @@ def _copy_rows_atomic(dst: Path, src: np.ndarray, rows: np.ndarray | None, block
     fsync_dir(dst.parent)
 
 
-def _meta(*, name: str, kind: str, classes: Sequence[str], image_size: int, splits: Sequence[str],
-          skipped: list[dict[str, str]], params: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def _meta(
+    *,
+    name: str,
+    kind: str,
+    classes: Sequence[str],
+    image_size: int,
+    splits: Sequence[str],
+    skipped: list[dict[str, str]],
+    params: dict[str, Any],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
     bad_keys = [k for k in extra if k in _RESERVED_META]
     if bad_keys:
         raise ValueError(f"meta_extra must not set {bad_keys}: they are computed")
-    meta: dict[str, Any] = {"name": name, "kind": kind, "classes": list(classes),
-                            "image_size": int(image_size),
-                            "counts": {"train": int(sum(s == "train" for s in splits)),
-                                       "test": int(sum(s == "test" for s in splits))},
-                            "skipped": skipped,
-                            # caller's params (e.g. the params.yaml section), then the computed
-                            # ones, which must win (the fingerprint decides reuse/resume)
-                            "params": {**dict(extra.get("params") or {}), **params}}
+    meta: dict[str, Any] = {
+        "name": name,
+        "kind": kind,
+        "classes": list(classes),
+        "image_size": int(image_size),
+        "counts": {"train": int(sum(s == "train" for s in splits)), "test": int(sum(s == "test" for s in splits))},
+        "skipped": skipped,
+        # caller's params (e.g. the params.yaml section), then the computed
+        # ones, which must win (the fingerprint decides reuse/resume)
+        "params": {**dict(extra.get("params") or {}), **params},
+    }
     for k, v in extra.items():
         if k not in ("name", "kind", "params"):
             meta[k] = v
@@ -288,10 +303,16 @@ def _meta(*, name: str, kind: str, classes: Sequence[str], image_size: int, spli
 # --------------------------------------------------------------------------- public writers
 
 
-def write_cache_from_arrays(out_dir: str | os.PathLike[str], images: np.ndarray, labels: Sequence[int],
-                            splits: Sequence[str], ids: Sequence[str], sources: Sequence[str] | None,
-                            classes: Sequence[str], meta_extra: dict[str, Any] | None = None
-                            ) -> "PreparedDataset":
+def write_cache_from_arrays(
+    out_dir: str | os.PathLike[str],
+    images: np.ndarray,
+    labels: Sequence[int],
+    splits: Sequence[str],
+    ids: Sequence[str],
+    sources: Sequence[str] | None,
+    classes: Sequence[str],
+    meta_extra: dict[str, Any] | None = None,
+) -> PreparedDataset:
     """Write an in-memory dataset (e.g. the generated one) as a cache.
 
     ``images`` uint8 ``(N, S, S, 3)``; ``sources`` defaults to ``"generated"`` for every row;
@@ -319,9 +340,16 @@ def write_cache_from_arrays(out_dir: str | os.PathLike[str], images: np.ndarray,
     if labels and not (0 <= min(labels) and max(labels) < len(classes)):
         raise ValueError(f"labels must be in [0, {len(classes)})")
     extra = dict(meta_extra or {})
-    meta = _meta(name=extra.get("name", out.name), kind=extra.get("kind", "generated"),
-                 classes=classes, image_size=images.shape[1], splits=splits, skipped=[],
-                 params={}, extra=extra)
+    meta = _meta(
+        name=extra.get("name", out.name),
+        kind=extra.get("kind", "generated"),
+        classes=classes,
+        image_size=images.shape[1],
+        splits=splits,
+        skipped=[],
+        params={},
+        extra=extra,
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     _invalidate(out, PROGRESS_FILE, PARTIAL_FILE)
@@ -331,8 +359,7 @@ def write_cache_from_arrays(out_dir: str | os.PathLike[str], images: np.ndarray,
     return open_cache(out)
 
 
-def _fingerprint(index: DatasetIndex, sources: list[str], *, image_size: int, fit: str,
-                 resample: str, chunk_size: int) -> str:
+def _fingerprint(index: DatasetIndex, sources: list[str], *, image_size: int, fit: str, resample: str, chunk_size: int) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([FORMAT_VERSION, image_size, fit, resample, chunk_size, len(index.items)]).encode())
     for it, src in zip(index.items, sources):
@@ -366,7 +393,7 @@ def prepare_from_index(
     overwrite: bool = False,
     meta_extra: dict[str, Any] | None = None,
     mp_context: multiprocessing.context.BaseContext | None = None,
-) -> "PreparedDataset":
+) -> PreparedDataset:
     """Decode, resize and store every image of ``index`` as a cache in ``out_dir``.
 
     ``progress(done_images, total_images)`` is called in this process after each chunk has been
@@ -385,6 +412,30 @@ def prepare_from_index(
     path once all chunks are done (the decoded chunks are kept, so re-running with ``"skip"``
     is cheap); ``"skip"`` drops them and records them in ``meta["skipped"]``.
     """
+    image_size, chunk_size, workers = _checked_arguments(index, on_bad_image, fit, resample, image_size, chunk_size, workers)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sources = [index.relative_source(it) for it in index.items]
+    fp = _fingerprint(index, sources, image_size=image_size, fit=fit, resample=resample, chunk_size=chunk_size)
+    root = str(index.root) if index.root else None
+    params = {
+        "image_size": image_size,
+        "fit": fit,
+        "resample": resample,
+        "chunk_size": chunk_size,
+        "on_bad_image": on_bad_image,
+        "root": root,
+        "fingerprint": fp,
+    }
+    reused = _complete_cache(out, fp, on_bad_image, overwrite)
+    if reused is not None:
+        return reused
+    state = _work_state(out, fp, len(index.items), image_size, chunk_size)
+    _decode_chunks(out, index.items, state, image_size, fit, resample, chunk_size, workers, progress, mp_context)
+    return _publish(out, index, sources, state, params, meta_extra)
+
+
+def _checked_arguments(index, on_bad_image, fit, resample, image_size, chunk_size, workers) -> tuple[int, int, int]:
     if on_bad_image not in ("fail", "skip"):
         raise ValueError(f"on_bad_image must be 'fail' or 'skip', got {on_bad_image!r}")
     if fit not in ("center_crop", "squash"):
@@ -393,41 +444,37 @@ def prepare_from_index(
         raise ValueError(f"resample must be one of {sorted(_RESAMPLE)}, got {resample!r}")
     if int(image_size) < 1 or int(chunk_size) < 1 or int(workers) < 1:
         raise ValueError("image_size, chunk_size and workers must be >= 1")
-    image_size, chunk_size, workers = int(image_size), int(chunk_size), int(workers)
-    items = index.items
-    n = len(items)
-    if n == 0:
+    if len(index.items) == 0:
         raise ValueError(f"dataset index {index.name!r} has no images")
+    return int(image_size), int(chunk_size), int(workers)
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    sources = [index.relative_source(it) for it in items]
-    fp = _fingerprint(index, sources, image_size=image_size, fit=fit, resample=resample,
-                      chunk_size=chunk_size)
-    params = {"image_size": image_size, "fit": fit, "resample": resample, "chunk_size": chunk_size,
-              "on_bad_image": on_bad_image, "root": str(index.root) if index.root else None,
-              "fingerprint": fp}
 
-    # ---- an existing complete cache
+def _complete_cache(out: Path, fp: str, on_bad_image: str, overwrite: bool) -> PreparedDataset | None:
+    """The complete cache already in `out` if it was built from the same inputs; None to (re)build."""
     meta_path = out / META_FILE
-    if meta_path.exists():
-        try:
-            old = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            old = {}
-        old = old if isinstance(old, dict) else {}
-        old_params = old.get("params") if isinstance(old.get("params"), dict) else {}
-        if old.get("complete") is True and old_params.get("fingerprint") == fp:
-            skipped_before = old.get("skipped") or []
-            if skipped_before and on_bad_image == "fail":
-                raise BadImagesError([(s.get("source", "?"), s.get("reason", "?")) for s in skipped_before])
-            if not skipped_before or old_params.get("on_bad_image") == on_bad_image:
-                return open_cache(out)
-        if old.get("complete") is True and not overwrite:
-            raise CacheError(f"{out} already holds a complete prepared dataset built from different "
-                             "inputs/parameters; pass overwrite=True or delete the directory")
+    if not meta_path.exists():
+        return None
+    try:
+        old = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = {}
+    old = old if isinstance(old, dict) else {}
+    old_params = old.get("params") if isinstance(old.get("params"), dict) else {}
+    if old.get("complete") is True and old_params.get("fingerprint") == fp:
+        skipped_before = old.get("skipped") or []
+        if skipped_before and on_bad_image == "fail":
+            raise BadImagesError([(s.get("source", "?"), s.get("reason", "?")) for s in skipped_before])
+        if not skipped_before or old_params.get("on_bad_image") == on_bad_image:
+            return open_cache(out)
+    if old.get("complete") is True and not overwrite:
+        raise CacheError(
+            f"{out} already holds a complete prepared dataset built from different inputs/parameters; pass overwrite=True or delete the directory"
+        )
+    return None
 
-    # ---- resume or start over
+
+def _work_state(out: Path, fp: str, n: int, image_size: int, chunk_size: int) -> dict:
+    """The progress record of an unfinished prepare of the same inputs (resume), or a fresh one."""
     partial, final, progress_path = out / PARTIAL_FILE, out / IMAGES_FILE, out / PROGRESS_FILE
     state = None
     if progress_path.exists():
@@ -436,28 +483,38 @@ def prepare_from_index(
         except (OSError, ValueError):
             state = None
     n_chunks = (n + chunk_size - 1) // chunk_size
-    resumable = (isinstance(state, dict) and state.get("fingerprint") == fp and state.get("n") == n
-                 and state.get("chunk_size") == chunk_size
-                 and (partial.exists()
-                      # finished chunks already published as images.npy, then interrupted
-                      or (final.exists() and len(state.get("done", [])) == n_chunks)))
+    resumable = (
+        isinstance(state, dict)
+        and state.get("fingerprint") == fp
+        and state.get("n") == n
+        and state.get("chunk_size") == chunk_size
+        and (
+            partial.exists()
+            # finished chunks already published as images.npy, then interrupted
+            or (final.exists() and len(state.get("done", [])) == n_chunks)
+        )
+    )
     if resumable and partial.exists():
         try:
             shape = np.load(partial, mmap_mode="r").shape
         except Exception:
             shape = None
         resumable = shape == (n, image_size, image_size, 3)
-    if not resumable:
-        # allocate the new work file before touching the old cache: a full disk then changes nothing
-        _unlink(partial)
-        preallocated_npy(partial, (n, image_size, image_size, 3))
-        _invalidate(out, PROGRESS_FILE, IMAGES_FILE, MANIFEST_FILE)
-        state = {"format_version": FORMAT_VERSION, "fingerprint": fp, "n": n, "chunk_size": chunk_size,
-                 "done": [], "bad": {}}
-        atomic_write_json(progress_path, state)
-    else:
+    if resumable:
         _invalidate(out)  # a stale meta.json (e.g. overwrite) must go before anything else
+        return state
+    # allocate the new work file before touching the old cache: a full disk then changes nothing
+    _unlink(partial)
+    preallocated_npy(partial, (n, image_size, image_size, 3))
+    _invalidate(out, PROGRESS_FILE, IMAGES_FILE, MANIFEST_FILE)
+    state = {"format_version": FORMAT_VERSION, "fingerprint": fp, "n": n, "chunk_size": chunk_size, "done": [], "bad": {}}
+    atomic_write_json(progress_path, state)
+    return state
 
+
+def _decode_chunks(out, items, state, image_size, fit, resample, chunk_size, workers, progress, mp_context) -> None:
+    """Decode every chunk not yet done into the work file, recording each in `state` (and on disk) as it lands."""
+    partial, progress_path, n = out / PARTIAL_FILE, out / PROGRESS_FILE, len(items)
     done: set[int] = {int(c) for c in state["done"]}
     bad_by_chunk: dict[str, list[list[Any]]] = {str(k): v for k, v in state["bad"].items()}
 
@@ -473,38 +530,46 @@ def prepare_from_index(
         if progress is not None:
             progress(sum(chunk_len(d) for d in done), n)
 
-    todo = [c for c in range(n_chunks) if c not in done]
-    if todo and partial.exists():
-        args = [(c, (str(partial), c * chunk_size,
-                     [str(it.path) for it in items[c * chunk_size:c * chunk_size + chunk_len(c)]],
-                     image_size, fit, resample)) for c in todo]
-        if workers == 1 or len(todo) == 1:
-            for c, a in args:
-                record(c, _process_chunk(*a))
-        else:
-            ex = ProcessPoolExecutor(max_workers=min(workers, len(todo)),
-                                     mp_context=mp_context or _default_mp_context(),
-                                     initializer=_worker_init, initargs=(os.getpid(),))
-            try:
-                pending = {ex.submit(_process_chunk, *a): c for c, a in args}
-                while pending:
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for f in sorted(finished, key=lambda f: pending[f]):
-                        record(pending.pop(f), f.result())
-            finally:
-                # On interruption: drop queued chunks, let running ones finish (they are
-                # simply not recorded and will be redone on resume).
-                ex.shutdown(wait=True, cancel_futures=True)
+    todo = [c for c in range((n + chunk_size - 1) // chunk_size) if c not in done]
+    if not todo or not partial.exists():
+        return
+    paths = [str(it.path) for it in items]
+    args = [
+        (c, (str(partial), c * chunk_size, paths[c * chunk_size : c * chunk_size + chunk_len(c)], image_size, fit, resample)) for c in todo
+    ]
+    if workers == 1 or len(todo) == 1:
+        for c, a in args:
+            record(c, _process_chunk(*a))
+        return
+    ex = ProcessPoolExecutor(
+        max_workers=min(workers, len(todo)),
+        mp_context=mp_context or _default_mp_context(),
+        initializer=_worker_init,
+        initargs=(os.getpid(),),
+    )
+    try:
+        pending = {ex.submit(_process_chunk, *a): c for c, a in args}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for f in sorted(finished, key=lambda f: pending[f]):
+                record(pending.pop(f), f.result())
+    finally:
+        # On interruption: drop queued chunks, let running ones finish (they are
+        # simply not recorded and will be redone on resume).
+        ex.shutdown(wait=True, cancel_futures=True)
 
-    # ---- all chunks done
-    bad = sorted((int(i), r) for v in bad_by_chunk.values() for i, r in v)
+
+def _publish(out: Path, index: DatasetIndex, sources: list[str], state: dict, params: dict, meta_extra: dict | None) -> PreparedDataset:
+    """All chunks done: drop bad images (or fail), publish images.npy, the manifest and meta.json."""
+    items, image_size, on_bad_image = index.items, params["image_size"], params["on_bad_image"]
+    partial, final, n = out / PARTIAL_FILE, out / IMAGES_FILE, len(index.items)
+    bad = sorted((int(i), r) for v in state["bad"].values() for i, r in v)
     if bad and on_bad_image == "fail":
         raise BadImagesError([(str(items[i].path), r) for i, r in bad], out)
     bad_idx = {i for i, _ in bad}
     keep = np.array([i for i in range(n) if i not in bad_idx], dtype=np.int64)
     if len(keep) == 0:
         raise BadImagesError([(str(items[i].path), r) for i, r in bad], None)
-
     if partial.exists():
         if bad:
             src = np.load(partial, mmap_mode="r")
@@ -516,23 +581,27 @@ def prepare_from_index(
         fsync_dir(out)
     shape = np.load(final, mmap_mode="r").shape
     if shape != (len(keep), image_size, image_size, 3):  # pragma: no cover - defensive
-        raise CacheError(f"{final} has shape {shape}, expected {(len(keep), image_size, image_size, 3)}; "
-                         f"delete {out} and prepare again")
-
+        raise CacheError(f"{final} has shape {shape}, expected {(len(keep), image_size, image_size, 3)}; delete {out} and prepare again")
     kept = [items[i] for i in keep]
-    atomic_write_text(out / MANIFEST_FILE, _manifest_text(
-        [it.id for it in kept], [it.label for it in kept], [it.split for it in kept],
-        [sources[i] for i in keep]))
+    manifest = _manifest_text([it.id for it in kept], [it.label for it in kept], [it.split for it in kept], [sources[i] for i in keep])
+    atomic_write_text(out / MANIFEST_FILE, manifest)
     skipped = [{"source": sources[i], "reason": r} for i, r in bad]
     extra = dict(meta_extra or {})
-    meta = _meta(name=extra.get("name", index.name), kind=extra.get("kind", index.kind),
-                 classes=index.classes, image_size=image_size, splits=[it.split for it in kept],
-                 skipped=skipped, params=params, extra=extra)
+    meta = _meta(
+        name=extra.get("name", index.name),
+        kind=extra.get("kind", index.kind),
+        classes=index.classes,
+        image_size=image_size,
+        splits=[it.split for it in kept],
+        skipped=skipped,
+        params=params,
+        extra=extra,
+    )
     if index.expected_counts is not None:
         meta.setdefault("expected_counts", dict(index.expected_counts))
         meta["complete"] = meta.pop("complete")  # keep "complete" the last key
-    atomic_write_json(meta_path, meta)
-    _unlink(progress_path)
+    atomic_write_json(out / META_FILE, meta)
+    _unlink(out / PROGRESS_FILE)
     fsync_dir(out)
     return open_cache(out)
 
@@ -543,9 +612,9 @@ def prepare_from_index(
 @dataclass
 class PreparedDataset:
     path: Path
-    images: np.ndarray          # uint8 (N, S, S, 3) memmap
-    labels: np.ndarray          # int64 (N,)
-    splits: np.ndarray          # '<U5' (N,): "train" | "test"
+    images: np.ndarray  # uint8 (N, S, S, 3) memmap
+    labels: np.ndarray  # int64 (N,)
+    splits: np.ndarray  # '<U5' (N,): "train" | "test"
     ids: list[str]
     sources: list[str]
     classes: list[str]
@@ -580,16 +649,14 @@ def open_cache(path: str | os.PathLike[str], *, mmap_mode: Literal["r", "c"] = "
         raise err("directory does not exist")
     meta_path = d / META_FILE
     if not meta_path.is_file():
-        hint = (" (an unfinished prepare: run it again to resume)" if (d / PROGRESS_FILE).exists()
-                else "")
+        hint = " (an unfinished prepare: run it again to resume)" if (d / PROGRESS_FILE).exists() else ""
         raise err(f"no {META_FILE}: the cache is unfinished or not a prepared dataset{hint}")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except ValueError as e:
         raise err(f"{META_FILE} is not valid JSON: {e}") from e
     if not isinstance(meta, dict) or meta.get("complete") is not True:
-        raise err(f"{META_FILE} lacks \"complete\": true; the cache is unfinished and must not be used "
-                  "(re-run prepare)")
+        raise err(f'{META_FILE} lacks "complete": true; the cache is unfinished and must not be used (re-run prepare)')
     for key in ("classes", "image_size", "counts"):
         if key not in meta:
             raise err(f"{META_FILE} has no {key!r}")
@@ -618,8 +685,10 @@ def open_cache(path: str | os.PathLike[str], *, mmap_mode: Literal["r", "c"] = "
     counts = meta["counts"]
     n_meta = int(counts.get("train", 0)) + int(counts.get("test", 0))
     if not (len(rows) == n == n_meta):
-        raise err(f"files disagree in length: {IMAGES_FILE} has {n} images, {MANIFEST_FILE} has "
-                  f"{len(rows)} rows, {META_FILE} counts sum to {n_meta}")
+        raise err(
+            f"files disagree in length: {IMAGES_FILE} has {n} images, {MANIFEST_FILE} has "
+            f"{len(rows)} rows, {META_FILE} counts sum to {n_meta}"
+        )
     try:
         index = np.array([int(r[0]) for r in rows], dtype=np.int64)
         labels = np.array([int(r[2]) for r in rows], dtype=np.int64)
@@ -637,6 +706,13 @@ def open_cache(path: str | os.PathLike[str], *, mmap_mode: Literal["r", "c"] = "
     got = {"train": int((splits == "train").sum()), "test": int((splits == "test").sum())}
     if got != {"train": int(counts.get("train", 0)), "test": int(counts.get("test", 0))}:
         raise err(f"{MANIFEST_FILE} split counts {got} disagree with {META_FILE} counts {counts}")
-    return PreparedDataset(path=d, images=images, labels=labels, splits=splits,
-                           ids=[r[1] for r in rows], sources=[r[4] for r in rows],
-                           classes=classes, meta=meta)
+    return PreparedDataset(
+        path=d,
+        images=images,
+        labels=labels,
+        splits=splits,
+        ids=[r[1] for r in rows],
+        sources=[r[4] for r in rows],
+        classes=classes,
+        meta=meta,
+    )

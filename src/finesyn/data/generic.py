@@ -123,8 +123,16 @@ def generate_generic(
         split=np.array(["train" if s == 0 else "test" for s, *_ in items], dtype=str),
         class_names=list(SHAPES[:num_classes]),
         ids=[f"generic-{'train' if s == 0 else 'test'}-{i:06d}" for s, i, _ in items],
-        params={"world": "generic", "num_classes": num_classes, "train_per_class": train_per_class, "test_per_class": test_per_class,
-                "image_size": image_size, "seed": seed, "object_scale": list(object_scale), "background_bank": background_bank},
+        params={
+            "world": "generic",
+            "num_classes": num_classes,
+            "train_per_class": train_per_class,
+            "test_per_class": test_per_class,
+            "image_size": image_size,
+            "seed": seed,
+            "object_scale": list(object_scale),
+            "background_bank": background_bank,
+        },
     )
 
 

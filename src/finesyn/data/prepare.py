@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from finesyn.config import DatasetConfig
 
@@ -20,11 +20,27 @@ def prepare_dataset(name: str, cfg: DatasetConfig, out: Path, progress: Callable
         from finesyn.data.synthetic import generate_synthetic
 
         t0 = time.perf_counter()
-        syn = generate_synthetic(cfg.num_classes, cfg.train_per_class, cfg.test_per_class, cfg.image_size, cfg.seed, object_scale=cfg.object_scale,
-                                 background_bank=cfg.background_bank, slots=cfg.slots, mark_scale=cfg.mark_scale, look_bank=cfg.look_bank)
+        syn = generate_synthetic(
+            cfg.num_classes,
+            cfg.train_per_class,
+            cfg.test_per_class,
+            cfg.image_size,
+            cfg.seed,
+            object_scale=cfg.object_scale,
+            background_bank=cfg.background_bank,
+            slots=cfg.slots,
+            mark_scale=cfg.mark_scale,
+            look_bank=cfg.look_bank,
+        )
         log.info("generated %d images in %.1f s", len(syn.labels), time.perf_counter() - t0)
         return write_cache_from_arrays(
-            out, syn.images, syn.labels, syn.split, syn.ids, None, syn.class_names,
+            out,
+            syn.images,
+            syn.labels,
+            syn.split,
+            syn.ids,
+            None,
+            syn.class_names,
             {"name": name, "kind": "synthetic", "params": settings},
         )
     from finesyn.data.sources import index_dataset
@@ -35,6 +51,12 @@ def prepare_dataset(name: str, cfg: DatasetConfig, out: Path, progress: Callable
     index = index_dataset(cfg.kind, cfg.root, **options)
     log.info("indexed %s at %s: %d images, %d classes", cfg.kind, cfg.root, len(index.items), len(index.classes))
     return prepare_from_index(
-        index, out, image_size=cfg.image_size, fit=cfg.fit, workers=cfg.workers, on_bad_image=cfg.on_bad_image,
-        progress=progress, meta_extra={"name": name, "kind": cfg.kind, "params": settings},
+        index,
+        out,
+        image_size=cfg.image_size,
+        fit=cfg.fit,
+        workers=cfg.workers,
+        on_bad_image=cfg.on_bad_image,
+        progress=progress,
+        meta_extra={"name": name, "kind": cfg.kind, "params": settings},
     )

@@ -193,7 +193,7 @@ def _sd_glyph_unit(name: str, x, y):
     return d
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _glyph_scale(name: str) -> float:
     """Scale that gives the glyph area GLYPH_AREA (area of the unit glyph measured on a grid)."""
     n = 800
@@ -210,9 +210,7 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
     i = int(h * 6.0) % 6
     f = h * 6.0 - math.floor(h * 6.0)
     p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    return np.array(
-        [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i], dtype=np.float32
-    )
+    return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i], dtype=np.float32)
 
 
 def _random_colour(rng: np.random.Generator, s=(0.2, 0.95), v=(0.15, 0.95)) -> np.ndarray:
@@ -237,13 +235,8 @@ def _item_params(
     p: dict = {}
     # background (from its own stream when backgrounds come from a shared bank)
     item_rng, rng = rng, bg_rng if bg_rng is not None else rng
-    w = rng.uniform(0.0, 1.0, len(_OCTAVES)) * np.array([1.0, 0.8, 0.55, 0.35]) ** rng.uniform(
-        0.3, 2.0
-    )
-    p["grids"] = [
-        rng.standard_normal((c, c), dtype=np.float32) * np.float32(w[j])
-        for j, c in enumerate(_OCTAVES)
-    ]
+    w = rng.uniform(0.0, 1.0, len(_OCTAVES)) * np.array([1.0, 0.8, 0.55, 0.35]) ** rng.uniform(0.3, 2.0)
+    p["grids"] = [rng.standard_normal((c, c), dtype=np.float32) * np.float32(w[j]) for j, c in enumerate(_OCTAVES)]
     p["palette"] = np.stack([_random_colour(rng, (0.0, 1.0), (0.05, 1.0)) for _ in range(3)])
     p["stripe_amp"] = rng.uniform(0.0, 0.5) if rng.uniform() < 0.5 else 0.0
     p["stripe_freq"] = rng.uniform(1.5, 7.0)
@@ -276,9 +269,7 @@ def _item_params(
     body = _random_colour(rng)
     p["body"] = body
     p["head"] = np.clip(body * rng.uniform(0.75, 1.25, 3), 0, 1).astype(np.float32)
-    p["wing"] = np.clip(body * rng.uniform(0.55, 1.0) + rng.uniform(-0.1, 0.1, 3), 0, 1).astype(
-        np.float32
-    )
+    p["wing"] = np.clip(body * rng.uniform(0.55, 1.0) + rng.uniform(-0.1, 0.1, 3), 0, 1).astype(np.float32)
     p["beak"] = _hsv_to_rgb(rng.uniform(0.0, 0.17), rng.uniform(0.3, 1.0), rng.uniform(0.3, 1.0))
     p["wing_scale"] = rng.uniform(0.85, 1.15)
     p["tail_spread"] = rng.uniform(0.7, 1.3)
@@ -365,10 +356,7 @@ def _background(ps: list[dict], size: int) -> np.ndarray:
     img += (pal[:, 2] - pal[:, 1]) * t2
     # stripes
     ang = _sc(ps, "stripe_angle")
-    s = 0.5 + 0.5 * np.sin(
-        2 * math.pi * _sc(ps, "stripe_freq") * (xn * np.cos(ang) + yn * np.sin(ang))
-        + _sc(ps, "stripe_phase")
-    )
+    s = 0.5 + 0.5 * np.sin(2 * math.pi * _sc(ps, "stripe_freq") * (xn * np.cos(ang) + yn * np.sin(ang)) + _sc(ps, "stripe_phase"))
     img = _over(img, s * _sc(ps, "stripe_amp"), _col(ps, "stripe_colour"))
     # blobs
     blobs = _stack(ps, "blobs")  # (B, K, 6)

@@ -14,8 +14,14 @@ from finesyn.models.backbone import Backbone
 
 @torch.no_grad()
 def extract_features(
-    backbone: Backbone, images: np.ndarray, indices: np.ndarray, crop_size: int, batch_size: int = 256,
-    device: str = "auto", projector: torch.nn.Module | None = None, channels_last: bool = False,
+    backbone: Backbone,
+    images: np.ndarray,
+    indices: np.ndarray,
+    crop_size: int,
+    batch_size: int = 256,
+    device: str = "auto",
+    projector: torch.nn.Module | None = None,
+    channels_last: bool = False,
 ) -> np.ndarray:
     """float32 (len(indices), d) pooled features h (or projector(h) if a projector is given).
 

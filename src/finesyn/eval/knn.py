@@ -47,7 +47,7 @@ def knn_accuracy(
     index.add(tr)
     correct = dict.fromkeys(ks, 0)
     for s in range(0, len(te), chunk_size):
-        sim, nn = search(index, te[s:s + chunk_size], kmax)
+        sim, nn = search(index, te[s : s + chunk_size], kmax)
         # Shifting by the row max leaves the vote unchanged and avoids overflow for small T.
         w = np.exp((sim.astype(np.float64) - sim[:, :1]) / temperature)
         # Flattened (row, class) bins so one bincount casts all votes of the chunk.
@@ -56,7 +56,7 @@ def knn_accuracy(
             kk = k_eff[k]
             votes = np.bincount(bins[:, :kk].ravel(), w[:, :kk].ravel(), minlength=len(nn) * n_cls)
             pred = classes[votes.reshape(len(nn), n_cls).argmax(1)]
-            correct[k] += int((pred == yte[s:s + chunk_size]).sum())
+            correct[k] += int((pred == yte[s : s + chunk_size]).sum())
     out = {f"top1_k{k}": 100.0 * correct[k] / len(te) for k in ks}
     out.update(
         k_effective={str(k): k_eff[k] for k in ks},

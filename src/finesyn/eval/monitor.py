@@ -70,7 +70,9 @@ class KnnMonitor:
     channels_last: bool = False
 
     def __call__(self, backbone: Backbone) -> dict:
-        feats = [extract_features(backbone, self.images, idx, self.crop_size, device=self.device, channels_last=self.channels_last)
-                 for idx in (self.fit_idx, self.val_idx)]
+        feats = [
+            extract_features(backbone, self.images, idx, self.crop_size, device=self.device, channels_last=self.channels_last)
+            for idx in (self.fit_idx, self.val_idx)
+        ]
         acc = knn_accuracy(feats[0], self.labels[self.fit_idx], feats[1], self.labels[self.val_idx], ks=(self.k,), device=self.device)
         return {f"knn{self.k}_top1": acc[f"top1_k{self.k}"]}

@@ -47,19 +47,17 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> np.n
     return mask
 
 
-def _fit(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, max_iter: int,
-         init=None):
+def _fit(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, max_iter: int, init=None):
     """Minimise mean cross-entropy + (l2/2)||W||^2 (bias unpenalised), full-batch L-BFGS.
 
     Convex, with a unique optimum in W for l2 > 0: ``init`` (warm start) only changes speed.
     """
     if init is None:
-        init = (torch.zeros(x.shape[1], num_classes, dtype=x.dtype),
-                torch.zeros(num_classes, dtype=x.dtype))
+        init = (torch.zeros(x.shape[1], num_classes, dtype=x.dtype), torch.zeros(num_classes, dtype=x.dtype))
     w, b = (t.clone().requires_grad_(True) for t in init)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20,
-                            tolerance_grad=1e-6, tolerance_change=1e-9,
-                            line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [w, b], lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe"
+    )
 
     def closure():
         opt.zero_grad()
@@ -110,8 +108,7 @@ def lbfgs_probe(
 
     small = xtr.shape[0] * xtr.shape[1] * num_classes < SINGLE_THREAD_BELOW
     with _torch_threads(1 if small else torch.get_num_threads()):
-        return _select_and_fit(xtr, ytr, xte, yte, num_classes, l2_grid, val_fraction, seed,
-                               max_iter)
+        return _select_and_fit(xtr, ytr, xte, yte, num_classes, l2_grid, val_fraction, seed, max_iter)
 
 
 def _select_and_fit(xtr, ytr, xte, yte, num_classes, l2_grid, val_fraction, seed, max_iter):

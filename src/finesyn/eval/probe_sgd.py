@@ -54,7 +54,7 @@ class BackboneChangedError(RuntimeError):
         self.changed = list(changed)
         shown = ", ".join(self.changed[:12]) + (f", ... and {len(self.changed) - 12} more" if len(self.changed) > 12 else "")
         bn = any(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in self.changed)
-        hint = (" BN running statistics changed: a BatchNorm layer ran in train mode." if bn else "")
+        hint = " BN running statistics changed: a BatchNorm layer ran in train mode." if bn else ""
         super().__init__(
             f"sanity check failed: the frozen backbone changed during the linear probe "
             f"({len(self.changed)} tensor(s) not bit-identical: {shown}).{hint} "
@@ -118,8 +118,9 @@ def _features(backbone: nn.Module, images: np.ndarray, rows: np.ndarray, crop_si
     return torch.cat(out)
 
 
-def protocol_text(*, lr: float, momentum: float, weight_decay: float, batch_size: int, epochs: int,
-                  milestones: Sequence[int], crop_size: int, report: str) -> str:
+def protocol_text(
+    *, lr: float, momentum: float, weight_decay: float, batch_size: int, epochs: int, milestones: Sequence[int], crop_size: int, report: str
+) -> str:
     return (
         "sgd_paper: Linear (bias, init N(0, 0.01)) on L2-normalised pooled features of the frozen backbone "
         "(requires_grad False, BN in eval mode), cross-entropy; "
@@ -128,6 +129,57 @@ def protocol_text(*, lr: float, momentum: float, weight_decay: float, batch_size
         f"{CROP_SCALE}, ratio (3/4, 4/3)) + flip from the SxS cache, test view centre crop {crop_size}; "
         f"reported: {SELECTION[report]}; backbone state_dict verified bit-identical after training"
     )
+
+
+def _checked_inputs(images, train_rows, train_labels, test_rows, test_labels, num_classes, crop_size, epochs, report):
+    """(train rows, train labels, test rows, test labels) as arrays, or a ValueError saying what is wrong."""
+    if epochs < 1:
+        raise ValueError("epochs must be >= 1")
+    if report not in REPORTS:
+        raise ValueError(f"report must be one of {REPORTS}, got {report!r}")
+    ytr, yte = np.asarray(train_labels, dtype=np.int64), np.asarray(test_labels, dtype=np.int64)
+    train_rows, test_rows = np.asarray(train_rows), np.asarray(test_rows)
+    if len(ytr) != len(train_rows) or len(yte) != len(test_rows):
+        raise ValueError("rows and labels differ in length")
+    if len(ytr) == 0 or len(yte) == 0:
+        raise ValueError("sgd_probe needs at least one training and one test image")
+    for name, y in (("train", ytr), ("test", yte)):
+        if y.size and (y.min() < 0 or y.max() >= num_classes):
+            raise ValueError(f"{name} labels must lie in [0, {num_classes})")
+    if crop_size > images.shape[1] or crop_size > images.shape[2]:
+        raise ValueError(f"crop_size {crop_size} exceeds the cached image size {images.shape[1]}")
+    return train_rows, ytr, test_rows, yte
+
+
+def _linear_head(dim: int, num_classes: int, seed: int, dev) -> nn.Linear:
+    """moco main_lincls' initialisation: weights N(0, 0.01²), bias 0 (seeded)."""
+    head = nn.Linear(dim, num_classes).to(dev)
+    g_init = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(head.weight.shape, generator=g_init) * 0.01)
+        head.bias.zero_()
+    return head
+
+
+def _train_epoch(head, opt, backbone, images, train_rows, ytr_t, perm, batch_size, crop_size, g_aug, dev) -> tuple[float, int]:
+    """One pass over the train images in `perm` order, augmented views of the frozen backbone: (loss sum, correct)."""
+    head.train()
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(perm), batch_size):
+        b = perm[start : start + batch_size]
+        x = torch.from_numpy(np.ascontiguousarray(images[train_rows[b]])).to(dev)
+        y = ytr_t[b].to(dev)
+        with torch.no_grad():
+            x = normalize(random_resized_crop(to_float(x), crop_size, CROP_SCALE, CROP_RATIO, FLIP_P, g_aug))
+            z = F.normalize(backbone(x).float(), dim=1)
+        logits = head(z)
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += float(loss.detach()) * len(b)
+        correct += int((logits.detach().argmax(1) == y).sum())
+    return loss_sum, correct
 
 
 def sgd_probe(
@@ -159,21 +211,9 @@ def sgd_probe(
     and moved to the selected device. Raises :class:`BackboneChangedError` if any tensor of
     its ``state_dict`` is not bit-identical after training.
     """
-    if epochs < 1:
-        raise ValueError("epochs must be >= 1")
-    if report not in REPORTS:
-        raise ValueError(f"report must be one of {REPORTS}, got {report!r}")
-    ytr, yte = np.asarray(train_labels, dtype=np.int64), np.asarray(test_labels, dtype=np.int64)
-    train_rows, test_rows = np.asarray(train_rows), np.asarray(test_rows)
-    if len(ytr) != len(train_rows) or len(yte) != len(test_rows):
-        raise ValueError("rows and labels differ in length")
-    if len(ytr) == 0 or len(yte) == 0:
-        raise ValueError("sgd_probe needs at least one training and one test image")
-    for name, y in (("train", ytr), ("test", yte)):
-        if y.size and (y.min() < 0 or y.max() >= num_classes):
-            raise ValueError(f"{name} labels must lie in [0, {num_classes})")
-    if crop_size > images.shape[1] or crop_size > images.shape[2]:
-        raise ValueError(f"crop_size {crop_size} exceeds the cached image size {images.shape[1]}")
+    train_rows, ytr, test_rows, yte = _checked_inputs(
+        images, train_rows, train_labels, test_rows, test_labels, num_classes, crop_size, epochs, report
+    )
 
     dev = select_device(device)
     backbone = backbone.to(dev).eval()
@@ -182,11 +222,7 @@ def sgd_probe(
     before = snapshot_state(backbone)  # moco main_lincls: sanity_check against the pre-training weights
 
     dim = int(getattr(backbone, "dim", 0)) or _features(backbone, images, train_rows[:1], crop_size, 1, dev).shape[1]
-    head = nn.Linear(dim, num_classes).to(dev)
-    g_init = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        head.weight.copy_(torch.randn(head.weight.shape, generator=g_init) * 0.01)
-        head.bias.zero_()
+    head = _linear_head(dim, num_classes, seed, dev)
     opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     g_aug = torch.Generator(device=dev).manual_seed(seed + 1)
     g_data = torch.Generator().manual_seed(seed + 2)
@@ -201,23 +237,8 @@ def sgd_probe(
         lr_e = lr_at(epoch, lr, milestones)
         for group in opt.param_groups:
             group["lr"] = lr_e
-        head.train()
         perm = torch.randperm(n, generator=g_data).numpy()
-        loss_sum, correct = 0.0, 0
-        for start in range(0, n, batch_size):
-            b = perm[start : start + batch_size]
-            x = torch.from_numpy(np.ascontiguousarray(images[train_rows[b]])).to(dev)
-            y = ytr_t[b].to(dev)
-            with torch.no_grad():
-                x = normalize(random_resized_crop(to_float(x), crop_size, CROP_SCALE, CROP_RATIO, FLIP_P, g_aug))
-                z = F.normalize(backbone(x).float(), dim=1)
-            logits = head(z)
-            loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += float(loss.detach()) * len(b)
-            correct += int((logits.detach().argmax(1) == y).sum())
+        loss_sum, correct = _train_epoch(head, opt, backbone, images, train_rows, ytr_t, perm, batch_size, crop_size, g_aug, dev)
         row = {"epoch": epoch + 1, "lr": lr_e, "train_loss": loss_sum / n, "train_top1": 100.0 * correct / n}
         if not math.isfinite(row["train_loss"]):
             raise FloatingPointError(f"sgd_paper probe: non-finite training loss at epoch {epoch + 1} (lr {lr_e:g})")
@@ -237,17 +258,25 @@ def sgd_probe(
             scores, epoch_reported = _scores(head.eval()(test_z), yte_t, num_classes), epochs
     else:
         epoch_reported, scores = best
+    return _record(scores, n, len(yte), epoch_reported, epochs, report, checked, dev, history, lr=lr, momentum=momentum,
+                   weight_decay=weight_decay, batch_size=batch_size, milestones=milestones, crop_size=crop_size)  # fmt: skip
+
+
+def _record(scores, n_train, n_test, epoch_reported, epochs, report, checked, dev, history, **recipe) -> dict:
+    """probe.json's fields for the sgd_paper protocol."""
     return {
         **scores,
-        "n_train": int(n),
-        "n_test": int(len(yte)),
+        "n_train": int(n_train),
+        "n_test": int(n_test),
         "epoch": int(epoch_reported),
         "epochs": int(epochs),
         "selection": SELECTION[report],
-        "sanity_check": {"passed": True, "tensors_checked": checked,
-                         "rule": "every backbone state_dict tensor (parameters and buffers) bit-identical before and after training"},
+        "sanity_check": {
+            "passed": True,
+            "tensors_checked": checked,
+            "rule": "every backbone state_dict tensor (parameters and buffers) bit-identical before and after training",
+        },
         "device": str(dev),
         "history": history,
-        "protocol": protocol_text(lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size,
-                                  epochs=epochs, milestones=milestones, crop_size=crop_size, report=report),
+        "protocol": protocol_text(**recipe, epochs=epochs, report=report),
     }

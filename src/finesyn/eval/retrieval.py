@@ -140,16 +140,15 @@ def relevant_ranks(sim: np.ndarray, rel: np.ndarray) -> tuple[np.ndarray, np.nda
         rank[sl] += n - hi  # strictly more similar
         for j in np.flatnonzero(hi > lo):  # equal similarity: only lower indices rank above (rare)
             k = start[i] + j
-            rank[k] += np.count_nonzero((sim[i, :c[k]] == v[k]) & ~rel[i, :c[k]])
+            rank[k] += np.count_nonzero((sim[i, : c[k]] == v[k]) & ~rel[i, : c[k]])
     return r, rank
 
 
 def _codes(query_labels, gallery_labels) -> tuple[np.ndarray, np.ndarray]:
     """Integer codes for labels of any dtype, shared by queries and gallery."""
-    _, inv = np.unique(np.concatenate([np.asarray(query_labels), np.asarray(gallery_labels)]),
-                       return_inverse=True)
+    _, inv = np.unique(np.concatenate([np.asarray(query_labels), np.asarray(gallery_labels)]), return_inverse=True)
     inv = inv.astype(np.int32)
-    return inv[: len(query_labels)], inv[len(query_labels):]
+    return inv[: len(query_labels)], inv[len(query_labels) :]
 
 
 def retrieval_metrics(
@@ -178,6 +177,34 @@ def retrieval_metrics(
     GPU_MAX_K on CPU (``device`` in the output says where the ranking ran).
     """
     loo = gallery_feats is None
+    q, g, qy, gy, ks = _checked_inputs(query_feats, query_labels, gallery_feats, gallery_labels, ks, chunk_size, device, engine)
+    n_q, n_g = len(q), len(g)
+    n_rank = n_g - 1 if loo else n_g  # items ranked per query
+    ranking, ran_on = _ranker(engine, device, q, g, qy, gy, loo)
+    step = max(1, min(chunk_size, MAX_CHUNK_ELEMS // n_g))
+    hits, ap_sum, apr_sum, n_eval = _sum_over_chunks(ranking, n_q, step, ks, map_at_r)
+    pct = (lambda v: 100.0 * v / n_eval) if n_eval else (lambda v: float("nan"))
+    out = {"protocol": "test_loo" if loo else "train_gallery"}
+    out.update({f"rank{k}": float(pct(h)) for k, h in zip(ks, hits)})
+    out["mAP"] = float(pct(ap_sum))
+    if map_at_r:
+        out["mAP@R"] = float(pct(apr_sum))
+    out.update(
+        n_queries=n_q,
+        n_gallery=n_rank,
+        n_queries_without_relevant=n_q - n_eval,
+        similarity="cosine",
+        map_definition=MAP_DEFINITION,
+        tie_break=TIE_BREAK,
+        engine=engine,
+        device=ran_on,
+    )
+    return out
+
+
+def _checked_inputs(query_feats, query_labels, gallery_feats, gallery_labels, ks, chunk_size, device, engine):
+    """(normalised queries, gallery, their label codes, sorted ks), or a ValueError saying what is wrong."""
+    loo = gallery_feats is None
     if loo != (gallery_labels is None):
         raise ValueError("gallery_feats and gallery_labels must be given together")
     ks = sorted({int(k) for k in ks})
@@ -196,38 +223,45 @@ def retrieval_metrics(
         raise ValueError("features and labels differ in length")
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"query dim {q.shape[1]} != gallery dim {g.shape[1]}")
-    qy, gy = _codes(query_labels, gallery_labels)
-    n_q, n_g = len(q), len(g)
-    n_rank = n_g - 1 if loo else n_g  # items ranked per query
-    if n_rank < 1:
+    if (len(g) - 1 if loo else len(g)) < 1:
         raise ValueError("retrieval needs at least one gallery item per query")
+    qy, gy = _codes(query_labels, gallery_labels)
+    return q, g, qy, gy, ks
 
-    step = max(1, min(chunk_size, MAX_CHUNK_ELEMS // n_g))
+
+def _ranker(engine: str, device: str, q, g, qy, gy, loo: bool):
+    """(ranking(s, m) -> (row, 1-based rank) of every relevant item of queries s..s+m, where it ran)."""
+    n_g = len(g)
+    n_rank = n_g - 1 if loo else n_g
     if engine == "faiss":
         index = faiss_index(q.shape[1], device if n_g <= GPU_MAX_K else "cpu")
         index.add(g)
-        ran_on = "gpu" if is_gpu_index(index) else "cpu"
 
         def ranking(s: int, m: int) -> tuple[np.ndarray, np.ndarray]:
-            _, ids = search(index, q[s:s + m], n_g)
+            _, ids = search(index, q[s : s + m], n_g)
             if loo:  # drop the query itself, wherever it ranks
                 ids = ids[ids != np.arange(s, s + m)[:, None]].reshape(m, n_rank)
-            r, c = np.nonzero(gy[ids] == qy[s:s + m, None])  # row-major: ranks ascending per row
+            r, c = np.nonzero(gy[ids] == qy[s : s + m, None])  # row-major: ranks ascending per row
             return r, c + 1
-    else:
-        dev = torch_device(device)
-        ran_on = "gpu" if dev.type == "cuda" else "cpu"
-        q_t = torch.from_numpy(q).to(dev)
-        g_t = q_t if loo else torch.from_numpy(g).to(dev)
 
-        def ranking(s: int, m: int) -> tuple[np.ndarray, np.ndarray]:
-            self_ids = np.arange(s, s + m)
-            sim = similarities(q_t[s:s + m], g_t, torch.from_numpy(self_ids).to(dev) if loo else None)
-            rel = gy[None, :] == qy[s:s + m, None]
-            if loo:
-                rel[np.arange(m), self_ids] = False
-            return relevant_ranks(sim, rel)
+        return ranking, "gpu" if is_gpu_index(index) else "cpu"
+    dev = torch_device(device)
+    q_t = torch.from_numpy(q).to(dev)
+    g_t = q_t if loo else torch.from_numpy(g).to(dev)
 
+    def ranking(s: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+        self_ids = np.arange(s, s + m)
+        sim = similarities(q_t[s : s + m], g_t, torch.from_numpy(self_ids).to(dev) if loo else None)
+        rel = gy[None, :] == qy[s : s + m, None]
+        if loo:
+            rel[np.arange(m), self_ids] = False
+        return relevant_ranks(sim, rel)
+
+    return ranking, "gpu" if dev.type == "cuda" else "cpu"
+
+
+def _sum_over_chunks(ranking, n_q: int, step: int, ks: list[int], map_at_r: bool) -> tuple[np.ndarray, float, float, int]:
+    """Rank-k hits, AP sum, AP@R sum and the number of queries with a relevant item, chunk by chunk."""
     hits = np.zeros(len(ks))
     ap_sum = apr_sum = 0.0
     n_eval = 0
@@ -246,21 +280,4 @@ def retrieval_metrics(
             within = np.where(rank <= n_rel[r], prec, 0.0)
             apr_sum += (np.bincount(r, within, minlength=m)[ok] / n_rel[ok]).sum()
         n_eval += int(ok.sum())
-
-    pct = (lambda v: 100.0 * v / n_eval) if n_eval else (lambda v: float("nan"))
-    out = {"protocol": "test_loo" if loo else "train_gallery"}
-    out.update({f"rank{k}": float(pct(h)) for k, h in zip(ks, hits)})
-    out["mAP"] = float(pct(ap_sum))
-    if map_at_r:
-        out["mAP@R"] = float(pct(apr_sum))
-    out.update(
-        n_queries=n_q,
-        n_gallery=n_rank,
-        n_queries_without_relevant=n_q - n_eval,
-        similarity="cosine",
-        map_definition=MAP_DEFINITION,
-        tie_break=TIE_BREAK,
-        engine=engine,
-        device=ran_on,
-    )
-    return out
+    return hits, ap_sum, apr_sum, n_eval

@@ -1,10 +1,16 @@
 """SSL methods, one file each, behind a name -> class registry (solo-learn style).
 
-Adding a method: write one file with a subclass of `SSLMethod` decorated with `@register("name")`,
-and import it below.
+Adding a method: one file here with a subclass of `SSLMethod` decorated with `@register("name")`
+(every module of this package is imported below, so nothing else lists it), and its settings class
+with one line in `config.METHOD_CONFIGS`.
 """
 
+import importlib
+import pkgutil
+
 from finesyn.methods.base import METHODS, SSLMethod, SSLOutput, build_method, register
-from finesyn.methods import byol, mocov2, simclr, simsiam, supervised  # noqa: F401  (registration side effect)
+
+for _module in pkgutil.iter_modules(__path__):  # registration side effect of each method file
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["METHODS", "SSLMethod", "SSLOutput", "build_method", "register"]

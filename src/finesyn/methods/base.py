@@ -10,7 +10,7 @@ from torch import nn
 from finesyn.distributed import SINGLE, DistContext, convert_sync_batchnorm
 from finesyn.models.backbone import Backbone
 
-METHODS: dict[str, type["SSLMethod"]] = {}
+METHODS: dict[str, type[SSLMethod]] = {}
 
 
 def register(name: str):
@@ -53,7 +53,7 @@ class SSLMethod(nn.Module):
         self.backbone = backbone
 
     @classmethod
-    def from_config(cls, backbone: Backbone, cfg, num_train: int, num_classes: int | None = None) -> "SSLMethod":
+    def from_config(cls, backbone: Backbone, cfg, num_train: int, num_classes: int | None = None) -> SSLMethod:
         """Build from `pretrain` settings and the dataset's facts (SSL methods ignore num_classes)."""
         raise NotImplementedError
 
@@ -67,10 +67,6 @@ class SSLMethod(nn.Module):
         self.indices = indices
 
     def ssl_loss(self, x1: torch.Tensor, x2: torch.Tensor, update_state: bool = True) -> SSLOutput:
-        raise NotImplementedError
-
-    def project(self, h: torch.Tensor) -> torch.Tensor:
-        """The projector output for a pooled feature (extract's `feature: projector` option)."""
         raise NotImplementedError
 
     @torch.no_grad()

@@ -44,12 +44,9 @@ class BYOL(SSLMethod):
         self.base_momentum = base_momentum
 
     @classmethod
-    def from_config(cls, backbone, cfg, num_train: int, num_classes: int | None = None) -> "BYOL":
+    def from_config(cls, backbone, cfg, num_train: int, num_classes: int | None = None) -> BYOL:
         m = cfg.methods.byol
         return cls(backbone, m.proj_hidden_dim, m.proj_dim, m.pred_hidden_dim, m.base_momentum)
-
-    def project(self, h):
-        return self.projector(h)
 
     def momentum_at(self, progress: float) -> float:
         return cosine_momentum(self.base_momentum, progress)

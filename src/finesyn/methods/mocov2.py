@@ -6,13 +6,14 @@ import copy
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from finesyn.methods.base import SSLMethod, SSLOutput, register
 from finesyn.models.heads import mlp
 
 
-def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float, exclude: torch.Tensor | None = None) -> torch.Tensor:
+def info_nce(
+    q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float, exclude: torch.Tensor | None = None
+) -> torch.Tensor:
     """-log softmax of the positive logit q·k among [q·k, q·queue] / T; q, k, queue L2-normalised.
 
     `exclude` (n, K) bool: negatives left out of query i's softmax (their logit is -inf).
@@ -52,8 +53,9 @@ class MoCoV2(SSLMethod):
       depends on the number of processes; with one process there is nothing to shuffle.
     """
 
-    def __init__(self, backbone, proj_hidden_dim: int, proj_dim: int, queue_size: int, momentum: float, temperature: float,
-                 shuffle_bn: bool = False):
+    def __init__(
+        self, backbone, proj_hidden_dim: int, proj_dim: int, queue_size: int, momentum: float, temperature: float, shuffle_bn: bool = False
+    ):
         super().__init__(backbone)
         self.shuffle_bn = shuffle_bn
         self.projector_spec = {"dims": [backbone.dim, proj_hidden_dim, proj_dim], "bn": False}
@@ -67,12 +69,9 @@ class MoCoV2(SSLMethod):
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None  # this step's (keys, indices), global batch
 
     @classmethod
-    def from_config(cls, backbone, cfg, num_train: int, num_classes: int | None = None) -> "MoCoV2":
+    def from_config(cls, backbone, cfg, num_train: int, num_classes: int | None = None) -> MoCoV2:
         m = cfg.methods.mocov2
         return cls(backbone, m.proj_hidden_dim, m.proj_dim, m.queue_size, m.momentum, m.temperature, shuffle_bn=m.shuffle_bn)
-
-    def project(self, h):
-        return self.projector(h)
 
     def distribute(self, ctx) -> None:
         if self.shuffle_bn:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -64,12 +64,9 @@ class SimCLR(SSLMethod):
         self.temperature = temperature
 
     @classmethod
-    def from_config(cls, backbone, cfg, num_train: int, num_classes: int | None = None) -> "SimCLR":
+    def from_config(cls, backbone, cfg, num_train: int, num_classes: int | None = None) -> SimCLR:
         m = cfg.methods.simclr
         return cls(backbone, m.proj_hidden_dim, m.proj_dim, m.temperature)
-
-    def project(self, h):
-        return self.projector(h)
 
     def ssl_loss(self, x1, x2, update_state=True) -> SSLOutput:
         # In-batch negatives only: no state, so update_state is unused.

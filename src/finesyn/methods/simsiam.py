@@ -31,7 +31,7 @@ class SimSiam(SSLMethod):
         self.predictor = mlp([proj_dim, pred_hidden_dim, proj_dim])
 
     @classmethod
-    def from_config(cls, backbone, cfg, num_train: int, num_classes: int | None = None) -> "SimSiam":
+    def from_config(cls, backbone, cfg, num_train: int, num_classes: int | None = None) -> SimSiam:
         m = cfg.methods.simsiam
         return cls(backbone, m.proj_dim, m.pred_hidden_dim, m.fix_pred_lr)
 
@@ -39,9 +39,6 @@ class SimSiam(SSLMethod):
         # The paper (Sec. 4.1, and main_simsiam.py's --fix-pred-lr): a decaying predictor lr is worse;
         # the predictor adapts to the latest representation fastest at the base lr.
         return list(self.predictor.parameters()) if self.fix_pred_lr else []
-
-    def project(self, h):
-        return self.projector(h)
 
     def ssl_loss(self, x1, x2, update_state=True) -> SSLOutput:
         h1, h2 = self.backbone(x1), self.backbone(x2)

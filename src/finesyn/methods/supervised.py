@@ -35,7 +35,7 @@ class Supervised(SSLMethod):
         self.targets: torch.Tensor | None = None
 
     @classmethod
-    def from_config(cls, backbone, cfg, num_train: int, num_classes: int | None = None) -> "Supervised":
+    def from_config(cls, backbone, cfg, num_train: int, num_classes: int | None = None) -> Supervised:
         if not num_classes:
             raise ValueError("method 'supervised' needs the dataset's labels (num_classes)")
         sup = cfg.methods.supervised
@@ -43,9 +43,6 @@ class Supervised(SSLMethod):
 
     def set_targets(self, targets: torch.Tensor) -> None:
         self.targets = targets
-
-    def project(self, h):
-        return self.projector(h)
 
     def ssl_loss(self, x1, x2, update_state=True) -> SSLOutput:
         if self.targets is None or len(self.targets) != len(x1):

@@ -99,7 +99,9 @@ class Backbone(nn.Module):
 
     def __init__(self, arch: str = "resnet18", stem: str = "standard", pool: str = "avg"):
         super().__init__()
-        net = {"resnet_small": resnet_small, "convnet": ConvNet, "convnet_narrow": lambda: ConvNet(NARROW_WIDTHS)}.get(arch, lambda: getattr(_models(), arch)(weights=None))()
+        net = {"resnet_small": resnet_small, "convnet": ConvNet, "convnet_narrow": lambda: ConvNet(NARROW_WIDTHS)}.get(
+            arch, lambda: getattr(_models(), arch)(weights=None)
+        )()
         if stem == "small" and arch.startswith("convnet"):
             raise ValueError("stem 'small' is for the ResNets; convnet already keeps full resolution in its first block")
         if stem == "small" and arch == "resnet_small":
@@ -136,7 +138,9 @@ def load_init(backbone: Backbone, init: str) -> None:
         try:  # torch hub's cache first; downloads only where there is internet
             state = weights.get_state_dict(progress=False)
         except Exception as e:  # noqa: BLE001 - no network, proxy, corrupt download: one actionable message
-            raise FileNotFoundError(f"pretrain.init: imagenet: could not load {weights} ({type(e).__name__}). " + IMAGENET_HINT.format(arch=backbone.arch)) from None
+            raise FileNotFoundError(
+                f"pretrain.init: imagenet: could not load {weights} ({type(e).__name__}). " + IMAGENET_HINT.format(arch=backbone.arch)
+            ) from None
         _load_trunk(backbone, state, "ImageNet")
         return
     path = Path(init)

@@ -79,7 +79,7 @@ class SynthPairs(nn.Module):
         self.register_buffer("stats_initialised", torch.zeros((), dtype=torch.bool))
 
     @classmethod
-    def from_config(cls, feature_dim: int, image_size: int, cfg) -> "SynthPairs":
+    def from_config(cls, feature_dim: int, image_size: int, cfg) -> SynthPairs:
         return cls(feature_dim, image_size, cfg)
 
     def distribute(self, ctx: DistContext) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 
-def perturb(h: torch.Tensor, mask: torch.Tensor, kind: str, beta: float, mean: torch.Tensor, std: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def perturb(
+    h: torch.Tensor, mask: torch.Tensor, kind: str, beta: float, mean: torch.Tensor, std: torch.Tensor, g: torch.Generator
+) -> torch.Tensor:
     """h: (n, d); mask: (d,) bool; mean/std: (d,) per-dimension statistics.
 
     gaussian_add:     h + β·σ_j·ε          (the notes' default)

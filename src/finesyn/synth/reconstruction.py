@@ -21,7 +21,9 @@ def _psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reconstruction_psnr(backbone, decoder, images: np.ndarray, eval_idx: np.ndarray, mean_idx: np.ndarray, crop: int, batch_size: int = 256) -> dict:
+def reconstruction_psnr(
+    backbone, decoder, images: np.ndarray, eval_idx: np.ndarray, mean_idx: np.ndarray, crop: int, batch_size: int = 256
+) -> dict:
     """Mean PSNR of g(f(x)) vs x over `eval_idx`, and of the mean eval view of `mean_idx` (the
     training images) vs x; both modules are evaluated in eval mode and restored to their mode."""
     modes = backbone.training, decoder.training
@@ -42,5 +44,10 @@ def reconstruction_psnr(backbone, decoder, images: np.ndarray, eval_idx: np.ndar
     finally:
         backbone.train(modes[0]), decoder.train(modes[1])
     rec_db, base_db = torch.cat(rec).mean().item(), torch.cat(base).mean().item()
-    return {"psnr_db": round(rec_db, 3), "mean_image_psnr_db": round(base_db, 3), "gain_db": round(rec_db - base_db, 3),
-            "images": int(len(eval_idx)), "view": f"eval view ({crop} px centre crop), [0, 1] pixels"}
+    return {
+        "psnr_db": round(rec_db, 3),
+        "mean_image_psnr_db": round(base_db, 3),
+        "gain_db": round(rec_db - base_db, 3),
+        "images": int(len(eval_idx)),
+        "view": f"eval view ({crop} px centre crop), [0, 1] pixels",
+    }

@@ -8,8 +8,9 @@ warning) and ``check_files`` (verify every listed image file exists). ``imagefol
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .base import (
     IMAGE_EXTENSIONS,

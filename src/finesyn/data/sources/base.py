@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
+
+from finesyn.errors import UserError
 
 __all__ = [
     "Split",
@@ -33,12 +36,10 @@ __all__ = [
 
 Split = Literal["train", "test"]
 SPLITS: tuple[str, str] = ("train", "test")
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-)
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 
 
-class DatasetLayoutError(ValueError):
+class DatasetLayoutError(UserError, ValueError):
     """The files on disk do not match the layout the indexer expects.
 
     The message names the offending file or directory, describes the expected layout and
@@ -52,10 +53,10 @@ class DatasetCountWarning(UserWarning):
 
 @dataclass(frozen=True)
 class IndexedImage:
-    path: Path          # absolute path of the image file
-    label: int          # 0-based index into DatasetIndex.classes
-    split: Split        # "train" | "test"
-    id: str             # stable identifier, unique within the dataset
+    path: Path  # absolute path of the image file
+    label: int  # 0-based index into DatasetIndex.classes
+    split: Split  # "train" | "test"
+    id: str  # stable identifier, unique within the dataset
 
 
 @dataclass
@@ -66,7 +67,7 @@ class DatasetIndex:
     # Official {"classes": C, "train": n, "test": n} or None when there is no official split.
     expected_counts: dict[str, int] | None = None
     kind: str = ""
-    root: Path | None = None    # dataset root; manifest sources are relative to it
+    root: Path | None = None  # dataset root; manifest sources are relative to it
 
     def __len__(self) -> int:
         return len(self.items)
@@ -97,16 +98,14 @@ def _layout_msg(problem: str, layout: str, origin: str) -> str:
 
 def require_file(path: Path, layout: str, origin: str, what: str = "annotation file") -> Path:
     if not path.is_file():
-        problem = (f"missing {what}: {path}" if not path.exists()
-                   else f"{what} is not a regular file: {path}")
+        problem = f"missing {what}: {path}" if not path.exists() else f"{what} is not a regular file: {path}"
         raise DatasetLayoutError(_layout_msg(problem, layout, origin))
     return path
 
 
 def require_dir(path: Path, layout: str, origin: str, what: str = "directory") -> Path:
     if not path.is_dir():
-        problem = (f"missing {what}: {path}" if not path.exists()
-                   else f"{what} is not a directory: {path}")
+        problem = f"missing {what}: {path}" if not path.exists() else f"{what} is not a directory: {path}"
         raise DatasetLayoutError(_layout_msg(problem, layout, origin))
     return path
 
@@ -128,8 +127,7 @@ def _fmt_paths(paths: Iterable[object], limit: int = 20) -> str:
     return shown + more
 
 
-def finalize_index(index: DatasetIndex, *, strict: bool, layout: str, origin: str,
-                   check_files: bool = True) -> DatasetIndex:
+def finalize_index(index: DatasetIndex, *, strict: bool, layout: str, origin: str, check_files: bool = True) -> DatasetIndex:
     """Validate an index built by an indexer.
 
     Errors (always): duplicate ids, labels out of range, missing image files, classes without
@@ -147,22 +145,18 @@ def finalize_index(index: DatasetIndex, *, strict: bool, layout: str, origin: st
         raise layout_error(f"duplicate image ids in {index.root}: {dup_ids[:10]}", layout, origin)
     bad_lbl = [it for it in index.items if not 0 <= it.label < n_cls]
     if bad_lbl:
-        raise layout_error(
-            f"{len(bad_lbl)} image(s) have labels outside [0, {n_cls}), e.g. {bad_lbl[0]}",
-            layout, origin)
+        raise layout_error(f"{len(bad_lbl)} image(s) have labels outside [0, {n_cls}), e.g. {bad_lbl[0]}", layout, origin)
     if check_files:
         missing = [it.path for it in index.items if not it.path.is_file()]
         if missing:
             raise layout_error(
-                f"{len(missing)} image file(s) listed in the annotations are missing:\n"
-                + _fmt_paths(missing), layout, origin)
+                f"{len(missing)} image file(s) listed in the annotations are missing:\n" + _fmt_paths(missing), layout, origin
+            )
 
     per_split = {s: Counter(it.label for it in index.items if it.split == s) for s in SPLITS}
-    empty = [index.classes[c] for c in range(n_cls)
-             if per_split["train"][c] == 0 and per_split["test"][c] == 0]
+    empty = [index.classes[c] for c in range(n_cls) if per_split["train"][c] == 0 and per_split["test"][c] == 0]
     if empty:
-        raise layout_error(
-            f"{len(empty)} class(es) have no images in {index.root}: {empty[:20]}", layout, origin)
+        raise layout_error(f"{len(empty)} class(es) have no images in {index.root}: {empty[:20]}", layout, origin)
 
     problems: list[str] = []
     for s in SPLITS:
@@ -179,7 +173,8 @@ def finalize_index(index: DatasetIndex, *, strict: bool, layout: str, origin: st
             problems.append(
                 f"{index.name} at {index.root} differs from the official counts "
                 + ", ".join(f"{k}: found {g}, official {e}" for k, (g, e) in diff.items())
-                + " (incomplete copy, or a different version of the dataset?)")
+                + " (incomplete copy, or a different version of the dataset?)"
+            )
     for p in problems:
         if strict:
             raise layout_error(p, layout, origin)
@@ -200,4 +195,3 @@ def find_root(root: Path, marker: str, wrapper: str) -> Path:
 
 def counts_dict(classes: int, train: int, test: int) -> dict[str, int]:
     return {"classes": classes, "train": train, "test": test}
-

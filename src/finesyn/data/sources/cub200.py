@@ -26,9 +26,11 @@ LAYOUT = """\
     classes.txt                "<class_id> <class_name>"
     images/<class_name>/<file>.jpg
 """
-ORIGIN = ("Caltech-UCSD Birds-200-2011, https://www.vision.caltech.edu/datasets/cub_200_2011/ "
-          "(CUB_200_2011.tgz, also at https://data.caltech.edu/records/65de6-vp158); "
-          "extract it and point the root at CUB_200_2011/")
+ORIGIN = (
+    "Caltech-UCSD Birds-200-2011, https://www.vision.caltech.edu/datasets/cub_200_2011/ "
+    "(CUB_200_2011.tgz, also at https://data.caltech.edu/records/65de6-vp158); "
+    "extract it and point the root at CUB_200_2011/"
+)
 
 
 def _parse_pairs(path: Path) -> dict[str, str]:
@@ -54,15 +56,15 @@ def _int(value: str, path: Path, key: str) -> int:
 def index_cub200(root: str | Path, *, strict: bool = False, check_files: bool = True) -> DatasetIndex:
     root = find_root(Path(root), "images.txt", "CUB_200_2011")
     require_dir(root, LAYOUT, ORIGIN, "dataset root")
-    files = {n: require_file(root / n, LAYOUT, ORIGIN)
-             for n in ("classes.txt", "images.txt", "image_class_labels.txt", "train_test_split.txt")}
+    files = {
+        n: require_file(root / n, LAYOUT, ORIGIN) for n in ("classes.txt", "images.txt", "image_class_labels.txt", "train_test_split.txt")
+    }
     images_dir = require_dir(root / "images", LAYOUT, ORIGIN, "image directory")
 
     cls_rows = _parse_pairs(files["classes.txt"])
     cls_ids = sorted(_int(k, files["classes.txt"], k) for k in cls_rows)
     if cls_ids != list(range(1, len(cls_ids) + 1)):
-        raise layout_error(f"{files['classes.txt']}: class ids must be 1..{len(cls_ids)} without gaps",
-                           LAYOUT, ORIGIN)
+        raise layout_error(f"{files['classes.txt']}: class ids must be 1..{len(cls_ids)} without gaps", LAYOUT, ORIGIN)
     classes = [cls_rows[str(i)] for i in cls_ids]
 
     images = _parse_pairs(files["images.txt"])
@@ -75,20 +77,19 @@ def index_cub200(root: str | Path, *, strict: bool = False, check_files: bool = 
             raise layout_error(
                 f"{files[fname]} does not match images.txt: "
                 f"{len(missing)} image id(s) without an entry (e.g. {missing[:5]}), "
-                f"{len(extra)} unknown id(s) (e.g. {extra[:5]})", LAYOUT, ORIGIN)
+                f"{len(extra)} unknown id(s) (e.g. {extra[:5]})",
+                LAYOUT,
+                ORIGIN,
+            )
 
     items = []
     for key, rel in images.items():
         label = _int(labels[key], files["image_class_labels.txt"], key)
         if not 1 <= label <= len(classes):
-            raise layout_error(f"{files['image_class_labels.txt']}: id {key}: class {label} is not in "
-                               f"1..{len(classes)}", LAYOUT, ORIGIN)
+            raise layout_error(f"{files['image_class_labels.txt']}: id {key}: class {label} is not in 1..{len(classes)}", LAYOUT, ORIGIN)
         flag = is_train[key]
         if flag not in ("0", "1"):
-            raise layout_error(f"{files['train_test_split.txt']}: id {key}: expected 1 or 0, got {flag!r}",
-                               LAYOUT, ORIGIN)
-        items.append(IndexedImage(path=images_dir / rel, label=label - 1,
-                                  split="train" if flag == "1" else "test", id=key))
-    index = DatasetIndex(name=NAME, classes=classes, items=items, expected_counts=dict(EXPECTED),
-                         kind="cub200", root=root)
+            raise layout_error(f"{files['train_test_split.txt']}: id {key}: expected 1 or 0, got {flag!r}", LAYOUT, ORIGIN)
+        items.append(IndexedImage(path=images_dir / rel, label=label - 1, split="train" if flag == "1" else "test", id=key))
+    index = DatasetIndex(name=NAME, classes=classes, items=items, expected_counts=dict(EXPECTED), kind="cub200", root=root)
     return finalize_index(index, strict=strict, layout=LAYOUT, origin=ORIGIN, check_files=check_files)

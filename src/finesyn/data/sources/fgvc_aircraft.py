@@ -33,9 +33,11 @@ LAYOUT = """\
     data/images_variant_test.txt           "<image_name> <variant>"  (3,333 lines)
     data/images/<image_name>.jpg
 """
-ORIGIN = ("FGVC-Aircraft (Maji et al., 2013), "
-          "https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz "
-          "(the layout torchvision.datasets.FGVCAircraft downloads)")
+ORIGIN = (
+    "FGVC-Aircraft (Maji et al., 2013), "
+    "https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz "
+    "(the layout torchvision.datasets.FGVCAircraft downloads)"
+)
 
 
 def index_fgvc_aircraft(root: str | Path, *, strict: bool = False, check_files: bool = True) -> DatasetIndex:
@@ -54,14 +56,10 @@ def index_fgvc_aircraft(root: str | Path, *, strict: bool = False, check_files: 
         for lineno, line in read_lines(path):
             parts = line.split(" ", 1)
             if len(parts) != 2:
-                raise layout_error(f"{path}:{lineno}: expected '<image_name> <variant>', got {line!r}",
-                                   LAYOUT, ORIGIN)
+                raise layout_error(f"{path}:{lineno}: expected '<image_name> <variant>', got {line!r}", LAYOUT, ORIGIN)
             name, variant = parts[0], parts[1].strip()
             if variant not in class_to_idx:
-                raise layout_error(f"{path}:{lineno}: variant {variant!r} is not listed in {variants_path}",
-                                   LAYOUT, ORIGIN)
-            items.append(IndexedImage(path=images_dir / f"{name}.jpg", label=class_to_idx[variant],
-                                      split=split, id=name))
-    index = DatasetIndex(name=NAME, classes=classes, items=items, expected_counts=dict(EXPECTED),
-                         kind="fgvc_aircraft", root=root)
+                raise layout_error(f"{path}:{lineno}: variant {variant!r} is not listed in {variants_path}", LAYOUT, ORIGIN)
+            items.append(IndexedImage(path=images_dir / f"{name}.jpg", label=class_to_idx[variant], split=split, id=name))
+    index = DatasetIndex(name=NAME, classes=classes, items=items, expected_counts=dict(EXPECTED), kind="fgvc_aircraft", root=root)
     return finalize_index(index, strict=strict, layout=LAYOUT, origin=ORIGIN, check_files=check_files)

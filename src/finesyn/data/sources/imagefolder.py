@@ -27,22 +27,27 @@ from .base import (
     require_dir,
 )
 
-LAYOUT = """\
+LAYOUT = (
+    """\
   <root>/train/<class>/<image>  and  <root>/test/<class>/<image>      (pre-split), or
   <root>/<class>/<image>   with split_ratio=<train fraction> and split_seed   (split here)
-  images: """ + ", ".join(sorted(IMAGE_EXTENSIONS)) + "\n"
+  images: """
+    + ", ".join(sorted(IMAGE_EXTENSIONS))
+    + "\n"
+)
 ORIGIN = "any class-per-directory image collection (torchvision ImageFolder convention)"
 
 
 def _class_dirs(parent: Path) -> list[Path]:
-    return sorted((p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                  key=lambda p: p.name)
+    return sorted((p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
 
 
 def _images(class_dir: Path) -> list[Path]:
-    found = [p for p in class_dir.rglob("*")
-             if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-             and not any(part.startswith(".") for part in p.relative_to(class_dir).parts)]
+    found = [
+        p
+        for p in class_dir.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not any(part.startswith(".") for part in p.relative_to(class_dir).parts)
+    ]
     if not found:
         raise layout_error(f"empty class directory (no image files): {class_dir}", LAYOUT, ORIGIN)
     return sorted(found, key=lambda p: p.relative_to(class_dir).as_posix())
@@ -59,9 +64,16 @@ def _split_class(n: int, ratio: float, seed: int, class_name: str) -> list[bool]
     return [i in train for i in range(n)]
 
 
-def index_imagefolder(root: str | Path, *, split_ratio: float | None = None, split_seed: int = 0,
-                      name: str | None = None, expected_counts: dict[str, int] | None = None,
-                      strict: bool = False, check_files: bool = True) -> DatasetIndex:
+def index_imagefolder(
+    root: str | Path,
+    *,
+    split_ratio: float | None = None,
+    split_seed: int = 0,
+    name: str | None = None,
+    expected_counts: dict[str, int] | None = None,
+    strict: bool = False,
+    check_files: bool = True,
+) -> DatasetIndex:
     root = Path(root).expanduser().resolve()
     require_dir(root, LAYOUT, ORIGIN, "dataset root")
     has_train, has_test = (root / "train").is_dir(), (root / "test").is_dir()
@@ -75,32 +87,37 @@ def index_imagefolder(root: str | Path, *, split_ratio: float | None = None, spl
             missing = root / ("test" if has_train else "train")
             raise layout_error(f"pre-split layout with only one split: missing {missing}", LAYOUT, ORIGIN)
         if split_ratio is not None:
-            warnings.warn(f"{root} is already split into train/ and test/; split_ratio={split_ratio} "
-                          "is ignored", UserWarning, stacklevel=2)
+            warnings.warn(f"{root} is already split into train/ and test/; split_ratio={split_ratio} is ignored", UserWarning, stacklevel=2)
         per_split = {s: _class_dirs(root / s) for s in ("train", "test")}
         classes = sorted({d.name for dirs in per_split.values() for d in dirs})
         cidx = {c: i for i, c in enumerate(classes)}
         for split, dirs in per_split.items():
             for d in dirs:
-                items += [IndexedImage(path=p, label=cidx[d.name], split=split, id=rel_id(p))
-                          for p in _images(d)]
+                items += [IndexedImage(path=p, label=cidx[d.name], split=split, id=rel_id(p)) for p in _images(d)]
     else:
         dirs = _class_dirs(root)
         if not dirs:
             raise layout_error(f"no class directories in {root}", LAYOUT, ORIGIN)
         if split_ratio is None:
-            raise layout_error(f"{root} has no train/ and test/ subdirectories; pass split_ratio "
-                               "(fraction of each class used for training) and split_seed to split it",
-                               LAYOUT, ORIGIN)
+            raise layout_error(
+                f"{root} has no train/ and test/ subdirectories; pass split_ratio "
+                "(fraction of each class used for training) and split_seed to split it",
+                LAYOUT,
+                ORIGIN,
+            )
         if not 0.0 < split_ratio < 1.0:
             raise ValueError(f"split_ratio must be in (0, 1), got {split_ratio}")
         classes = [d.name for d in dirs]
         for label, d in enumerate(dirs):
             paths = _images(d)
             flags = _split_class(len(paths), split_ratio, int(split_seed), d.name)
-            items += [IndexedImage(path=p, label=label, split="train" if t else "test", id=rel_id(p))
-                      for p, t in zip(paths, flags)]
-    index = DatasetIndex(name=name or root.name, classes=classes, items=items,
-                         expected_counts=dict(expected_counts) if expected_counts else None,
-                         kind="imagefolder", root=root)
+            items += [IndexedImage(path=p, label=label, split="train" if t else "test", id=rel_id(p)) for p, t in zip(paths, flags)]
+    index = DatasetIndex(
+        name=name or root.name,
+        classes=classes,
+        items=items,
+        expected_counts=dict(expected_counts) if expected_counts else None,
+        kind="imagefolder",
+        root=root,
+    )
     return finalize_index(index, strict=strict, layout=LAYOUT, origin=ORIGIN, check_files=check_files)

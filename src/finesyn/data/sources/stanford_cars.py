@@ -35,19 +35,20 @@ LAYOUT = """\
     cars_train/<fname>.jpg
     cars_test/<fname>.jpg
 """
-ORIGIN = ("Stanford Cars (Krause et al., 3dRR 2013). The original URL "
-          "https://ai.stanford.edu/~jkrause/cars/car_dataset.html is offline; torchvision no longer "
-          "downloads it. Obtain car_devkit.tgz, cars_train.tgz, cars_test.tgz and "
-          "cars_test_annos_withlabels.mat from a mirror (e.g. the Kaggle 'stanford-cars-dataset' "
-          "copies) and arrange them as above (see torchvision.datasets.StanfordCars)")
+ORIGIN = (
+    "Stanford Cars (Krause et al., 3dRR 2013). The original URL "
+    "https://ai.stanford.edu/~jkrause/cars/car_dataset.html is offline; torchvision no longer "
+    "downloads it. Obtain car_devkit.tgz, cars_train.tgz, cars_test.tgz and "
+    "cars_test_annos_withlabels.mat from a mirror (e.g. the Kaggle 'stanford-cars-dataset' "
+    "copies) and arrange them as above (see torchvision.datasets.StanfordCars)"
+)
 
 
 def _loadmat(path: Path) -> dict[str, Any]:
     try:
         import scipy.io as sio
     except ImportError:  # pragma: no cover - scipy is a test/runtime dependency
-        raise RuntimeError("indexing Stanford Cars needs scipy (scipy.io.loadmat reads the .mat "
-                           "annotations): pip install scipy") from None
+        raise RuntimeError("indexing Stanford Cars needs scipy (scipy.io.loadmat reads the .mat annotations): pip install scipy") from None
     try:
         return sio.loadmat(path, squeeze_me=True)
     except Exception as e:  # scipy raises ValueError/TypeError/MatReadError on junk
@@ -57,14 +58,18 @@ def _loadmat(path: Path) -> dict[str, Any]:
 def _annotations(path: Path) -> list[tuple[str, int]]:
     mat = _loadmat(path)
     if "annotations" not in mat:
-        raise layout_error(f"{path} has no 'annotations' variable (found {sorted(k for k in mat if not k.startswith('__'))})",
-                           LAYOUT, ORIGIN)
+        raise layout_error(
+            f"{path} has no 'annotations' variable (found {sorted(k for k in mat if not k.startswith('__'))})", LAYOUT, ORIGIN
+        )
     annos = np.atleast_1d(mat["annotations"])
     names = annos.dtype.names or ()
     for field in ("fname", "class"):
         if field not in names:
-            hint = (" (this looks like the unlabeled devkit/cars_test_annos.mat; the test labels are in "
-                    "cars_test_annos_withlabels.mat)" if field == "class" else "")
+            hint = (
+                " (this looks like the unlabeled devkit/cars_test_annos.mat; the test labels are in cars_test_annos_withlabels.mat)"
+                if field == "class"
+                else ""
+            )
             raise layout_error(f"{path}: annotations have no '{field}' field{hint}", LAYOUT, ORIGIN)
     return [(str(a["fname"]), int(a["class"])) for a in annos]
 
@@ -75,10 +80,14 @@ def index_stanford_cars(root: str | Path, *, strict: bool = False, check_files: 
     devkit = require_dir(root / "devkit", LAYOUT, ORIGIN, "devkit directory")
     meta_path = require_file(devkit / "cars_meta.mat", LAYOUT, ORIGIN)
     sources = {
-        "train": (require_file(devkit / "cars_train_annos.mat", LAYOUT, ORIGIN),
-                  require_dir(root / "cars_train", LAYOUT, ORIGIN, "image directory")),
-        "test": (require_file(root / "cars_test_annos_withlabels.mat", LAYOUT, ORIGIN),
-                 require_dir(root / "cars_test", LAYOUT, ORIGIN, "image directory")),
+        "train": (
+            require_file(devkit / "cars_train_annos.mat", LAYOUT, ORIGIN),
+            require_dir(root / "cars_train", LAYOUT, ORIGIN, "image directory"),
+        ),
+        "test": (
+            require_file(root / "cars_test_annos_withlabels.mat", LAYOUT, ORIGIN),
+            require_dir(root / "cars_test", LAYOUT, ORIGIN, "image directory"),
+        ),
     }
 
     meta = _loadmat(meta_path)
@@ -90,10 +99,9 @@ def index_stanford_cars(root: str | Path, *, strict: bool = False, check_files: 
     for split, (anno_path, img_dir) in sources.items():
         for fname, cls in _annotations(anno_path):
             if not 1 <= cls <= len(classes):
-                raise layout_error(f"{anno_path}: {fname}: class {cls} is not in 1..{len(classes)} "
-                                   f"(classes from {meta_path})", LAYOUT, ORIGIN)
-            items.append(IndexedImage(path=img_dir / fname, label=cls - 1, split=split,
-                                      id=f"{split}/{Path(fname).stem}"))
-    index = DatasetIndex(name=NAME, classes=classes, items=items, expected_counts=dict(EXPECTED),
-                         kind="stanford_cars", root=root)
+                raise layout_error(
+                    f"{anno_path}: {fname}: class {cls} is not in 1..{len(classes)} (classes from {meta_path})", LAYOUT, ORIGIN
+                )
+            items.append(IndexedImage(path=img_dir / fname, label=cls - 1, split=split, id=f"{split}/{Path(fname).stem}"))
+    index = DatasetIndex(name=NAME, classes=classes, items=items, expected_counts=dict(EXPECTED), kind="stanford_cars", root=root)
     return finalize_index(index, strict=strict, layout=LAYOUT, origin=ORIGIN, check_files=check_files)

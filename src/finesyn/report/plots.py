@@ -2,44 +2,30 @@
 
 Every function here takes plain arrays/modules and returns a matplotlib Figure (Agg backend,
 no display needed) or a tensor; `save_png` writes a figure atomically. What to draw from which
-files is decided in `finesyn.report`.
-
-Spatial Grad-CAM induced from an SSL loss (Fig. 3 analogue), the choice made here:
-  * the loss of an image x is L = −mean_k cos(f(x), f(v_k)): the negative cosine similarity
-    between the pooled feature of x (centre crop, as the probes see it) and the pooled features
-    of K views v_k of the same image made with the pretraining augmentation (`pretrain.augment`,
-    fixed seed; no gradient through the views, like a stop-gradient / momentum target);
-  * channel weights w_c = spatial mean of −∂L/∂A_c (the gradient of the similarity, as Grad-CAM
-    explains a score; the same sign as the module's importance h_j·(−∂L_C/∂h_j));
-  * CAM = ReLU(Σ_c w_c A_c), bilinearly upsampled to the input size.
-  A is the last conv block (`Backbone.forward_maps`, layer4) when its maps are at least
-  `min_size` (4) pixels on a side; at low resolution (layer4 is 1×1 for 32-px and 2×2 for 64-px
-  inputs with the standard stem) the deepest block that is that large is used, and the figure
-  says which. The cosine is scale-invariant, so at layer4 Σ_c w_c h_c = 0: the map before the
-  ReLU has zero spatial mean and shows where the features agree with the other views *more than
-  the image's average* — the regions the SSL objective relies on.
+files is decided in `finesyn.report.figures`; the Grad-CAM maps are computed in `finesyn.eval.gradcam`.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from finesyn.io import atomic_write_bytes  # noqa: E402
 
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8, "figure.dpi": 100})
 
-LAYERS = ("layer1", "layer2", "layer3", "layer4")
 # Curves that are not loss terms (or not comparable across runs) are left out of the curve figure.
 CURVE_SKIP = ("lr", "images_per_s")
+
+
 CURVE_ORDER = ("loss", "L_C", "L_R", "L_Cp", "n_selected")
 
 
@@ -116,8 +102,14 @@ def variance_figure(features: np.ndarray, labels: np.ndarray, title: str, class_
     rank_min = int(np.searchsorted(sorted_var, var[j_min]))
     ax_spec.scatter([rank_min, len(var) - 1], [var[j_min], var[j_max]], color=["tab:blue", "tab:red"], zorder=3)
     ax_spec.annotate(f"v_min = dim {j_min}", (rank_min, var[j_min]), textcoords="offset points", xytext=(8, 6), color="tab:blue")
-    ax_spec.annotate(f"v_max = dim {j_max}", (len(var) - 1, var[j_max]), textcoords="offset points", xytext=(-120, -30), color="tab:red",
-                     arrowprops={"arrowstyle": "-", "color": "tab:red"})
+    ax_spec.annotate(
+        f"v_max = dim {j_max}",
+        (len(var) - 1, var[j_max]),
+        textcoords="offset points",
+        xytext=(-120, -30),
+        color="tab:red",
+        arrowprops={"arrowstyle": "-", "color": "tab:red"},
+    )
     ax_spec.set_xlabel("feature dimension (sorted by variance)")
     ax_spec.set_ylabel("variance over test images (log)")
     note = f"\n{s['n_constant']} constant dims shown at 1e-12" if s["n_constant"] else ""
@@ -143,95 +135,19 @@ def variance_figure(features: np.ndarray, labels: np.ndarray, title: str, class_
     ax_top.tick_params(labelbottom=False, labelsize=7)
     ax_right.tick_params(labelleft=False, labelsize=7)
     f = s["fisher"]
-    ax.text(0.02, 0.98, f"Fisher ratio\nalong v_min: {f['v_min']:.2f}\nalong v_max: {f['v_max']:.2f}", transform=ax.transAxes,
-            va="top", ha="left", fontsize=8, bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8, "edgecolor": "0.7"})
+    ax.text(
+        0.02,
+        0.98,
+        f"Fisher ratio\nalong v_min: {f['v_min']:.2f}\nalong v_max: {f['v_max']:.2f}",
+        transform=ax.transAxes,
+        va="top",
+        ha="left",
+        fontsize=8,
+        bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8, "edgecolor": "0.7"},
+    )
     ax_top.set_title("two classes along v_min (x) and v_max (y), per-class density on each axis", fontsize=9)
     fig.suptitle(title, fontsize=12, y=1.02)
     return fig, s
-
-
-# ----------------------------------------------------------------------------- Fig. 3 analogue
-def _maps_at(backbone, x, layer: str):
-    """Feature maps after `layer` (layer4 via Backbone.forward_maps)."""
-    if layer == "layer4":
-        return backbone.forward_maps(x)
-    n = backbone.net
-    a = n.maxpool(n.relu(n.bn1(n.conv1(x))))
-    for name in LAYERS:
-        a = getattr(n, name)(a)
-        if name == layer:
-            return a
-    raise ValueError(f"unknown layer {layer!r}; expected one of {LAYERS}")
-
-
-def _pool_from(backbone, a, layer: str):
-    """The pooled feature h computed from the maps after `layer` (the rest of the trunk + mean pool)."""
-    for name in LAYERS[LAYERS.index(layer) + 1 :]:
-        a = getattr(backbone.net, name)(a)
-    return a.mean(dim=(2, 3))
-
-
-def cam_layer(backbone, input_size: int, min_size: int = 4) -> str:
-    """The deepest residual block whose maps are at least `min_size` on a side for this input size."""
-    import torch
-
-    was_training = backbone.training
-    backbone.eval()
-    try:
-        with torch.no_grad():
-            x = torch.zeros(1, 3, input_size, input_size)
-            n = backbone.net
-            a = n.maxpool(n.relu(n.bn1(n.conv1(x))))
-            sizes = {}
-            for name in LAYERS:
-                a = getattr(n, name)(a)
-                sizes[name] = a.shape[-1]
-    finally:
-        backbone.train(was_training)
-    for name in reversed(LAYERS):
-        if sizes[name] >= min_size:
-            return name
-    return "layer1"
-
-
-def ssl_gradcam(backbone, x, views, layer: str = "layer4"):
-    """Spatial Grad-CAM of `x` (N,3,H,W, normalised) induced from L = −mean_k cos(f(x), f(views[k])).
-
-    `views`: (K,N,3,h,w) other views of the same images (or (N,3,h,w) for K=1). Returns the
-    non-negative CAM upsampled to (N,H,W). The backbone is used in eval mode and not modified.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    was_training = backbone.training
-    backbone.eval()
-    try:
-        if views.dim() == 4:
-            views = views.unsqueeze(0)
-        with torch.no_grad():
-            targets = backbone(views.flatten(0, 1)).view(views.shape[0], views.shape[1], -1)  # (K,N,d), one batch
-        with torch.enable_grad():
-            maps = _maps_at(backbone, x, layer)
-            if not maps.requires_grad:
-                maps.requires_grad_(True)
-            h = _pool_from(backbone, maps, layer)
-            loss = -torch.stack([F.cosine_similarity(h, t, dim=1) for t in targets]).mean(0).sum()
-            (grad,) = torch.autograd.grad(loss, maps)
-        weights = (-grad).mean(dim=(2, 3), keepdim=True)
-        cam = F.relu((weights * maps.detach()).sum(dim=1, keepdim=True))
-        return F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-    finally:
-        backbone.train(was_training)
-
-
-def augmented_views(images_uint8, augment_cfg, size: int, n_views: int, seed: int = 0):
-    """(K,N,3,size,size) views of a uint8 (N,S,S,3) tensor with the pretraining augmentation, fixed seed."""
-    import torch
-
-    from finesyn.data.augment import ssl_view
-
-    g = torch.Generator().manual_seed(seed)
-    return torch.stack([ssl_view(images_uint8, augment_cfg, size, g) for _ in range(n_views)])
 
 
 def gradcam_figure(images: np.ndarray, columns: list[tuple[str, np.ndarray]], title: str):
@@ -292,13 +208,25 @@ def alpha_sweep_figure(panels: list[dict]):
         k = 0
         for s in panel["series"]:
             pts = sorted(s["points"])
-            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3,
-                        color=cmap(k), label=f"{s['method']}: L_C + α·L_R (ν = 0)")
+            ax.errorbar(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                yerr=[p[2] for p in pts],
+                marker="o",
+                capsize=3,
+                color=cmap(k),
+                label=f"{s['method']}: L_C + α·L_R (ν = 0)",
+            )
             k += 1
             for a, m, _, name in pts:
                 ax.annotate(name, (a, m), textcoords="offset points", xytext=(4, 4), fontsize=7, color="0.35")
         for ln in panel["lines"]:
-            ax.axhline(ln["value"], linestyle=ln["style"], color=cmap(k), label=ln["label"] + (f": {ln['value']:.2f} ± {ln['std']:.2f}" if ln.get("std") is not None else f": {ln['value']:.2f}"))
+            ax.axhline(
+                ln["value"],
+                linestyle=ln["style"],
+                color=cmap(k),
+                label=ln["label"] + (f": {ln['value']:.2f} ± {ln['std']:.2f}" if ln.get("std") is not None else f": {ln['value']:.2f}"),
+            )
             if ln.get("std"):
                 ax.axhspan(ln["value"] - ln["std"], ln["value"] + ln["std"], color=cmap(k), alpha=0.07)
             k += 1
@@ -341,8 +269,10 @@ def read_live_curves(live_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]
 def curves_figure(curves: dict[str, dict[int, dict[str, tuple[np.ndarray, np.ndarray]]]], title: str):
     """curves: experiment -> seed -> metric -> (steps, values). One panel per metric (the learning
     monitor's val/ metrics first, then the loss terms), one colour per experiment, one line per seed."""
-    metrics = sorted({m for seeds in curves.values() for c in seeds.values() for m in c if m not in CURVE_SKIP},
-                     key=lambda m: (not m.startswith("val/"), CURVE_ORDER.index(m) if m in CURVE_ORDER else len(CURVE_ORDER), m))
+    metrics = sorted(
+        {m for seeds in curves.values() for c in seeds.values() for m in c if m not in CURVE_SKIP},
+        key=lambda m: (not m.startswith("val/"), CURVE_ORDER.index(m) if m in CURVE_ORDER else len(CURVE_ORDER), m),
+    )
     if not metrics:
         metrics = ["(no curves)"]
     ncol = min(3, len(metrics))
@@ -353,21 +283,25 @@ def curves_figure(curves: dict[str, dict[int, dict[str, tuple[np.ndarray, np.nda
     for k, metric in enumerate(metrics):
         ax = axes.flat[k]
         for i, (exp, seeds) in enumerate(curves.items()):
-            for j, (seed, c) in enumerate(sorted(seeds.items())):
+            for j, (_seed, c) in enumerate(sorted(seeds.items())):
                 if metric not in c:
                     continue
                 steps, values = c[metric]
-                (line,) = ax.plot(steps, values, color=cmap(i % 10), linestyle=("-", "--", ":", "-.")[j % 4], marker="." if len(steps) < 20 else None)
+                (line,) = ax.plot(
+                    steps, values, color=cmap(i % 10), linestyle=("-", "--", ":", "-.")[j % 4], marker="." if len(steps) < 20 else None
+                )
                 handles.setdefault(exp, line)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("training step")
         ax.set_ylabel(metric)
         ax.set_title(metric)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(metrics):]:
+    for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
     if handles:
-        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(5, len(handles)), bbox_to_anchor=(0.5, -0.02), frameon=False)
+        fig.legend(
+            list(handles.values()), list(handles), loc="lower center", ncol=min(5, len(handles)), bbox_to_anchor=(0.5, -0.02), frameon=False
+        )
     fig.suptitle(title + " (line style = seed: solid first, dashed second, ...)", fontsize=11)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig

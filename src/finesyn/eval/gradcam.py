@@ -1,0 +1,103 @@
+"""Spatial Grad-CAM induced from an SSL loss (Fig. 3 analogue), the choice made here:
+* the loss of an image x is L = −mean_k cos(f(x), f(v_k)): the negative cosine similarity
+  between the pooled feature of x (centre crop, as the probes see it) and the pooled features
+  of K views v_k of the same image made with the pretraining augmentation (`pretrain.augment`,
+  fixed seed; no gradient through the views, like a stop-gradient / momentum target);
+* channel weights w_c = spatial mean of −∂L/∂A_c (the gradient of the similarity, as Grad-CAM
+  explains a score; the same sign as the module's importance h_j·(−∂L_C/∂h_j));
+* CAM = ReLU(Σ_c w_c A_c), bilinearly upsampled to the input size.
+A is the last conv block (`Backbone.forward_maps`, layer4) when its maps are at least
+`min_size` (4) pixels on a side; at low resolution (layer4 is 1×1 for 32-px and 2×2 for 64-px
+inputs with the standard stem) the deepest block that is that large is used, and the figure
+says which. The cosine is scale-invariant, so at layer4 Σ_c w_c h_c = 0: the map before the
+ReLU has zero spatial mean and shows where the features agree with the other views *more than
+the image's average* — the regions the SSL objective relies on.
+"""
+
+from __future__ import annotations
+
+LAYERS = ("layer1", "layer2", "layer3", "layer4")
+
+
+# ----------------------------------------------------------------------------- Fig. 3 analogue
+def _maps_at(backbone, x, layer: str):
+    """Feature maps after `layer` (layer4 via Backbone.forward_maps)."""
+    if layer == "layer4":
+        return backbone.forward_maps(x)
+    n = backbone.net
+    a = n.maxpool(n.relu(n.bn1(n.conv1(x))))
+    for name in LAYERS:
+        a = getattr(n, name)(a)
+        if name == layer:
+            return a
+    raise ValueError(f"unknown layer {layer!r}; expected one of {LAYERS}")
+
+
+def _pool_from(backbone, a, layer: str):
+    """The pooled feature h computed from the maps after `layer` (the rest of the trunk + mean pool)."""
+    for name in LAYERS[LAYERS.index(layer) + 1 :]:
+        a = getattr(backbone.net, name)(a)
+    return a.mean(dim=(2, 3))
+
+
+def cam_layer(backbone, input_size: int, min_size: int = 4) -> str:
+    """The deepest residual block whose maps are at least `min_size` on a side for this input size."""
+    import torch
+
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            x = torch.zeros(1, 3, input_size, input_size)
+            n = backbone.net
+            a = n.maxpool(n.relu(n.bn1(n.conv1(x))))
+            sizes = {}
+            for name in LAYERS:
+                a = getattr(n, name)(a)
+                sizes[name] = a.shape[-1]
+    finally:
+        backbone.train(was_training)
+    for name in reversed(LAYERS):
+        if sizes[name] >= min_size:
+            return name
+    return "layer1"
+
+
+def ssl_gradcam(backbone, x, views, layer: str = "layer4"):
+    """Spatial Grad-CAM of `x` (N,3,H,W, normalised) induced from L = −mean_k cos(f(x), f(views[k])).
+
+    `views`: (K,N,3,h,w) other views of the same images (or (N,3,h,w) for K=1). Returns the
+    non-negative CAM upsampled to (N,H,W). The backbone is used in eval mode and not modified.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        if views.dim() == 4:
+            views = views.unsqueeze(0)
+        with torch.no_grad():
+            targets = backbone(views.flatten(0, 1)).view(views.shape[0], views.shape[1], -1)  # (K,N,d), one batch
+        with torch.enable_grad():
+            maps = _maps_at(backbone, x, layer)
+            if not maps.requires_grad:
+                maps.requires_grad_(True)
+            h = _pool_from(backbone, maps, layer)
+            loss = -torch.stack([F.cosine_similarity(h, t, dim=1) for t in targets]).mean(0).sum()
+            (grad,) = torch.autograd.grad(loss, maps)
+        weights = (-grad).mean(dim=(2, 3), keepdim=True)
+        cam = F.relu((weights * maps.detach()).sum(dim=1, keepdim=True))
+        return F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    finally:
+        backbone.train(was_training)
+
+
+def augmented_views(images_uint8, augment_cfg, size: int, n_views: int, seed: int = 0):
+    """(K,N,3,size,size) views of a uint8 (N,S,S,3) tensor with the pretraining augmentation, fixed seed."""
+    import torch
+
+    from finesyn.data.augment import ssl_view
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([ssl_view(images_uint8, augment_cfg, size, g) for _ in range(n_views)])

@@ -1,0 +1,67 @@
+"""The report stage: tables always; figures and index.html when the features, models and data are given."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from finesyn.config import Params
+from finesyn.io import atomic_write_text
+from finesyn.report.figures import build_figures, mirror_curves, reconstruction_lines
+from finesyn.report.html import to_html
+from finesyn.report.references import compare_reference, load_reference_numbers
+from finesyn.report.roles import effective_settings
+from finesyn.report.rows import collect, columns
+from finesyn.report.text import print_table, to_csv, to_markdown
+
+
+def log_drift(params: Params, rows: list[dict], log: logging.Logger) -> None:
+    """Say whether the metrics reproduce the committed ones (exactly, to rounding, or not)."""
+    from finesyn import drift
+
+    files = [Path(f) for row in rows for src in row["sources"] for f in src["files"]]
+    text = drift.note(drift.compare(files, columns(params)))
+    if text:
+        log.info("%s", text)
+
+
+def build_report(
+    params: Params,
+    metrics_root: Path,
+    out: Path,
+    log: logging.Logger,
+    *,
+    features_root: Path | None = None,
+    models_root: Path | None = None,
+    data_root: Path | None = None,
+    resolved: Path | None = None,
+) -> dict:
+    """Tables always; figures and index.html when the features/models/data roots are given."""
+    rows = collect(params, metrics_root)
+    log_drift(params, rows, log)
+    refs = None
+    if params.report.reference_numbers is not None:
+        refs = compare_reference(rows, load_reference_numbers(params.report.reference_numbers, params))
+    recon = reconstruction_lines(params, models_root) if models_root is not None else []
+    md = to_markdown(params, rows, refs)
+    if recon:
+        md += "\n## Fig. 4: does g(h) reconstruct its input?\n\n" + "\n".join(recon) + "\n"
+    atomic_write_text(out / "results.md", md)
+    atomic_write_text(out / "results.csv", to_csv(params, rows))
+    print_table(params, rows)
+    for line in recon:
+        log.info("Fig. 4 %s", line.removeprefix("- "))
+    log.info("wrote %s and %s", out / "results.md", out / "results.csv")
+    result = {"rows": rows, "refs": refs, "figures": []}
+    if features_root is None or models_root is None or data_root is None:
+        return result
+    settings = effective_settings(params, resolved if resolved is not None else out / "params.resolved.json")
+    for d in (out / "figures", out / "curves"):  # declared outputs: exist even when a grid draws nothing
+        d.mkdir(parents=True, exist_ok=True)
+    figs = build_figures(params, rows, out / "figures", log, features_root=features_root, models_root=models_root, data_root=data_root)
+    curves = mirror_curves(params, models_root, out / "curves")
+    log.info("mirrored %d training-curve TSVs to %s (dvc plots show)", len(curves), out / "curves")
+    atomic_write_text(out / "index.html", to_html(params, rows, figs, out, refs, settings))
+    log.info("wrote %s (%d figures)", out / "index.html", sum(f["path"] is not None for f in figs))
+    result["figures"] = figs
+    return result

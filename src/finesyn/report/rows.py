@@ -1,0 +1,189 @@
+"""The results rows: one per dataset x experiment, values per seed from the metrics files; deltas, the module's paired effect and the budget check."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+from finesyn.config import REFERENCE_METHODS, Params
+from finesyn.drift import value_at
+from finesyn.paths import RunPaths
+from finesyn.report.roles import module_pairs
+
+COLUMNS = [  # (header, file, key path)
+    ("linear top-1", "probe.json", ("top1",)),
+    ("linear top-5", "probe.json", ("top5",)),
+    ("Rank-1", "retrieval.json", ("rank1",)),
+    ("Rank-5", "retrieval.json", ("rank5",)),
+    ("mAP", "retrieval.json", ("mAP",)),
+]
+
+
+TOP1 = "linear top-1"
+
+
+def columns(params: Params) -> list[tuple[str, str, tuple[str, ...]]]:
+    return COLUMNS + [(f"kNN-{k}", "retrieval.json", ("knn", f"top1_k{k}")) for k in params.retrieve.knn_ks]
+
+
+def collect(params: Params, metrics_root: Path) -> list[dict]:
+    """One row per (dataset, experiment) of the grid, with per-seed values and their sources."""
+    rows = []
+    for dataset in params.grid.datasets:
+        for experiment in params.grid.experiments:
+            row = {"dataset": dataset, "experiment": experiment, "values": {}, "sources": [], "seeds": []}
+            for seed in params.grid.seeds:
+                d = RunPaths(dataset, experiment, seed).metrics_dir(metrics_root)
+                files = {name: d / name for name in ("probe.json", "retrieval.json")}
+                missing = [str(p) for p in files.values() if not p.is_file()]
+                if missing:
+                    raise FileNotFoundError(f"report: missing metrics {missing} (run the probe/retrieve stages)")
+                loaded = {name: json.loads(p.read_text()) for name, p in files.items()}
+                row["seeds"].append(seed)
+                row["n_test"] = loaded["probe.json"].get("n_test")
+                for header, name, path in columns(params):
+                    v = value_at(loaded[name], path)
+                    if v is not None:
+                        row["values"].setdefault(header, []).append(float(v))
+                row["sources"].append(
+                    {
+                        "seed": seed,
+                        "files": [str(p) for p in files.values()],
+                        "params_hash": {n: loaded[n].get("params_hash") for n in loaded},
+                        "encoder_run_id": loaded["probe.json"].get("encoder_run_id"),
+                        "code_version": loaded["probe.json"].get("code_version"),
+                        "protocol": {n: loaded[n].get("protocol") for n in loaded},
+                    }
+                )
+            rows.append(row)
+    return rows
+
+
+def _fmt(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def chance_level(params: Params, dataset: str) -> float | None:
+    cfg = params.datasets[dataset]
+    return 100.0 / cfg.num_classes if cfg.kind == "synthetic" else None
+
+
+def _protocol_text(params: Params) -> str:
+    n_seeds = len(params.grid.seeds)
+    return (
+        f"Percent; {'mean ± sample std over ' + str(n_seeds) + ' seeds' if n_seeds > 1 else 'one seed'} "
+        f"(seeds {list(params.grid.seeds)}). Linear probe: `{params.probe.protocol}` on L2-normalised frozen features, "
+        f"L2 strength chosen on a validation split of train, final fit on all of train; retrieval: `{params.retrieve.protocol}`, "
+        "cosine similarity, mAP over the full ranking; kNN: cosine, weighted vote. "
+        "Reference rows: `random_init` is the same encoder with no training (SSL that does not beat it has learned nothing); "
+        "`supervised` is the same encoder, views and number of steps trained with the labels (if it does not beat `random_init` either, "
+        "the budget is too short for training to help, and the SSL rows say nothing about SSL)."
+    )
+
+
+def budget_check(params: Params, rows: list[dict], dataset: str) -> str | None:
+    """One sentence on what the two reference rows say about the training (recipe and budget), or None when the
+    grid lacks one of them. Users read tables, not logs: a budget too short for any training to help
+    must be stated next to the numbers, not left to be inferred from them."""
+    refs: dict[str, dict] = {}
+    for r in rows:
+        method = params.experiments[r["experiment"]].method
+        if r["dataset"] == dataset and method in REFERENCE_METHODS and TOP1 in r["values"]:
+            refs.setdefault(method, r)
+    if set(refs) != set(REFERENCE_METHODS) or not refs["supervised"].get("n_test"):
+        return None
+    sup, rnd = refs["supervised"], refs["none"]
+    s, r = (statistics.mean(x["values"][TOP1]) for x in (sup, rnd))
+    n = sup["n_test"]
+    margin = 2 * 100 * math.sqrt((s / 100) * (1 - s / 100) / n + (r / 100) * (1 - r / 100) / n)
+    head = f"Budget check: `{sup['experiment']}` {s:.2f} vs `{rnd['experiment']}` {r:.2f} (linear top-1"
+    if s - r > margin:
+        return (
+            f"{head}; +{s - r:.2f} points, more than two binomial standard errors, {margin:.2f}, on {n} test images): "
+            "this training (its recipe and length) learns on this data, so the SSL rows can be read against both references."
+        )
+    return (
+        f"{head}; the supervised row is not ahead by more than two binomial standard errors, {margin:.2f} points on {n} test images): "
+        "even with the labels, this training (its recipe and length) does not learn on this data, so the SSL rows say nothing about SSL. "
+        "Check the recipe first (this row uses the SSL rows' augmentation, optimiser and schedule), then whether the "
+        "backbone resolves the detail that separates the classes, then the length."
+    )
+
+
+def _row_index(rows: list[dict]) -> dict[tuple[str, str], dict]:
+    return {(r["dataset"], r["experiment"]): r for r in rows}
+
+
+def _cells(row: dict, headers: list[str]) -> list[str]:
+    return [_fmt(row["values"][h]) if h in row["values"] else "–" for h in headers]
+
+
+def _delta_top1(row: dict, ref_row: dict | None) -> str:
+    if ref_row is None or TOP1 not in row["values"] or TOP1 not in ref_row["values"]:
+        return "–"
+    return f"{statistics.mean(row['values'][TOP1]) - statistics.mean(ref_row['values'][TOP1]):+.2f}"
+
+
+def start_row_of(params: Params, experiment: str) -> str | None:
+    """The untrained grid row a trained experiment starts from: method `none` with the same encoder
+    (backbone, stem, pool, init), e.g. random_init, or an `init` row for a pretrained start."""
+    if params.experiments[experiment].method == "none":
+        return None
+    cfg = params.pretrain_for(experiment)
+    key = (cfg.backbone, cfg.stem, cfg.pool, cfg.init)
+    for e in params.grid.experiments:
+        if params.experiments[e].method == "none":
+            c = params.pretrain_for(e)
+            if (c.backbone, c.stem, c.pool, c.init) == key:
+                return e
+    return None
+
+
+def paired_difference(a: list[float], b: list[float]) -> dict:
+    """Mean of the per-seed differences a_s − b_s with its two-sided 95 % Student-t interval
+    (None for one seed: a single pair has no spread to estimate)."""
+    from scipy import stats
+
+    d = [x - y for x, y in zip(a, b)]
+    mean = statistics.mean(d)
+    if len(d) < 2:
+        return {"n": len(d), "mean": mean, "half_width": None}
+    half = float(stats.t.ppf(0.975, len(d) - 1)) * statistics.stdev(d) / math.sqrt(len(d))
+    return {"n": len(d), "mean": mean, "half_width": half}
+
+
+def module_effects(params: Params, rows: list[dict]) -> list[dict]:
+    """For every (baseline, baseline + module) pair and headline metric: the paired difference over seeds."""
+    index = _row_index(rows)
+    out = []
+    for dataset in params.grid.datasets:
+        for base, synth in module_pairs(params):
+            rb, rs = index.get((dataset, base)), index.get((dataset, synth))
+            if rb is None or rs is None or rb["seeds"] != rs["seeds"]:
+                continue
+            headline = [TOP1] + [f"kNN-{k}" for k in params.retrieve.knn_ks]
+            for metric in [h for h in headline if h in rb["values"] and h in rs["values"]]:
+                out.append(
+                    {
+                        "dataset": dataset,
+                        "baseline": base,
+                        "module": synth,
+                        "metric": metric,
+                        **paired_difference(rs["values"][metric], rb["values"][metric]),
+                    }
+                )
+    return out
+
+
+def _fmt_effect(e: dict) -> str:
+    if e["half_width"] is None:
+        return f"{e['mean']:+.2f} (1 seed: no interval)"
+    return f"{e['mean']:+.2f} ± {e['half_width']:.2f} [{e['mean'] - e['half_width']:+.2f}, {e['mean'] + e['half_width']:+.2f}]"

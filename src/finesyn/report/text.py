@@ -1,0 +1,152 @@
+"""The tables as Markdown (reports/results.md), CSV (results.csv) and on the console."""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from pathlib import Path
+
+from finesyn.config import Params
+from finesyn.report.roles import ablations
+from finesyn.report.rows import (
+    _cells,
+    _delta_top1,
+    _fmt_effect,
+    _protocol_text,
+    _row_index,
+    budget_check,
+    chance_level,
+    columns,
+    module_effects,
+    start_row_of,
+)
+
+
+def to_markdown(params: Params, rows: list[dict], refs: list[dict] | None = None) -> str:
+    headers = [h for h, _, _ in columns(params)]
+    index = _row_index(rows)
+    out = ["# Results", "", _protocol_text(params), ""]
+    for dataset in params.grid.datasets:
+        chance = chance_level(params, dataset)
+        out.append(f"## {dataset}" + (f" (chance: {chance:.1f}%)" if chance else ""))
+        out.append("")
+        out.append("| experiment | " + " | ".join(headers) + " | Δ top-1 vs start |")
+        out.append("|---" * (len(headers) + 2) + "|")
+        for row in rows:
+            if row["dataset"] == dataset:
+                start = start_row_of(params, row["experiment"])
+                delta = f"{_delta_top1(row, index.get((dataset, start)))} (vs {start})" if start else "–"
+                out.append(f"| {row['experiment']} | " + " | ".join(_cells(row, headers)) + f" | {delta} |")
+        out.append("")
+        out += [
+            "Δ top-1 vs start: linear top-1 of the row minus that of the untrained row it started from (same encoder and init): "
+            "what the training added.",
+            "",
+        ]
+        check = budget_check(params, rows, dataset)
+        if check:
+            out += [check, ""]
+    effects = module_effects(params, rows)
+    if effects:
+        out += [
+            "## The module's effect",
+            "",
+            "Baseline + module − baseline, per seed, then the mean and its two-sided 95 % Student-t interval over the seeds "
+            "(paired: the same seed's data order and initialisation on both sides).",
+            "",
+            "| dataset | module − baseline | metric | seeds | Δ mean ± 95 % half-width [interval] |",
+            "|---|---|---|---|---|",
+        ]
+        out += [f"| {e['dataset']} | {e['module']} − {e['baseline']} | {e['metric']} | {e['n']} | {_fmt_effect(e)} |" for e in effects]
+        out.append("")
+    abl = ablations(params)
+    if abl:
+        out += [
+            "## Ablations",
+            "",
+            "Experiments that differ from a baseline (same method, no overrides) only by `overrides`; Δ top-1 = theirs − the baseline's.",
+            "",
+        ]
+        for dataset in params.grid.datasets:
+            out.append(f"### {dataset}")
+            out.append("")
+            out.append("| experiment | baseline | overrides | " + " | ".join(headers) + " | Δ top-1 |")
+            out.append("|---" * (len(headers) + 4) + "|")
+            for a in abl:
+                row = index[(dataset, a["experiment"])]
+                ref = index.get((dataset, a["reference"])) if a["reference"] else None
+                out.append(
+                    f"| {a['experiment']} | {a['reference'] or '(not in grid)'} | {a['overrides']} | "
+                    + " | ".join(_cells(row, headers))
+                    + f" | {_delta_top1(row, ref)} |"
+                )
+            out.append("")
+    if refs:
+        out += ["## Reference numbers", "", f"From `{params.report.reference_numbers}`; difference = ours − reference.", ""]
+        out.append("| dataset | experiment | metric | reference | ours | difference |")
+        out.append("|---|---|---|---|---|---|")
+        for c in refs:
+            diff = f"{c['diff']:+.2f}" if c["diff"] is not None else "– (not in the grid)"
+            out.append(f"| {c['dataset']} | {c['experiment']} | {c['metric']} | {c['value']:.2f} | {c['ours_text']} | {diff} |")
+        out.append("")
+    out.append("## Where each number comes from")
+    out.append("")
+    for row in rows:
+        for src in row["sources"]:
+            out.append(
+                f"- {row['dataset']}/{row['experiment']} seed {src['seed']}: "
+                + ", ".join(f"[{Path(f).name}]({Path('..') / f})" for f in src["files"])
+                + f"; encoder run `{src['encoder_run_id']}`, params hashes {src['params_hash']}, code `{src['code_version']}`"
+            )
+    return "\n".join(out) + "\n"
+
+
+def to_csv(params: Params, rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    headers = [h for h, _, _ in columns(params)]
+    w.writerow(["dataset", "experiment", "n_seeds"] + [f"{h} mean" for h in headers] + [f"{h} std" for h in headers] + ["sources"])
+    for row in rows:
+        vals = [row["values"].get(h, []) for h in headers]
+        means = [f"{statistics.mean(v):.4f}" if v else "" for v in vals]
+        stds = [f"{statistics.stdev(v):.4f}" if len(v) > 1 else "" for v in vals]
+        w.writerow(
+            [row["dataset"], row["experiment"], len(row["seeds"])]
+            + means
+            + stds
+            + [";".join(f for s in row["sources"] for f in s["files"])]
+        )
+    return buf.getvalue()
+
+
+def print_table(params: Params, rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    headers = [h for h, _, _ in columns(params)]
+    for dataset in params.grid.datasets:
+        chance = chance_level(params, dataset)
+        t = Table(title=f"{dataset}" + (f" (chance {chance:.1f}%)" if chance else ""))
+        t.add_column("experiment", no_wrap=True)  # names are what users look up: never truncated
+        for h in headers:
+            t.add_column(h, justify="right")
+        t.add_column("Δ top-1 vs start", justify="right")
+        index = _row_index(rows)
+        for row in rows:
+            if row["dataset"] == dataset:
+                start = start_row_of(params, row["experiment"])
+                t.add_row(row["experiment"], *_cells(row, headers), _delta_top1(row, index.get((dataset, start))) if start else "–")
+        console = Console()
+        need = t.__rich_measure__(console, console.options.update(max_width=10_000)).maximum
+        Console(width=max(console.width, need)).print(t)  # wider than the terminal beats truncated numbers
+        check = budget_check(params, rows, dataset)
+        if check:
+            console.print(check, markup=False, highlight=False)
+        for e in module_effects(params, rows):
+            if e["dataset"] == dataset:
+                console.print(
+                    f"{e['module']} − {e['baseline']}, {e['metric']}: {_fmt_effect(e)} ({e['n']} seeds, paired)",
+                    markup=False,
+                    highlight=False,
+                )
