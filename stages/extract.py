@@ -14,7 +14,7 @@ from finesyn.io import output_lock
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
-@app.command()
+@app.command(help=__doc__)
 def main(
     dataset: str = typer.Option(..., help="name under `datasets:`"),
     data: Path = typer.Option(..., help="prepared cache directory"),

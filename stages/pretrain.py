@@ -56,7 +56,7 @@ def pair_grid_png(images, n: int = 8) -> bytes:
     return buf.getvalue()
 
 
-@app.command()
+@app.command(help=__doc__)
 def main(
     dataset: str = typer.Option(..., help="name under `datasets:`"),
     experiment: str = typer.Option(..., help="name under `experiments:`"),

@@ -15,7 +15,7 @@ from finesyn.io import output_lock
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
-@app.command()
+@app.command(help=__doc__)
 def main(
     features: Path | None = typer.Option(None, help="features file from extract (.npz); needed by lbfgs"),
     out: Path = typer.Option(..., help="probe.json to write"),

@@ -16,7 +16,7 @@ from finesyn.io import output_lock
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
-@app.command()
+@app.command(help=__doc__)
 def main(
     metrics: Path = typer.Option(Path("metrics"), help="metrics root (metrics/<dataset>/<experiment>/seed<k>/)"),
     out: Path = typer.Option(Path("reports"), help="report directory"),

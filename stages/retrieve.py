@@ -12,7 +12,7 @@ from finesyn.io import output_lock
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
-@app.command()
+@app.command(help=__doc__)
 def main(
     features: Path = typer.Option(..., help="features file from extract (.npz)"),
     out: Path = typer.Option(..., help="retrieval.json to write"),

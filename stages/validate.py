@@ -16,7 +16,7 @@ from finesyn.io import output_lock
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
-@app.command()
+@app.command(help=__doc__)
 def main(
     params: Path = typer.Option(Path("params.yaml"), help="params file"),
     out: Path = typer.Option(Path("reports/params.resolved.json"), help="resolved settings to write"),
