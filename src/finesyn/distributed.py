@@ -23,7 +23,7 @@ statistic, MoCo queue, module mask and perturbation is then a function of the gl
 alone, so losses and parameter updates agree up to float reduction order. Only the
 augmentation stream differs by design: rank r augments its shard with its own generator
 (`aug_seed`), a single process augments the whole batch with one generator. The test therefore
-replaces augmentation with views that depend only on (sample index, step) (`RunSpec.views`).
+replaces augmentation with views that depend only on (sample index, step) (`pretrain(views=...)`).
 Not covered by the equivalence: `synth.pair_fraction < 1` (each rank pairs the first
 ⌈f·N/W⌉ samples of its own shard, not the first ⌈f·N⌉ of the global batch) and MoCo with
 `shuffle_bn=True` (per-rank BN: the objective depends on W, as in the official MoCo).

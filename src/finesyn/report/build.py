@@ -11,11 +11,11 @@ from finesyn.report.figures import build_figures, mirror_curves, reconstruction_
 from finesyn.report.html import to_html
 from finesyn.report.references import compare_reference, load_reference_numbers
 from finesyn.report.roles import effective_settings
-from finesyn.report.rows import collect, columns
+from finesyn.report.rows import Row, collect, columns
 from finesyn.report.text import print_table, to_csv, to_markdown
 
 
-def log_drift(params: Params, rows: list[dict], log: logging.Logger) -> None:
+def log_drift(params: Params, rows: list[Row], log: logging.Logger) -> None:
     """Say whether the metrics reproduce the committed ones (exactly, to rounding, or not)."""
     from finesyn import drift
 

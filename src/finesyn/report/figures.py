@@ -6,12 +6,13 @@ import html
 import json
 import logging
 from pathlib import Path
+from typing import TypedDict
 
 from finesyn.config import Params
 from finesyn.io import atomic_write_bytes
 from finesyn.paths import RunPaths
 from finesyn.report.roles import baseline_of, first_baseline, makes_pairs, module_pairs, pair_experiments
-from finesyn.report.rows import TOP1, _mean_std, _row_index
+from finesyn.report.rows import TOP1, Row, _mean_std, _row_index
 
 GRADCAM_IMAGES = 6
 
@@ -28,8 +29,15 @@ grid:
   experiments: [random_init, mocov2, mocov2_synth, mocov2_a001_nu0, mocov2_a005_nu0, mocov2_a02_nu0, mocov2_a1_nu0]"""
 
 
-class Figure(dict):
-    """{"id", "section", "title", "caption", "path" (None when not drawn), "sources": [str]}."""
+class Figure(TypedDict):
+    """One figure of the report: where it goes, its caption and the files it was drawn from."""
+
+    id: str
+    section: str  # html.SECTIONS id: fig2 ... fig5, curves
+    title: str
+    caption: str  # HTML
+    path: Path | None  # the PNG; None when there was nothing to draw (the caption says why)
+    sources: list[str]
 
 
 def _seed0(params: Params) -> int:
@@ -221,7 +229,7 @@ def fig_pairs(params: Params, models_root: Path, fig_dir: Path, log: logging.Log
     return figs
 
 
-def fig_alpha(params: Params, rows: list[dict], fig_dir: Path, log: logging.Logger) -> list[Figure]:
+def fig_alpha(params: Params, rows: list[Row], fig_dir: Path, log: logging.Logger) -> list[Figure]:
     from finesyn.report import plots
 
     index = _row_index(rows)
@@ -343,7 +351,7 @@ def mirror_curves(params: Params, models_root: Path, dest: Path) -> list[Path]:
 
 def build_figures(
     params: Params,
-    rows: list[dict],
+    rows: list[Row],
     fig_dir: Path,
     log: logging.Logger,
     *,

@@ -12,7 +12,7 @@ from pathlib import Path
 from finesyn.config import Params
 from finesyn.report.figures import Figure
 from finesyn.report.roles import ablations
-from finesyn.report.rows import _cells, _delta_top1, _protocol_text, _row_index, budget_check, chance_level, columns
+from finesyn.report.rows import Row, _cells, _delta_top1, _protocol_text, _row_index, budget_check, chance_level, columns
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1180px;margin:24px auto;padding:0 16px;color:#222;line-height:1.45}
@@ -81,14 +81,14 @@ SECTIONS = [
 
 
 def to_html(
-    params: Params, rows: list[dict], figs: list[Figure], out: Path, refs: list[dict] | None = None, settings: dict | None = None
+    params: Params, rows: list[Row], figs: list[Figure], out: Path, refs: list[dict] | None = None, settings: dict | None = None
 ) -> str:
     h = _head(params, rows, refs) + _results(params, rows) + _ablations(params, rows) + _references(refs, rows, params)
     h += _figures(figs, out) + _provenance(rows, out, settings) + ["</body></html>"]
     return "\n".join(h) + "\n"
 
 
-def _head(params: Params, rows: list[dict], refs) -> list[str]:
+def _head(params: Params, rows: list[Row], refs) -> list[str]:
     from finesyn.provenance import params_hash
 
     code = sorted({str(s["code_version"]) for r in rows for s in r["sources"]})
@@ -110,7 +110,7 @@ def _head(params: Params, rows: list[dict], refs) -> list[str]:
     ]
 
 
-def _results(params: Params, rows: list[dict]) -> list[str]:
+def _results(params: Params, rows: list[Row]) -> list[str]:
     headers = [h for h, _, _ in columns(params)]
     h = ['<h2 id="results">Results</h2>']
     for dataset in params.grid.datasets:
@@ -125,7 +125,7 @@ def _results(params: Params, rows: list[dict]) -> list[str]:
     return h
 
 
-def _ablations(params: Params, rows: list[dict]) -> list[str]:
+def _ablations(params: Params, rows: list[Row]) -> list[str]:
     headers, index, h = [h for h, _, _ in columns(params)], _row_index(rows), []
     abl = ablations(params)
     if abl:
@@ -156,7 +156,7 @@ def _ablations(params: Params, rows: list[dict]) -> list[str]:
     return h
 
 
-def _references(refs, rows: list[dict], params: Params) -> list[str]:
+def _references(refs, rows: list[Row], params: Params) -> list[str]:
     index, h = _row_index(rows), []
     if refs:
         h.append('<h2 id="reference">Reference numbers</h2>')
@@ -207,7 +207,7 @@ def _figures(figs: list[Figure], out: Path) -> list[str]:
     return h
 
 
-def _provenance(rows: list[dict], out: Path, settings: dict | None) -> list[str]:
+def _provenance(rows: list[Row], out: Path, settings: dict | None) -> list[str]:
     h = []
     h.append('<h2 id="provenance">Provenance</h2>')
     h.append(

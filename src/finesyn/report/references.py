@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from finesyn.config import Params, ParamsError
-from finesyn.report.rows import _fmt, _mean_std, columns
+from finesyn.report.rows import Row, _fmt, _mean_std, columns
 
 
 def _norm(name: str) -> str:
@@ -74,7 +74,7 @@ def load_reference_numbers(path: Path, params: Params) -> list[dict]:
     return out
 
 
-def compare_reference(rows: list[dict], refs: list[dict]) -> list[dict]:
+def compare_reference(rows: list[Row], refs: list[dict]) -> list[dict]:
     """Each reference number with ours (mean ± std over seeds) and ours − reference."""
     index = {(r["dataset"], r["experiment"]): r for r in rows}
     out = []

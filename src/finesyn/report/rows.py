@@ -6,11 +6,35 @@ import json
 import math
 import statistics
 from pathlib import Path
+from typing import TypedDict
 
 from finesyn.config import REFERENCE_METHODS, Params
 from finesyn.drift import value_at
 from finesyn.paths import RunPaths
 from finesyn.report.roles import module_pairs
+
+
+class Source(TypedDict):
+    """Where one seed's numbers of a row come from."""
+
+    seed: int
+    files: list[str]  # its probe.json and retrieval.json
+    params_hash: dict[str, str | None]
+    encoder_run_id: str | None
+    code_version: str | None
+    protocol: dict[str, str | None]
+
+
+class Row(TypedDict, total=False):
+    """One dataset x experiment of the results: each column's values, one per seed, and their sources."""
+
+    dataset: str
+    experiment: str
+    values: dict[str, list[float]]  # column header -> per-seed values (a column a metrics file lacks is absent)
+    sources: list[Source]
+    seeds: list[int]
+    n_test: int | None
+
 
 COLUMNS = [  # (header, file, key path)
     ("linear top-1", "probe.json", ("top1",)),
@@ -28,12 +52,12 @@ def columns(params: Params) -> list[tuple[str, str, tuple[str, ...]]]:
     return COLUMNS + [(f"kNN-{k}", "retrieval.json", ("knn", f"top1_k{k}")) for k in params.retrieve.knn_ks]
 
 
-def collect(params: Params, metrics_root: Path) -> list[dict]:
+def collect(params: Params, metrics_root: Path) -> list[Row]:
     """One row per (dataset, experiment) of the grid, with per-seed values and their sources."""
     rows = []
     for dataset in params.grid.datasets:
         for experiment in params.grid.experiments:
-            row = {"dataset": dataset, "experiment": experiment, "values": {}, "sources": [], "seeds": []}
+            row = Row(dataset=dataset, experiment=experiment, values={}, sources=[], seeds=[])
             for seed in params.grid.seeds:
                 d = RunPaths(dataset, experiment, seed).metrics_dir(metrics_root)
                 files = {name: d / name for name in ("probe.json", "retrieval.json")}
@@ -48,14 +72,14 @@ def collect(params: Params, metrics_root: Path) -> list[dict]:
                     if v is not None:
                         row["values"].setdefault(header, []).append(float(v))
                 row["sources"].append(
-                    {
-                        "seed": seed,
-                        "files": [str(p) for p in files.values()],
-                        "params_hash": {n: loaded[n].get("params_hash") for n in loaded},
-                        "encoder_run_id": loaded["probe.json"].get("encoder_run_id"),
-                        "code_version": loaded["probe.json"].get("code_version"),
-                        "protocol": {n: loaded[n].get("protocol") for n in loaded},
-                    }
+                    Source(
+                        seed=seed,
+                        files=[str(p) for p in files.values()],
+                        params_hash={n: loaded[n].get("params_hash") for n in loaded},
+                        encoder_run_id=loaded["probe.json"].get("encoder_run_id"),
+                        code_version=loaded["probe.json"].get("code_version"),
+                        protocol={n: loaded[n].get("protocol") for n in loaded},
+                    )
                 )
             rows.append(row)
     return rows
@@ -84,12 +108,12 @@ def _protocol_text(params: Params) -> str:
         f"L2 strength chosen on a validation split of train, final fit on all of train; retrieval: `{params.retrieve.protocol}`, "
         "cosine similarity, mAP over the full ranking; kNN: cosine, weighted vote. "
         "Reference rows: `random_init` is the same encoder with no training (SSL that does not beat it has learned nothing); "
-        "`supervised` is the same encoder, views and number of steps trained with the labels (if it does not beat `random_init` either, "
+        "`supervised` is the same encoder, augmentation and number of steps trained with the labels (if it does not beat `random_init` either, "
         "the budget is too short for training to help, and the SSL rows say nothing about SSL)."
     )
 
 
-def budget_check(params: Params, rows: list[dict], dataset: str) -> str | None:
+def budget_check(params: Params, rows: list[Row], dataset: str) -> str | None:
     """One sentence on what the two reference rows say about the training (recipe and budget), or None when the
     grid lacks one of them. Users read tables, not logs: a budget too short for any training to help
     must be stated next to the numbers, not left to be inferred from them."""
@@ -118,7 +142,7 @@ def budget_check(params: Params, rows: list[dict], dataset: str) -> str | None:
     )
 
 
-def _row_index(rows: list[dict]) -> dict[tuple[str, str], dict]:
+def _row_index(rows: list[Row]) -> dict[tuple[str, str], dict]:
     return {(r["dataset"], r["experiment"]): r for r in rows}
 
 
@@ -160,7 +184,7 @@ def paired_difference(a: list[float], b: list[float]) -> dict:
     return {"n": len(d), "mean": mean, "half_width": half}
 
 
-def module_effects(params: Params, rows: list[dict]) -> list[dict]:
+def module_effects(params: Params, rows: list[Row]) -> list[dict]:
     """For every (baseline, baseline + module) pair and headline metric: the paired difference over seeds."""
     index = _row_index(rows)
     out = []

@@ -10,6 +10,7 @@ from pathlib import Path
 from finesyn.config import Params
 from finesyn.report.roles import ablations
 from finesyn.report.rows import (
+    Row,
     _cells,
     _delta_top1,
     _fmt_effect,
@@ -23,7 +24,7 @@ from finesyn.report.rows import (
 )
 
 
-def to_markdown(params: Params, rows: list[dict], refs: list[dict] | None = None) -> str:
+def to_markdown(params: Params, rows: list[Row], refs: list[dict] | None = None) -> str:
     headers = [h for h, _, _ in columns(params)]
     index = _row_index(rows)
     out = ["# Results", "", _protocol_text(params), ""]
@@ -102,7 +103,7 @@ def to_markdown(params: Params, rows: list[dict], refs: list[dict] | None = None
     return "\n".join(out) + "\n"
 
 
-def to_csv(params: Params, rows: list[dict]) -> str:
+def to_csv(params: Params, rows: list[Row]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     headers = [h for h, _, _ in columns(params)]
@@ -120,7 +121,7 @@ def to_csv(params: Params, rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def print_table(params: Params, rows: list[dict]) -> None:
+def print_table(params: Params, rows: list[Row]) -> None:
     from rich.console import Console
     from rich.table import Table
 
