@@ -1,10 +1,14 @@
 """The learning monitor: a validation split carved from train, scored by kNN during pretraining."""
 
+import typing
+
 import numpy as np
 import pytest
 import torch
 
-from finesyn.eval.monitor import KnnMonitor, bank_subset, carve_validation
+from finesyn.config import PretrainConfig
+from finesyn.eval.monitor import KnnMonitor, bank_subset, carve_validation, knn_device
+from finesyn.eval.retrieval import DEVICES
 from finesyn.train import pretrain
 from tests.train_runner import final_state, tiny_spec
 
@@ -36,6 +40,16 @@ def test_bank_takes_per_class_images_of_fit_only_seeded_and_0_keeps_all():
 def test_validation_fraction_outside_0_1_is_refused(fraction):
     with pytest.raises(ValueError, match="monitor_val_fraction"):
         carve_validation(np.arange(20), np.arange(20) % 2, fraction, 0)
+
+
+def test_every_pretrain_device_maps_to_a_knn_vote_device():
+    """pretrain.device names torch devices ("cuda", "mps"); the vote takes FAISS's ("auto", "cpu", "gpu").
+    Passing one for the other failed the first monitor point of every `device: cuda` run."""
+    choices = typing.get_args(PretrainConfig.model_fields["device"].annotation)
+    assert set(choices) == {"auto", "cpu", "cuda", "mps"}
+    assert all(knn_device(c) in DEVICES for c in choices)
+    assert knn_device("cpu") == "cpu" and knn_device("mps") == "cpu"  # no FAISS on MPS
+    assert knn_device("cuda") == "auto"  # GPU FAISS where installed, the CPU build otherwise (never an error)
 
 
 def _two_class_images(n: int = 48):

@@ -32,11 +32,12 @@ def extract_features(
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = backbone.to(dev, memory_format=fmt).eval()
     head = projector.to(dev).eval() if projector is not None else None
+    dtype = next(model.parameters()).dtype  # float32; float64 where a test compares devices exactly
     out = []
     for start in range(0, len(indices), batch_size):
         idx = indices[start : start + batch_size]
         x = eval_view(host_to_device(torch.from_numpy(np.ascontiguousarray(images[idx])), dev), crop_size)
-        x = x.contiguous(memory_format=fmt)
+        x = x.to(dtype).contiguous(memory_format=fmt)
         h = model(x)
         out.append((head(h) if head is not None else h).float().cpu().numpy())
     d = out[0].shape[1] if out else backbone.dim

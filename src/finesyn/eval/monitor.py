@@ -56,6 +56,16 @@ def bank_subset(fit_idx: np.ndarray, labels: np.ndarray, per_class: int, seed: i
     return np.sort(np.concatenate(picks))
 
 
+def knn_device(pretrain_device: str) -> str:
+    """The kNN vote's device (finesyn.eval.retrieval.DEVICES) for a `pretrain.device` choice.
+
+    The two name devices differently: "cuda" means the GPU to torch, but the vote runs in FAISS, which
+    may be a CPU-only build on a GPU machine, so CUDA maps to "auto" (GPU FAISS where installed);
+    MPS has no FAISS backend, so it votes on the CPU.
+    """
+    return {"auto": "auto", "cuda": "auto", "cpu": "cpu", "mps": "cpu"}[pretrain_device]
+
+
 @dataclass
 class KnnMonitor:
     """Callable on a backbone -> {"knn<k>_top1": percent}: held-out images voted by their k nearest fit images."""
@@ -74,5 +84,6 @@ class KnnMonitor:
             extract_features(backbone, self.images, idx, self.crop_size, device=self.device, channels_last=self.channels_last)
             for idx in (self.fit_idx, self.val_idx)
         ]
-        acc = knn_accuracy(feats[0], self.labels[self.fit_idx], feats[1], self.labels[self.val_idx], ks=(self.k,), device=self.device)
+        fit_y, val_y = self.labels[self.fit_idx], self.labels[self.val_idx]
+        acc = knn_accuracy(feats[0], fit_y, feats[1], val_y, ks=(self.k,), device=knn_device(self.device))
         return {f"knn{self.k}_top1": acc[f"top1_k{self.k}"]}

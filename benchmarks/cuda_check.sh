@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The CUDA paths on a GPU machine: tests/test_cuda.py (a float64 step of every method against the
+# CPU's, AMP + channels_last + the module + the monitor, extraction, retrieval, the SGD probe).
+# For a machine whose python has torch but not this project's pins (the device machine of
+# docs/scale-out.md): wheels in .whl/ (pydantic, faiss-cpu, ...) are installed to /tmp/site first;
+# with the project's venv active nothing is installed. Writes $OUT (default benchmarks/cuda_check/):
+# machine.txt, junit.xml, log.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-benchmarks/cuda_check}
+mkdir -p "$out"
+if compgen -G ".whl/*.whl" > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+{
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+    python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version(), "bf16", torch.cuda.is_available() and torch.cuda.is_bf16_supported())'
+    git rev-parse HEAD 2>/dev/null || true
+} > "$out/machine.txt" 2>&1
+cat "$out/machine.txt"
+python3 -m pytest tests/test_cuda.py -v -p no:cacheprovider -o addopts= --junitxml "$out/junit.xml" 2>&1 | tee "$out/log.txt"
