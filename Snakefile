@@ -6,6 +6,11 @@ from finesyn.config import load_params
 from finesyn.graph import dvc_stages, is_directory_output, snakemake_inputs
 
 PARAMS = load_params("params.yaml")  # a typo anywhere fails here, naming the key
+if config:  # Snakemake's --config / --configfile: this graph never reads them, so refuse rather than ignore
+    raise WorkflowError(
+        f"snakemake --config/--configfile ({', '.join(sorted(config))}) is not read: every setting is in params.yaml, "
+        "the one source of truth DVC reads too. Edit params.yaml (or use `dvc exp run -S key=value`) instead."
+    )
 STAGES = dvc_stages(workflow.basedir)
 THREADS = {"prepare": 2, "pretrain": 2, "extract": 2, "probe": 2, "retrieve": 2}
 

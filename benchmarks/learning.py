@@ -20,6 +20,7 @@ import argparse
 import copy
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -29,10 +30,11 @@ import yaml
 
 from finesyn.config import PretrainConfig
 from finesyn.data.synthetic import generate_synthetic
+from finesyn.device import select_device
 from finesyn.eval.features import extract_features
 from finesyn.eval.knn import knn_accuracy
 from finesyn.eval.probe import lbfgs_probe
-from finesyn.provenance import code_version
+from finesyn.provenance import code_version, cpuinfo
 from finesyn.train import RunSpec, pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,6 +190,29 @@ VARIANTS: dict[str, dict] = {
     # today's default (params.yaml: convnet, max pool, channels_last, 465 steps without the hold-out) and its key-encoder momentum
     "default_mocov2": _v("mocov2", {}),
     "default_mocov2_m09": _v("mocov2", {}, methods={"mocov2": {"momentum": 0.9}}),
+    # 2026-12-04: the default's margin (seed 0 of mocov2 − random_init: +3.0 on Xeon, +2.8 on EPYC) and its
+    # time (dvc repro 11 min on a 2-core EPYC); run on a GPU to cover many levers x 3 seeds at once
+    "default_supervised": _v("supervised", {}),
+    "default_mocov2_e30": _v("mocov2", {}, epochs=30),
+    "default_mocov2_e60": _v("mocov2", {}, epochs=60),
+    "default_mocov2_b32": _v("mocov2", {}, batch_size=32),
+    "default_mocov2_b32_e8": _v("mocov2", {}, batch_size=32, epochs=8),
+    "default_mocov2_b32_e8_lr14": _v("mocov2", {}, batch_size=32, epochs=8, lr=0.0014),
+    "default_supervised_b32_e8": _v("supervised", {}, batch_size=32, epochs=8),
+    "default_mocov2_t01": _v("mocov2", {}, methods={"mocov2": {"temperature": 0.1}}),
+    "default_mocov2_t05": _v("mocov2", {}, methods={"mocov2": {"temperature": 0.5}}),
+    "default_mocov2_lr1e3": _v("mocov2", {}, lr=0.001),
+    "default_mocov2_lr4e3": _v("mocov2", {}, lr=0.004),
+    "default_mocov2_wd1e4": _v("mocov2", {}, weight_decay=0.0001),
+    "default_mocov2_m095": _v("mocov2", {}, methods={"mocov2": {"momentum": 0.95}}),
+    "default_mocov2_crop48": _v("mocov2", {}, crop=48),
+    "img48_mocov2": _v("mocov2", {"image_size": 48}, crop=48),
+    "img48_supervised": _v("supervised", {"image_size": 48}, crop=48),
+    "img48_mocov2_e30": _v("mocov2", {"image_size": 48}, crop=48, epochs=30),
+    "default_mocov2_scale06": _v("mocov2", {}, augment={"crop_scale": [0.6, 1.0]}),
+    "default_mocov2_noblur": _v("mocov2", {}, augment={"blur_p": 0.0}),
+    "default_mocov2_hue0": _v("mocov2", {}, augment={"color_jitter": [0.4, 0.4, 0.4, 0.0]}),
+    "default_mocov2_nogray": _v("mocov2", {}, augment={"grayscale_p": 0.0}),
     "easy_mocov2_hue_t01": _v(
         "mocov2",
         {"look_bank": 16, "plain_background": True, **G1M14},
@@ -204,9 +229,13 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+# `--pretrain JSON`: settings merged into every variant of a call (e.g. {"amp": false} on a GPU), recorded per row
+GLOBAL_OVERRIDES: dict = {}
+
+
 def pretrain_config(variant: dict) -> PretrainConfig:
     """params.yaml's `pretrain` section with the variant's overrides (validated like the pipeline's)."""
-    base = yaml.safe_load((ROOT / "params.yaml").read_text())["pretrain"]
+    base = _deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text())["pretrain"], GLOBAL_OVERRIDES)
     over = dict(variant["pretrain"])
     if variant["init"]:
         over["init"] = variant["init"]
@@ -286,8 +315,10 @@ def run(name: str, seed: int, ckpt_root: Path) -> dict:
         "end": scores(result.backbone, ds, variant["crop"]),
         "init_on_generic": init_scores,
         "settings": VARIANTS[name],
-        "code_version": code_version(),
+        "code_version": os.environ.get("FINESYN_CODE_VERSION") or code_version(),  # a copy without .git: set by the caller
         "threads": torch.get_num_threads(),
+        "pretrain_overrides": GLOBAL_OVERRIDES,
+        "device": torch.cuda.get_device_name(0) if str(select_device(cfg.device)).startswith("cuda") else cpuinfo().get("cpu_model"),
     }
     return rec
 
@@ -310,7 +341,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--summary", action="store_true")
+    ap.add_argument(
+        "--pretrain", type=json.loads, default={}, help="JSON merged into every variant's pretrain settings, e.g. '{\"amp\": false}'"
+    )
+    ap.add_argument("--shard", default="0/1", help="i/n: run only every n-th (variant, seed) pair from the i-th (parallel processes)")
     a = ap.parse_args(argv)
+    GLOBAL_OVERRIDES.update(a.pretrain)
+    shard, shards = (int(x) for x in a.shard.split("/"))
     if a.list:
         print("\n".join(f"{k}: {json.dumps(v)}" for k, v in VARIANTS.items()))
         return 0
@@ -320,12 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="finesyn-study-") as tmp:
-        for name in [v for v in a.variants.split(",") if v]:
-            for seed in a.seeds:
-                rec = run(name, seed, Path(tmp))
-                with a.out.open("a") as f:
-                    f.write(json.dumps(rec) + "\n")
-                print(json.dumps({k: rec[k] for k in ("variant", "seed", "steps", "train_s", "start", "end")}), flush=True)
+        pairs = [(name, seed) for name in a.variants.split(",") if name for seed in a.seeds]
+        for name, seed in pairs[shard::shards]:
+            rec = run(name, seed, Path(tmp))
+            with a.out.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+            print(json.dumps({k: rec[k] for k in ("variant", "seed", "steps", "train_s", "start", "end")}), flush=True)
     return 0
 
 

@@ -27,6 +27,7 @@ from finesyn.train import build_models, pretrain
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 METHODS = ["mocov2", "simsiam", "byol", "simclr", "supervised"]
+DEFAULT_ENCODER = dict(backbone="convnet", pool="max")  # params.yaml's
 
 
 def _views_from_cpu(cfg, crop):
@@ -42,7 +43,9 @@ def _views_from_cpu(cfg, crop):
 
 
 def _step64(tmp_path, images, labels, method, device, channels_last):
-    spec = tiny_spec(tmp_path, method=method, synth=False, epochs=1, device=device, amp=False, channels_last=channels_last)
+    spec = tiny_spec(
+        tmp_path, method=method, synth=False, epochs=1, device=device, amp=False, channels_last=channels_last, **DEFAULT_ENCODER
+    )
     with float64_default():
         return pretrain(images, spec, labels=labels, num_classes=2, views=_views_from_cpu(spec.cfg, spec.crop_size)), spec
 
@@ -63,12 +66,14 @@ def test_a_cuda_step_is_the_cpu_step(tmp_path, method):
         init = build_models(spec, len(images), 2)[1].state_dict()
     a, b = cpu.method.state_dict(), gpu.method.state_dict()
     assert a.keys() == b.keys()
-    for k in a:
-        if not a[k].is_floating_point():
-            assert torch.equal(a[k], b[k].cpu()), k
-            continue
-        da, db = a[k] - init[k], b[k].cpu() - init[k]
-        assert (da - db).abs().max() <= SAME_STEP_REL * da.abs().max(), k
+    assert all(torch.equal(a[k], b[k].cpu()) for k in a if not a[k].is_floating_point())  # queue indices, counters
+    delta = {k: (a[k] - init[k], b[k].cpu() - init[k]) for k in a if a[k].is_floating_point()}
+    step_scale = max(da.abs().max() for da, _ in delta.values())
+    for k, (da, db) in delta.items():
+        # a tensor whose gradient cancels exactly (a bias before BN) moves only by the step's rounding
+        # noise: judged against the step's scale, every other tensor against its own update
+        scale = da.abs().max() if da.abs().max() > step_scale * 2**-20 else step_scale
+        assert (da - db).abs().max() <= SAME_STEP_REL * scale, k
 
 
 def _two_colour_images(n: int = 64):
@@ -95,7 +100,7 @@ def test_amp_trains_in_bf16_with_float32_weights_and_the_monitor_votes(tmp_path)
 
     handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
     try:
-        spec = tiny_spec(tmp_path, epochs=2, device="cuda", amp=True, channels_last=True, monitor_every_steps=3)
+        spec = tiny_spec(tmp_path, epochs=2, device="cuda", amp=True, channels_last=True, monitor_every_steps=3, **DEFAULT_ENCODER)
         result = pretrain(images, spec, fit, monitor=monitor)
     finally:
         handle.remove()

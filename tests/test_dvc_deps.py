@@ -116,3 +116,15 @@ def test_the_scan_follows_lazy_relative_and_from_imports(tmp_path, monkeypatch):
         "src/finesyn/sub/leaf.py",
         "src/finesyn/lazy.py",
     }
+
+
+def test_dvc_lock_records_exactly_the_stages_of_the_graph():
+    """DVC never drops a lock entry whose stage left the grid (a removed experiment keeps its stale
+    hashes, which `dvc status` and readers of dvc.lock then take for part of the run); and a stage
+    of the graph missing from the lock means the committed results were not produced by a full repro."""
+    from finesyn.graph import dvc_stages
+
+    locked = set(yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"])
+    graph = {st.name for st in dvc_stages(ROOT)}
+    assert not locked - graph, f"dvc.lock keeps stages no longer in dvc.yaml + params.yaml: {sorted(locked - graph)}"
+    assert not graph - locked, f"stages of the graph missing from dvc.lock (run dvc repro): {sorted(graph - locked)}"

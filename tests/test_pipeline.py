@@ -132,6 +132,12 @@ def test_typo_in_unread_section_fails_dvc_repro(project):
         assert r.returncode != 0 and "report.refrence_numbers" in r.stdout + r.stderr
 
 
+def test_snakemake_refuses_config_it_would_ignore(project):
+    """The graph reads params.yaml only: `--config` must fail loudly, not run the unchanged graph."""
+    r = run(["snakemake", "-n", "--cores", "1", "--config", "grid_seeds=[1]"], project, check=False)
+    assert r.returncode != 0 and "--config/--configfile (grid_seeds) is not read" in r.stdout + r.stderr
+
+
 def snakemake_jobs(project) -> dict[str, dict]:
     """rule -> {input, output, shell} from a forced dry run: the DAG Snakemake would execute."""
     out = run(["snakemake", "-n", "-F", "-p", "--cores", "1"], project).stdout
