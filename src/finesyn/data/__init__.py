@@ -1,0 +1,1 @@
+"""Datasets: the prepared cache, the official layouts (sources/), the generated one, augmentation."""

@@ -1,0 +1,1 @@
+"""Networks: the backbones, the heads, and the decoder g of the synthesized-pair module."""
