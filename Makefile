@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml requirements.lock
 
 setup: $(STAMP)
 
+# The report stage writes the tables (reports/); the last line prints them, once, also when dvc
+# repro had nothing to rerun.
 repro: setup  ## run the default grid end to end (dvc repro) and print the results table
 	$(BIN)/dvc repro
 	$(BIN)/python -m finesyn.report

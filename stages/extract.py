@@ -8,7 +8,7 @@ from pathlib import Path
 import _local_src  # noqa: F401,I001  (this checkout's src/ before any installed finesyn)
 import typer
 
-from finesyn.cli import load, stage_logging, user_errors
+from finesyn.cli import load, progress_bar, stage_logging, user_errors
 from finesyn.io import output_lock
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -44,20 +44,25 @@ def main(
             "encoder_run_id": np.array(state["run_id"]),
             "feature": np.array(p.extract.feature),
         }
-        for split in ("train", "test"):
-            idx = ds.indices(split)
-            arrays[f"{split}_features"] = extract_features(
-                backbone,
-                ds.images,
-                idx,
-                p.datasets[dataset].crop_size,
-                p.extract.batch_size,
-                p.pretrain.device,
-                head,
-                channels_last=p.pretrain.channels_last,
-            )
-            arrays[f"{split}_labels"] = ds.labels[idx]
-            arrays[f"{split}_ids"] = np.asarray([ds.ids[i] for i in idx])
+        splits = {split: ds.indices(split) for split in ("train", "test")}
+        n_all = sum(len(idx) for idx in splits.values())
+        with progress_bar(f"extract {model.parent.name}/{model.name}", "img") as update:
+            offset = 0
+            for split, idx in splits.items():
+                arrays[f"{split}_features"] = extract_features(
+                    backbone,
+                    ds.images,
+                    idx,
+                    p.datasets[dataset].crop_size,
+                    p.extract.batch_size,
+                    p.pretrain.device,
+                    head,
+                    channels_last=p.pretrain.channels_last,
+                    progress=lambda done, _total, offset=offset: update(offset + done, n_all),
+                )
+                arrays[f"{split}_labels"] = ds.labels[idx]
+                arrays[f"{split}_ids"] = np.asarray([ds.ids[i] for i in idx])
+                offset += len(idx)
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         atomic_write_bytes(out, buf.getvalue())

@@ -24,7 +24,7 @@ def main(
 
         cfg = check_dataset_root(p, dataset)
         log = stage_logging(out.parent / f"{out.name}.prepare.log")
-        with progress_bar(f"prepare {dataset}") as update:
+        with progress_bar(f"prepare {dataset}", "img") as update:
             ds = prepare_dataset(dataset, cfg, out, progress=lambda done, total: update(done, total))
         log.info(
             "prepared %s: %d images %s, %d classes, %d px -> %s", dataset, len(ds), ds.meta["counts"], len(ds.classes), ds.image_size, out

@@ -19,7 +19,7 @@ from pathlib import Path
 import _local_src  # noqa: F401,I001  (this checkout's src/ before any installed finesyn)
 import typer
 
-from finesyn.cli import load, progress_bar, stage_logging, user_errors
+from finesyn.cli import StepLines, load, progress_bar, stage_logging, user_errors
 from finesyn.io import output_lock
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -124,9 +124,12 @@ def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out:
             run_id,
         )
         t0 = time.perf_counter()
-        with progress_bar(f"pretrain {experiment}") if ctx.is_main else contextlib.nullcontext(None) as update:
+        # off a terminal the step lines carry the progress (total, ETA); in one the bar shows loss and img/s
+        bar = progress_bar(f"pretrain {experiment}", "step", lines=False) if ctx.is_main else contextlib.nullcontext(None)
+        with bar as update:
+            steps = StepLines(log, cfg.epochs, update)
             result = pretrain(
-                ds.images, spec, train_idx, on_log=_step_logger(log), progress=update, dist=ctx,
+                ds.images, spec, train_idx, on_log=steps.on_log, progress=steps.progress, dist=ctx,
                 labels=ds.labels, num_classes=len(ds.classes), monitor=monitor,
             )  # fmt: skip
         wall = time.perf_counter() - t0
@@ -137,20 +140,6 @@ def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out:
                 "wall_time_s": round(wall, 2), "processes": ctx.world_size, "settings": settings,
             }  # fmt: skip
             _write_outputs(out, result, spec, record, ds, train_idx, log)
-
-
-def _step_logger(log):
-    """on_log for pretrain(): one line per logged step or learning-monitor point."""
-
-    def on_log(rec: dict) -> None:
-        if "loss" not in rec:  # a learning-monitor record
-            log.info("step %d %s", rec["step"], " ".join(f"{k}={v:.2f}" for k, v in rec.items() if k != "step"))
-            return
-        terms = " ".join(f"{k}={rec[k]:.4f}" for k in ("L_C", "L_R", "L_Cp") if k in rec)
-        sel = f" n_selected={rec['n_selected']}" if "n_selected" in rec else ""
-        log.info("step %d epoch %d lr %.4g %s%s %.1f img/s", rec["step"], rec["epoch"], rec["lr"], terms, sel, rec["images_per_s"])
-
-    return on_log
 
 
 def _write_outputs(out: Path, result, spec, record: dict, ds, train_idx, log) -> None:

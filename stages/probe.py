@@ -4,12 +4,13 @@ probe.protocol lbfgs: logistic regression on the extract stage's cached features
 probe.protocol sgd_paper: the paper's SGD probe on the frozen backbone with train-time augmentation,
 which needs the encoder (--model), the prepared cache (--data) and its crop size (--dataset)."""
 
+import contextlib
 from pathlib import Path
 
 import _local_src  # noqa: F401,I001  (this checkout's src/ before any installed finesyn)
 import typer
 
-from finesyn.cli import load, stage_logging, user_errors
+from finesyn.cli import load, progress_bar, stage_logging, user_errors
 from finesyn.io import output_lock
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -34,7 +35,9 @@ def main(
         from finesyn.provenance import provenance
 
         log = stage_logging(None)
-        res, settings = run_probe(p, seed, features=features, dataset=dataset, data=data, model=model)
+        sgd = p.probe.protocol == "sgd_paper"  # lbfgs on cached features takes seconds: no bar
+        with progress_bar(f"probe {'/'.join(out.parts[-3:-1])}", "epoch") if sgd else contextlib.nullcontext(None) as update:
+            res, settings = run_probe(p, seed, features=features, dataset=dataset, data=data, model=model, progress=update)
         res.update(provenance(seed, settings, protocol=res.get("protocol")))
         atomic_write_json(out, res)
         detail = f"l2={res.get('l2')}" if p.probe.protocol == "lbfgs" else f"{res['selection']}, epoch {res['epoch']}"

@@ -6,7 +6,7 @@ from pathlib import Path
 import _local_src  # noqa: F401,I001  (this checkout's src/ before any installed finesyn)
 import typer
 
-from finesyn.cli import load, stage_logging, user_errors
+from finesyn.cli import load, progress_bar, stage_logging, user_errors
 from finesyn.io import output_lock
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -34,7 +34,10 @@ def main(
             check_same_run(features, f["encoder_run_id"], model)
         t0 = time.perf_counter()
         gallery = (f["train_features"], f["train_labels"]) if cfg.protocol == "train_gallery" else (None, None)
-        res = retrieval_metrics(f["test_features"], f["test_labels"], *gallery, ks=cfg.ks, map_at_r=cfg.map_at_r, engine=cfg.engine)
+        with progress_bar(f"retrieve {'/'.join(out.parts[-3:-1])}", "query") as update:
+            res = retrieval_metrics(
+                f["test_features"], f["test_labels"], *gallery, ks=cfg.ks, map_at_r=cfg.map_at_r, engine=cfg.engine, progress=update
+            )
         res["knn"] = knn_accuracy(
             f["train_features"], f["train_labels"], f["test_features"], f["test_labels"], ks=cfg.knn_ks, temperature=cfg.knn_temperature
         )

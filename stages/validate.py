@@ -10,7 +10,7 @@ from pathlib import Path
 import _local_src  # noqa: F401,I001  (this checkout's src/ before any installed finesyn)
 import typer
 
-from finesyn.cli import load, user_errors
+from finesyn.cli import load, stage_logging, user_errors
 from finesyn.io import output_lock
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -34,7 +34,8 @@ def main(
             "runs": {f"{d}/{e}": run_settings(p, d, e) for d in p.grid.datasets for e in p.grid.experiments},
         }
         atomic_write_json(out, resolved)
-    print(f"{params}: valid ({len(p.grid.datasets)} datasets x {len(p.grid.experiments)} experiments x {len(p.grid.seeds)} seeds) -> {out}")
+    grid = f"{len(p.grid.datasets)} datasets x {len(p.grid.experiments)} experiments x {len(p.grid.seeds)} seeds"
+    stage_logging(None).info("%s: valid (%s) -> %s", params, grid, out)  # timestamped, like every stage's lines
 
 
 if __name__ == "__main__":

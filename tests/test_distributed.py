@@ -396,7 +396,7 @@ def test_pretrain_stage_under_torchrun(tmp_path, repo_root):
     record = json.loads((tmp_path / "model/train.json").read_text())
     assert record["processes"] == 2 and record["steps"] >= 1 and (tmp_path / "model/encoder.pt").is_file()
     log = (tmp_path / "ckpt/train.log").read_text()
-    assert log.count(f"step {record['steps']} epoch") == 1  # one writer: rank 0
+    assert log.count(f"step {record['steps']}/{record['steps']} (epoch ") == 1  # one writer: rank 0
     assert sorted(p.name for p in (tmp_path / "ckpt" / record["run_id"]).glob("step_*.pt"))  # this run's directory
 
 

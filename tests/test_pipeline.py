@@ -2,6 +2,7 @@
 
 import base64
 import json
+import re
 import time
 
 import pytest
@@ -13,10 +14,13 @@ from finesyn.graph import dvc_stages, snakemake_inputs
 pytestmark = pytest.mark.slow
 
 
+FIRST_REPRO: dict[str, str] = {}  # the first `dvc repro`'s stderr: the stages' logs, as a file gets them
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     proj = make_project(tmp_path_factory.mktemp("proj"))
-    run(["dvc", "repro"], proj)
+    FIRST_REPRO["stderr"] = run(["dvc", "repro"], proj).stderr
     return proj
 
 
@@ -39,6 +43,19 @@ def test_dvc_repro_writes_metrics_with_provenance(project):
     table = (project / "reports/results.md").read_text()
     assert "## Fig. 4" in table and "mean PSNR of g(h)" in table
     assert "| random_init |" in table and "| mocov2_synth |" in table and "probe.json" in table
+
+
+def test_dvc_repro_logs_read_in_a_file(project):
+    """`dvc repro > log 2>&1` (issue 19): every line timestamped (ISO 8601) and whole, every pretrain step
+    line and extract progress line with its total and an ETA."""
+    lines = FIRST_REPRO["stderr"].splitlines()
+    iso = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (INFO|WARNING) [\w.]+: ")
+    assert lines and all(iso.match(line) for line in lines), [line for line in lines if not iso.match(line)][:5]
+    steps = [line for line in lines if ": step " in line and "val/" not in line]
+    extract = [line for line in lines if "finesyn.progress: extract " in line]
+    assert steps and extract
+    assert all(re.search(r" step \d+/\d+ \(epoch \d+/\d+\) .* img/s ETA \d+:\d\d:\d\d$", line) for line in steps), steps
+    assert all(re.search(r" extract \S+ \d+/\d+ \(\d+%\) \S+ img/s ETA \d+:\d\d:\d\d$", line) for line in extract), extract
 
 
 def test_second_repro_does_nothing(project):

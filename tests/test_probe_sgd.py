@@ -1,5 +1,7 @@
 """The paper-style SGD linear probe: output, frozen-backbone sanity check, lr schedule, test-set selection label."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -149,3 +151,15 @@ def test_config_defaults_and_validation():
         ProbeConfig(sgd_milestones=(80, 60))
     with pytest.raises(ValueError):
         ProbeConfig(sgd_report="best")
+
+
+def test_progress_reports_each_epoch_out_of_the_total_instead_of_a_log_line(data, caplog):
+    calls = []
+    with caplog.at_level("INFO", logger="finesyn"):
+        run(data, epochs=2, milestones=(1,), progress=lambda e, n, info: calls.append((e, n, info)))
+    assert [(e, n) for e, n, _ in calls] == [(0, 2), (1, 2), (2, 2)]
+    assert calls[0][2] == "" and re.fullmatch(r"lr 3 loss \d+\.\d{4} train top-1 \d+\.\d\d%", calls[2][2]), calls
+    assert not any("probe epoch" in m for m in caplog.messages)
+    with caplog.at_level("INFO", logger="finesyn"):
+        run(data, epochs=1)
+    assert any(m.startswith("probe epoch 1/1 lr 30 loss ") for m in caplog.messages)  # without progress: a line per epoch

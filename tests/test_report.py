@@ -249,6 +249,17 @@ def test_missing_reference_file_names_it(tmp_path, tree):
         build_report(params, tree / "metrics", tmp_path / "out", LOG)
 
 
+def test_the_stage_writes_the_tables_and_make_repro_prints_them_once(tmp_path, tree, capsys):
+    """`make repro` = dvc repro (this stage) + `python -m finesyn.report` (print_table): one printed table."""
+    from finesyn.report import print_table
+
+    params = parse_params(raw_params())
+    build_report(params, tree / "metrics", tmp_path / "out", LOG)
+    assert (tmp_path / "out" / "results.md").is_file() and capsys.readouterr().out == ""
+    print_table(params, collect(params, tree / "metrics"))
+    assert capsys.readouterr().out.count("random_init") == 1
+
+
 def test_stage_cli_reports_a_malformed_reference_file(tmp_path, tree, monkeypatch, capsys):
     import yaml
 

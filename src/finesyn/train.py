@@ -165,6 +165,8 @@ def pretrain(
         return TrainResult(backbone, method, synth, 0, None, None, [])
     loop = _Loop.build(spec, ctx, images, indices, labels, backbone, method, synth)
     loop.resume()
+    if progress:
+        progress(loop.step, loop.total)  # the total (and where a resumed run starts) before the first step
     if loop.step == 0:
         loop.maybe_monitor(monitor, on_log)
     loop.objective.train()

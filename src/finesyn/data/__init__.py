@@ -1,1 +1,1 @@
-"""Data: the generated fine-grained world, the real datasets' readers, the prepared cache, augmentation."""
+"""Datasets: the prepared cache, the official layouts (sources/), the generated one, augmentation."""

@@ -31,6 +31,7 @@ def prepare_dataset(name: str, cfg: DatasetConfig, out: Path, progress: Callable
             slots=cfg.slots,
             mark_scale=cfg.mark_scale,
             look_bank=cfg.look_bank,
+            progress=progress,
         )
         log.info("generated %d images in %.1f s", len(syn.labels), time.perf_counter() - t0)
         return write_cache_from_arrays(

@@ -58,6 +58,7 @@ import argparse
 import functools
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -463,11 +464,13 @@ def generate_synthetic(
     mark_scale: float = 1.0,
     look_bank: int = 0,
     plain_background: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SyntheticDataset:
     """Render the synthetic fine-grained dataset (see the module docstring).
 
     Items: train first (``num_classes * train_per_class``), then test; in each split item i
     has label ``i % num_classes``. Deterministic in ``seed``; ``chunk`` only bounds memory.
+    ``progress(done, total)`` is called before the first chunk and after each (images).
     """
     layout = class_layout(num_classes, slots)
     if not 0.5 <= mark_scale <= 2.0:
@@ -483,6 +486,8 @@ def generate_synthetic(
         items += [(split, i, i % num_classes) for i in range(per_class * num_classes)]
     n = len(items)
     images = np.empty((n, image_size, image_size, 3), np.uint8)
+    if progress:
+        progress(0, n)
     for start in range(0, n, chunk):
         part = items[start : start + chunk]
         ps = []
@@ -498,6 +503,8 @@ def generate_synthetic(
         images[start : start + len(part)] = _render(
             ps, [layout[y][0] for *_, y in part], [layout[y][1] for *_, y in part], image_size, mark_scale
         )
+        if progress:
+            progress(start + len(part), n)
     return SyntheticDataset(
         images=images,
         labels=np.array([y for *_, y in items], dtype=np.int64),

@@ -15,8 +15,11 @@ from finesyn.config import ParamsError, _suggest
 NEEDS = {"lbfgs": ("features",), "sgd_paper": ("dataset", "data", "model")}  # stage options each protocol reads
 
 
-def run_probe(params, seed: int, *, features: Path | None, dataset: str | None, data: Path | None, model: Path | None) -> tuple[dict, dict]:
-    """(probe.json's fields, the settings its provenance hashes) under params.probe.protocol."""
+def run_probe(
+    params, seed: int, *, features: Path | None, dataset: str | None, data: Path | None, model: Path | None, progress=None
+) -> tuple[dict, dict]:
+    """(probe.json's fields, the settings its provenance hashes) under params.probe.protocol.
+    `progress(epoch, epochs, info)`: the sgd_paper protocol's epochs (the lbfgs fit is seconds)."""
     cfg = params.probe
     given = {"features": features, "dataset": dataset, "data": data, "model": model}
     missing = [f"--{k}" for k in NEEDS[cfg.protocol] if given[k] is None]
@@ -26,7 +29,7 @@ def run_probe(params, seed: int, *, features: Path | None, dataset: str | None, 
     if cfg.protocol == "lbfgs":
         res, run, settings = _lbfgs_on_features(cfg, seed, features, model)
     else:
-        res, run, settings = _sgd_on_encoder(params, seed, dataset, data, model)
+        res, run, settings = _sgd_on_encoder(params, seed, dataset, data, model, progress)
     return {**res, "fit_time_s": round(time.perf_counter() - t0, 3), **run}, settings
 
 
@@ -46,7 +49,7 @@ def _lbfgs_on_features(cfg, seed: int, features: Path, model: Path | None) -> tu
     return res, run, {"probe": cfg.model_dump(mode="json"), "encoder_run_id": run["encoder_run_id"]}
 
 
-def _sgd_on_encoder(params, seed: int, dataset: str, data: Path, model: Path) -> tuple[dict, dict, dict]:
+def _sgd_on_encoder(params, seed: int, dataset: str, data: Path, model: Path, progress=None) -> tuple[dict, dict, dict]:
     from finesyn.data.cache import open_cache
     from finesyn.eval.features import load_encoder
     from finesyn.eval.probe_sgd import sgd_probe
@@ -64,6 +67,7 @@ def _sgd_on_encoder(params, seed: int, dataset: str, data: Path, model: Path) ->
         backbone, ds.images, tr, ds.labels[tr], te, ds.labels[te], num_classes=len(ds.classes), crop_size=crop,
         lr=cfg.sgd_lr, epochs=cfg.sgd_epochs, milestones=cfg.sgd_milestones, batch_size=cfg.sgd_batch_size,
         momentum=cfg.sgd_momentum, weight_decay=cfg.sgd_weight_decay, report=cfg.sgd_report, seed=seed, device=cfg.sgd_device,
+        progress=progress,
     )  # fmt: skip
     run = {"encoder_run_id": str(state["run_id"]), "feature": "backbone"}
     return res, run, {"probe": cfg.model_dump(mode="json"), "encoder_run_id": run["encoder_run_id"], "crop_size": crop}

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -202,6 +202,7 @@ def sgd_probe(
     seed: int = 0,
     device: str = "auto",
     eval_batch_size: int = 256,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> dict:
     """Train a linear classifier on the frozen ``backbone``; score the test set; verify the backbone.
 
@@ -209,7 +210,9 @@ def sgd_probe(
     ``train_rows``/``test_rows`` index into it, ``*_labels`` are aligned with them and lie in
     ``[0, num_classes)``. The backbone is put in eval mode with ``requires_grad=False`` (in place)
     and moved to the selected device. Raises :class:`BackboneChangedError` if any tensor of
-    its ``state_dict`` is not bit-identical after training.
+    its ``state_dict`` is not bit-identical after training. ``progress(epoch, epochs, info)`` is
+    called before the first epoch and after each (info: lr, loss, train top-1); without it each
+    epoch is a log line.
     """
     train_rows, ytr, test_rows, yte = _checked_inputs(
         images, train_rows, train_labels, test_rows, test_labels, num_classes, crop_size, epochs, report
@@ -233,6 +236,8 @@ def sgd_probe(
     ytr_t = torch.from_numpy(ytr)
     n = len(ytr)
     history, best = [], None
+    if progress:
+        progress(0, epochs, "")
     for epoch in range(epochs):
         lr_e = lr_at(epoch, lr, milestones)
         for group in opt.param_groups:
@@ -249,7 +254,11 @@ def sgd_probe(
             if best is None or sc["top1"] > best[1]["top1"]:
                 best = (epoch + 1, sc)
         history.append(row)
-        log.info("probe epoch %d/%d lr %g loss %.4f train top-1 %.2f%%", epoch + 1, epochs, lr_e, row["train_loss"], row["train_top1"])
+        info = f"lr {lr_e:g} loss {row['train_loss']:.4f} train top-1 {row['train_top1']:.2f}%"
+        if progress:
+            progress(epoch + 1, epochs, info)
+        else:
+            log.info("probe epoch %d/%d %s", epoch + 1, epochs, info)
 
     checked = verify_unchanged(backbone, before)  # raises BackboneChangedError naming the keys
 

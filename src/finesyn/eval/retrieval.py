@@ -14,7 +14,7 @@ vote (small k, `finesyn.eval.knn`) and the sort engine the full ranking.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import faiss
 import numpy as np
@@ -162,6 +162,7 @@ def retrieval_metrics(
     chunk_size: int = 1024,
     device: str = "auto",
     engine: str = "sort",
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Rank-k hit rates and full-ranking mAP (percent) of cosine retrieval.
 
@@ -174,7 +175,8 @@ def retrieval_metrics(
     ranks (N - 1 under LOO). ``engine`` (module docstring): "sort" or "faiss"; ``device``: the
     engine's device ("auto": GPU when there is one). A full ranking needs k = gallery size,
     beyond FAISS-GPU's k-selection limit, so the faiss engine searches galleries larger than
-    GPU_MAX_K on CPU (``device`` in the output says where the ranking ran).
+    GPU_MAX_K on CPU (``device`` in the output says where the ranking ran). ``progress(done, n_queries)``
+    is called before the first chunk of queries and after each (a large gallery takes minutes).
     """
     loo = gallery_feats is None
     q, g, qy, gy, ks = _checked_inputs(query_feats, query_labels, gallery_feats, gallery_labels, ks, chunk_size, device, engine)
@@ -182,7 +184,7 @@ def retrieval_metrics(
     n_rank = n_g - 1 if loo else n_g  # items ranked per query
     ranking, ran_on = _ranker(engine, device, q, g, qy, gy, loo)
     step = max(1, min(chunk_size, MAX_CHUNK_ELEMS // n_g))
-    hits, ap_sum, apr_sum, n_eval = _sum_over_chunks(ranking, n_q, step, ks, map_at_r)
+    hits, ap_sum, apr_sum, n_eval = _sum_over_chunks(ranking, n_q, step, ks, map_at_r, progress)
     pct = (lambda v: 100.0 * v / n_eval) if n_eval else (lambda v: float("nan"))
     out = {"protocol": "test_loo" if loo else "train_gallery"}
     out.update({f"rank{k}": float(pct(h)) for k, h in zip(ks, hits)})
@@ -260,11 +262,13 @@ def _ranker(engine: str, device: str, q, g, qy, gy, loo: bool):
     return ranking, "gpu" if dev.type == "cuda" else "cpu"
 
 
-def _sum_over_chunks(ranking, n_q: int, step: int, ks: list[int], map_at_r: bool) -> tuple[np.ndarray, float, float, int]:
+def _sum_over_chunks(ranking, n_q: int, step: int, ks: list[int], map_at_r: bool, progress=None) -> tuple[np.ndarray, float, float, int]:
     """Rank-k hits, AP sum, AP@R sum and the number of queries with a relevant item, chunk by chunk."""
     hits = np.zeros(len(ks))
     ap_sum = apr_sum = 0.0
     n_eval = 0
+    if progress:
+        progress(0, n_q)
     for s in range(0, n_q, step):
         m = min(step, n_q - s)
         r, rank = ranking(s, m)  # rows ascending, relevant ranks ascending within each row
@@ -280,4 +284,6 @@ def _sum_over_chunks(ranking, n_q: int, step: int, ks: list[int], map_at_r: bool
             within = np.where(rank <= n_rel[r], prec, 0.0)
             apr_sum += (np.bincount(r, within, minlength=m)[ok] / n_rel[ok]).sum()
         n_eval += int(ok.sum())
+        if progress:
+            progress(s + m, n_q)
     return hits, ap_sum, apr_sum, n_eval

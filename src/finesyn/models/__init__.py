@@ -1,1 +1,1 @@
-"""Networks: the encoder backbones, the projection/prediction heads and the module's decoder."""
+"""Networks: the backbones, the heads, and the decoder g of the synthesized-pair module."""

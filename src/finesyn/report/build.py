@@ -12,7 +12,7 @@ from finesyn.report.html import to_html
 from finesyn.report.references import compare_reference, load_reference_numbers
 from finesyn.report.roles import effective_settings
 from finesyn.report.rows import Row, collect, columns
-from finesyn.report.text import print_table, to_csv, to_markdown
+from finesyn.report.text import to_csv, to_markdown
 
 
 def log_drift(params: Params, rows: list[Row], log: logging.Logger) -> None:
@@ -48,10 +48,10 @@ def build_report(
         md += "\n## Fig. 4: does g(h) reconstruct its input?\n\n" + "\n".join(recon) + "\n"
     atomic_write_text(out / "results.md", md)
     atomic_write_text(out / "results.csv", to_csv(params, rows))
-    print_table(params, rows)
     for line in recon:
         log.info("Fig. 4 %s", line.removeprefix("- "))
-    log.info("wrote %s and %s", out / "results.md", out / "results.csv")
+    # the table itself is printed by `python -m finesyn.report` (what `make repro` ends with), once
+    log.info("wrote %s and %s (python -m finesyn.report prints the tables)", out / "results.md", out / "results.csv")
     result = {"rows": rows, "refs": refs, "figures": []}
     if features_root is None or models_root is None or data_root is None:
         return result

@@ -143,11 +143,12 @@ def print_table(params: Params, rows: list[Row]) -> None:
         Console(width=max(console.width, need)).print(t)  # wider than the terminal beats truncated numbers
         check = budget_check(params, rows, dataset)
         if check:
-            console.print(check, markup=False, highlight=False)
+            console.print(check, markup=False, highlight=False, soft_wrap=True)  # a file gets whole lines
         for e in module_effects(params, rows):
             if e["dataset"] == dataset:
                 console.print(
                     f"{e['module']} − {e['baseline']}, {e['metric']}: {_fmt_effect(e)} ({e['n']} seeds, paired)",
                     markup=False,
                     highlight=False,
+                    soft_wrap=True,
                 )
