@@ -609,3 +609,11 @@ def test_curves_split_loss_kinds_and_draw_chance():
     lines = fig.axes[0].get_lines()
     assert lines[0].get_linestyle() != lines[1].get_linestyle() and lines[0].get_color() != lines[1].get_color()
     assert {t.get_text() for t in fig.axes[0].texts} == {"supervised", "mocov2"}  # labelled at their ends
+
+
+def test_direct_labels_keep_apart_inside_the_panel():
+    heights = plots.spread_labels([0.5, 0.98, 0.99, 1.0, 0.2], gap=0.07)
+    assert heights[0] == 0.5 and heights[4] == 0.2  # labels with room stay at their line's end
+    top = sorted(heights[1:4])
+    assert top[-1] == pytest.approx(1.0) and all(b - a >= 0.07 - 1e-9 for a, b in zip(top, top[1:]))
+    assert min(top) - 0.5 >= 0.07 - 1e-9

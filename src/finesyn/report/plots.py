@@ -177,7 +177,7 @@ def gradcam_figure(images: np.ndarray, columns: list[tuple[str, np.ndarray]], ti
                 ax.text(0.5, 0.5, "CAM = 0", transform=ax.transAxes, ha="center", va="center", color="white", fontsize=9)
             if shares and name in shares:
                 o, m = (100 * float(v[i]) for v in shares[name])
-                ax.set_xlabel(f"on bird {o:.0f}% · marking {m:.0f}%", fontsize=7)
+                ax.set_xlabel(f"on bird {o:.1f}% · marking {m:.1f}%", fontsize=7)
     for j, name in enumerate(["test image" + (" (marking: solid)" if masks is not None else "")] + [c[0] for c in columns]):
         axes[0, j].set_title(name, fontsize=8)
     for ax in axes.flat:
@@ -242,8 +242,18 @@ def _alpha_series(ax, panel: dict, cmap) -> None:
         x, y, err = ([p[i] for p in pts] for i in range(3))
         yerr = [e if e is not None else 0.0 for e in err]
         ax.errorbar(x, y, yerr=yerr, marker="o", capsize=3, color=cmap(k), label=f"{s['method']}: L_C + α·L_R (ν = 0)")
-        for a, m, _, name in pts:
-            ax.annotate(name, (a, m), textcoords="offset points", xytext=(0, 9), ha="center", fontsize=7, color="0.3")
+        for i, (a, m, _, name) in enumerate(pts):  # beside the point, towards the panel's inside: never cut by its edge
+            last = i == len(pts) - 1 and i > 0
+            ax.annotate(
+                name,
+                (a, m),
+                textcoords="offset points",
+                xytext=(-6 if last else 6, 5),
+                ha="right" if last else "left",
+                fontsize=7,
+                color="0.3",
+                bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 0.5},
+            )
             if a == 0:
                 ax.plot([a], [m], marker="s", ms=9, mfc="none", color=cmap(k))
                 ax.axhline(m, linestyle="--", linewidth=0.9, color=cmap(k), label=f"{name}: {m:.2f}")
@@ -308,14 +318,26 @@ EXPERIMENT_STYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (3, 1, 1
 SEED_MARKERS = ("o", "s", "^", "D", "v")
 
 
+def spread_labels(fractions: list[float], gap: float = 0.07) -> list[float]:
+    """Label heights (axes fractions, in the order given) at least `gap` apart and inside [0, 1], each as near its line's end as that allows."""
+    order = sorted(range(len(fractions)), key=lambda i: fractions[i])
+    pos = []
+    for i in order:  # push up past the label below ...
+        pos.append(max(fractions[i], pos[-1] + gap) if pos else fractions[i])
+    for k in range(len(pos) - 1, -1, -1):  # ... then down from the top of the panel
+        pos[k] = min(pos[k], 1.0 if k == len(pos) - 1 else pos[k + 1] - gap)
+    out = [0.0] * len(fractions)
+    for i, y in zip(order, pos):
+        out[i] = y
+    return out
+
+
 def _label_line_ends(ax, ends: list[tuple[float, str, object]]) -> None:
     """Direct labels right of the panel at each experiment's last value, nudged apart so that none hides another."""
     lo, hi = ax.get_ylim()
-    last = None
-    for y, text, color in sorted(ends):
-        y = y if last is None else max(y, last + 0.07 * (hi - lo))
-        last = y
-        ax.annotate(text, xy=(1.02, y), xycoords=("axes fraction", "data"), color=color, fontsize=7, va="center", annotation_clip=False)
+    heights = spread_labels([(y - lo) / (hi - lo) for y, _, _ in ends])
+    for (_, text, color), y in zip(ends, heights):
+        ax.annotate(text, xy=(1.02, y), xycoords="axes fraction", color=color, fontsize=7, va="center", annotation_clip=False)
 
 
 def _curve_panel(ax, metric: str, curves: dict, chance: dict[str, tuple[float, str]]) -> dict:

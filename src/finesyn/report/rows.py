@@ -121,7 +121,7 @@ def chance_level(params: Params, dataset: str) -> float | None:
 
 
 SE_TEXT = (
-    "one seed, so no spread over seeds: ± is the binomial standard error 100·√(p(1−p)/n) of an accuracy p on the n test images "
+    ", so no spread over seeds: ± is the binomial standard error 100·√(p(1−p)/n) of an accuracy p on the n test images "
     "(the test set's share of the uncertainty only; mAP has none)"
 )
 
@@ -129,8 +129,8 @@ SE_TEXT = (
 def _protocol_text(params: Params) -> str:
     n_seeds = len(params.grid.seeds)
     return (
-        f"Percent; {'mean ± sample std over ' + str(n_seeds) + ' seeds' if n_seeds > 1 else SE_TEXT} "
-        f"(seed{'s' if n_seeds > 1 else ''} {', '.join(map(str, params.grid.seeds))}). Linear probe: `{params.probe.protocol}` on L2-normalised frozen features, "
+        f"Percent; {'mean ± sample std over ' + str(n_seeds) + ' seeds' if n_seeds > 1 else 'one seed'} "
+        f"(seed{'s' if n_seeds > 1 else ''} {', '.join(map(str, params.grid.seeds))}){'' if n_seeds > 1 else SE_TEXT}. Linear probe: `{params.probe.protocol}` on L2-normalised frozen features, "
         f"L2 strength chosen on a validation split of train, final fit on all of train; retrieval: `{params.retrieve.protocol}`, "
         "cosine similarity, mAP over the full ranking; kNN: cosine, weighted vote. "
         "Reference rows: `random_init` is the same encoder with no training (SSL that does not beat it has learned nothing); "
