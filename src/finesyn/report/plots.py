@@ -349,7 +349,8 @@ def _curve_panel(ax, metric: str, curves: dict, chance: dict[str, tuple[float, s
             if metric in c:
                 steps, values = c[metric]
                 marker = {"marker": SEED_MARKERS[j % len(SEED_MARKERS)], "markevery": max(1, len(steps) // 8), "ms": 3.5}
-                (handles[exp],) = ax.plot(steps, values, **style, **marker)
+                (line,) = ax.plot(steps, values, **style, **marker)
+                handles.setdefault(exp, line)  # the legend shows the first seed's marker
                 if j == 0:
                     ends.append((float(values[-1]), exp, style["color"]))
     if metric in chance:
