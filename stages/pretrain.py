@@ -2,7 +2,7 @@
 
 Writes encoder.pt (what extract reads), train.json (settings, provenance, timings),
 live/ (per-step loss curves, dvclive format) and, with the module, pairs.png
-(rows of: augmented view, g(h), g(h̃)). Checkpoints go to --checkpoints, outside the
+(rows of: augmented view, g(h), g(h̃), |g(h) − g(h̃)|). Checkpoints go to --checkpoints, outside the
 DVC output, so a rerun after an interruption resumes.
 
 Several processes: `torchrun --nproc_per_node N stages/pretrain.py ...` runs distributed data
@@ -44,13 +44,17 @@ def write_curves(history: list[dict], monitor: list[dict], live_dir: Path) -> No
 
 
 def pair_grid_png(images, n: int = 8) -> bytes:
+    """Fig. 4's grid, one row per sample: the input view, g(h), g(h̃) and |g(h) − g(h̃)| (mean over RGB, scaled so
+    that the grid's largest difference is white): where the pair differs, which the eye misses between two blurry images."""
     import torch
     from torchvision.utils import make_grid, save_image
 
     from finesyn.data.augment import denormalize
 
     x1, xa, xb = (denormalize(t[:n].float()) for t in images)
-    grid = make_grid(torch.stack([x1, xa, xb], dim=1).flatten(0, 1), nrow=3, padding=2, pad_value=1.0)
+    diff = (xa - xb).abs().mean(dim=1, keepdim=True)
+    diff = (diff / diff.max().clamp_min(1e-8)).expand_as(xa)
+    grid = make_grid(torch.stack([x1, xa, xb, diff], dim=1).flatten(0, 1), nrow=4, padding=2, pad_value=1.0)
     buf = io.BytesIO()
     save_image(grid, buf, format="png")
     return buf.getvalue()

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from finesyn.config import ParamsError, parse_params
-from finesyn.data.cache import write_cache_from_arrays
+from finesyn.data.prepare import prepare_dataset
 from finesyn.eval import gradcam
 from finesyn.models.backbone import Backbone
 from finesyn.report import budget_check, build_report, collect, compare_reference, fig_alpha, load_reference_numbers, plots
@@ -23,6 +24,7 @@ D = "toy"
 EXPERIMENTS = ["random_init", "mocov2", "mocov2_synth", "mocov2_a05_nu0", "mocov2_varonly"]
 SEEDS = [0, 1]
 N_CLASSES, TRAIN_PER, TEST_PER, SIZE = 3, 4, 4, 32
+N_TEST = N_CLASSES * TEST_PER
 # linear top-1 per (experiment, seed); hand-checked means/stds below
 TOP1 = {
     "random_init": (30.0, 34.0),
@@ -81,35 +83,50 @@ def write_tsv(path, name, steps, values):
     (path / f"{name}.tsv").write_text("step\t" + name + "\n" + "".join(f"{s}\t{v}\n" for s, v in zip(steps, values)))
 
 
-def png_bytes() -> bytes:
-    from PIL import Image
+def pretrain_stage():
+    """stages/pretrain.py as a module (its pair_grid_png draws Fig. 4's grid)."""
+    stage_file = Path(plots.__file__).parents[3] / "stages" / "pretrain.py"
+    spec = importlib.util.spec_from_file_location("pretrain_stage", stage_file)
+    stage = importlib.util.module_from_spec(spec)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(stage_file.parent))
+        spec.loader.exec_module(stage)
+    return stage
 
-    buf = io.BytesIO()
-    Image.fromarray(np.full((20, 30, 3), 128, np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
+
+PAIR_N, PAIR_SIZE = 3, 16
+
+
+def pair_views():
+    """(view, g(h), g(h̃)) batches, normalised like the training views: g(h̃) differs from g(h) in one 4x4 patch per row."""
+    torch.manual_seed(0)
+    view, gh = torch.randn(PAIR_N, 3, PAIR_SIZE, PAIR_SIZE), torch.randn(PAIR_N, 3, PAIR_SIZE, PAIR_SIZE) * 0.3
+    gh_tilde = gh.clone()
+    for i in range(PAIR_N):
+        gh_tilde[i, :, 4 * i : 4 * i + 4, 4:8] += 0.5 * (i + 1)  # row i changes in its own patch, by more in later rows
+    return view, gh, gh_tilde
+
+
+def pair_grid_png() -> bytes:
+    return pretrain_stage().pair_grid_png(pair_views())
 
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(N_CLASSES), TRAIN_PER + TEST_PER)
-    splits = np.tile(["train"] * TRAIN_PER + ["test"] * TEST_PER, N_CLASSES)
-    images = rng.integers(0, 256, (len(labels), SIZE, SIZE, 3), dtype=np.uint8)
-    write_cache_from_arrays(
-        root / "data" / D, images, labels, splits, [f"img{i}" for i in range(len(labels))], None, [f"c{c}" for c in range(N_CLASSES)]
-    )
+    cfg = parse_params(raw_params()).datasets[D].model_copy(update={"train_per_class": TRAIN_PER, "test_per_class": TEST_PER})
+    prepare_dataset(D, cfg, root / "data" / D)  # the generator: Fig. 3 knows where each bird and marking is
     for e in EXPERIMENTS:
         for k, seed in enumerate(SEEDS):
             m = root / "metrics" / D / e / f"seed{seed}"
             m.mkdir(parents=True)
             common = {"seed": seed, "params_hash": f"hash-{e}-{seed}", "encoder_run_id": f"run-{e}-{seed}", "code_version": "abc123"}
-            (m / "probe.json").write_text(json.dumps({"top1": TOP1[e][k], "top5": 90.0 + k, "protocol": "lbfgs", **common}))
-            (m / "retrieval.json").write_text(
-                json.dumps(
-                    {"rank1": 50.0 + k, "rank5": 80.0, "mAP": 30.0 + 2 * k, "knn": {"top1_k5": 40.0}, "protocol": "test_loo", **common}
-                )
-            )
+            probe = {"top1": TOP1[e][k], "top5": 90.0 + k, "n_test": N_TEST, "protocol": "lbfgs", **common}
+            (m / "probe.json").write_text(json.dumps(probe))
+            protocol = {"retrieval": "test_loo", "knn": "cosine"}  # as the retrieve stage records it: a dict
+            retrieval = {"rank1": 50.0 + k, "rank5": 80.0, "mAP": 30.0 + 2 * k, "knn": {"top1_k5": 40.0}, "protocol": protocol, **common}
+            (m / "retrieval.json").write_text(json.dumps(retrieval))
             if e != "random_init":
                 live = root / "models" / D / e / f"seed{seed}" / "live" / "plots" / "metrics" / "train"
                 terms = ("L_R", "L_Cp", "n_selected") if "synth" in e or "varonly" in e else ("L_R",) if "nu0" in e else ()
@@ -117,7 +134,7 @@ def tree(tmp_path_factory):
                     write_tsv(live, term, [5, 10, 15], [3.0 - k * 0.1, 2.5, 2.0])
                 write_tsv(live, "lr", [5, 10, 15], [0.1, 0.05, 0.0])
     for e in ("mocov2_synth", "mocov2_varonly"):  # ν = 0 runs make no pairs
-        (root / "models" / D / e / "seed0" / "pairs.png").write_bytes(png_bytes())
+        (root / "models" / D / e / "seed0" / "pairs.png").write_bytes(pair_grid_png())
     recon = {"psnr_db": 17.25, "mean_image_psnr_db": 12.5, "gain_db": 4.75, "images": 40, "view": "eval view"}
     (root / "models" / D / "mocov2_synth" / "seed0" / "train.json").write_text(json.dumps({"reconstruction": recon}))
     save_encoder(root / "models" / D / "mocov2" / "seed0", 1)
@@ -466,3 +483,148 @@ def test_budget_check_is_printed_under_the_table():
     md = to_markdown(_budget_params(), _rows(random_init=[13.4], supervised=[10.2], mocov2=[10.2]))
     table_end = md.index("| mocov2 |")
     assert md.index("Budget check:") > table_end
+
+
+# ----------------------------------------------------------------------------- the report as a researcher reads it
+def _page_text(html_text: str) -> str:
+    """What a reader sees: the HTML without tags, scripts' data or entities."""
+    import html as html_lib
+
+    return html_lib.unescape(re.sub(r"<[^>]+>", " ", re.sub(r'src="data:[^"]+"', "", html_text)))
+
+
+def test_budget_check_is_a_box_coloured_by_its_verdict(tmp_path):
+    from finesyn.report.html import to_html
+
+    params = _budget_params()
+    learns = to_html(params, _rows(random_init=[13.0], supervised=[60.0], mocov2=[11.0]), [], tmp_path)
+    fails = to_html(params, _rows(random_init=[13.4], supervised=[14.0], mocov2=[10.2]), [], tmp_path)
+    assert re.search(r'<div class="check ok" role="note"><strong>Budget check: training learns', learns)
+    assert re.search(r'<div class="check warn" role="note"><strong>Budget check: even the labels do not help', fails)
+    assert "check warn" not in learns and "check ok" not in fails
+    assert ".check.warn{" in fails  # styled: a border and a background, not a plain paragraph
+
+
+def test_no_python_reprs_in_the_page(report):
+    _, out, _ = report
+    text = _page_text((out / "index.html").read_text())
+    for repr_start in ("['", "{'", "seeds [0, 1]", "(seeds [0"):
+        assert repr_start not in text, repr_start
+    assert "seeds 0, 1" in text and "datasets toy ×" in text
+    assert "retrieval.json: retrieval: test_loo; knn: cosine" in text  # a dict protocol as prose
+
+
+def test_one_seed_table_shows_binomial_standard_errors(tree, tmp_path):
+    from finesyn.report.html import to_html
+    from finesyn.report.text import to_markdown
+
+    raw = raw_params()
+    raw["grid"]["seeds"] = [0]
+    params = parse_params(raw)
+    rows = collect(params, tree / "metrics")
+    md, page = to_markdown(params, rows), _page_text(to_html(params, rows, [], tmp_path))
+    # mocov2 seed 0: top-1 60 % on N_TEST = 12 images: 100·sqrt(.6·.4/12) = 14.142; top-5 90 %: 8.660; mAP 30: no error
+    line = next(x for x in md.splitlines() if x.startswith("| mocov2 |"))
+    assert line.startswith("| mocov2 | 60.00 ± 14.14 | 90.00 ± 8.66 | 50.00 ± 14.43 | 80.00 ± 11.55 | 30.00 | 40.00 ± 14.14 |")
+    assert "60.00 ± 14.14" in page and "binomial standard error" in page
+    assert "mean ± sample std" not in page
+    # several seeds: mean ± sample std, never a binomial error
+    both = to_markdown(parse_params(raw_params()), collect(parse_params(raw_params()), tree / "metrics"))
+    assert "| mocov2 | 62.00 ± 2.83 |" in both and "binomial" not in both
+
+
+def test_gradcam_mass_on_bird_and_marking_is_printed_per_row(report):
+    _, out, res = report
+    fig3 = next(f for f in res["figures"] if f["id"] == "fig3_gradcam_toy")
+    table = fig3["caption"][fig3["caption"].index('<table class="shares">') :]
+    rows = re.findall(r'<tr><td class="l">([^<]+)</td>((?:<td>[^<]*</td>)+)</tr>', table)
+    assert len(rows) == 6  # one per image of the figure
+    header = re.findall(r"<th>([^<]+)(?:<br>([^<]+))?</th>", table)
+    assert [h[1] for h in header[3:]] == ["on bird", "on marking"] * 2 and header[3][0] == "mocov2 (layer2)"
+    for label, cells in rows:
+        assert re.fullmatch(r"synthetic-test-\d{6} \(\w+@\w+\)", label)
+        obj_area, mark_area, *shares = (float(v) for v in re.findall(r"<td>([^<]*)</td>", cells))
+        assert 0 < mark_area < obj_area < 100
+        for on_obj, on_mark in zip(shares[::2], shares[1::2]):
+            assert 0 <= on_mark <= on_obj <= 100  # the marking lies on the bird
+    assert fig3["caption"] in (out / "index.html").read_text()
+
+
+def test_gradcam_mass_share_is_the_masked_fraction():
+    cams = np.zeros((2, 4, 4))
+    cams[0, 0, :2] = [3.0, 1.0]
+    masks = np.zeros((2, 4, 4))
+    masks[0, 0, 0], masks[0, 0, 1] = 1.0, 0.5  # soft coverage counts in proportion
+    share = gradcam.mass_on(cams, masks)
+    assert share[0] == pytest.approx((3.0 + 0.5) / 4.0) and np.isnan(share[1])  # an all-zero map has no share
+    with pytest.raises(ValueError, match="same shape"):
+        gradcam.mass_on(cams, masks[:, :2])
+
+
+def test_pair_grid_has_the_difference_column():
+    view, gh, gh_tilde = pair_views()
+    tiles = plots.grid_tiles(np.asarray(Image.open(io.BytesIO(pair_grid_png())).convert("RGB")))
+    assert tiles.shape == (PAIR_N, 4, PAIR_SIZE, PAIR_SIZE, 3)
+    diff = tiles[:, 3, :, :, 0].astype(int)
+    for i in range(PAIR_N):
+        inside = np.zeros((PAIR_SIZE, PAIR_SIZE), bool)
+        inside[4 * i : 4 * i + 4, 4:8] = True
+        assert (diff[i][~inside] == 0).all() and (diff[i][inside] > 0).all()  # bright exactly where the pair differs
+    assert diff.max() == 255 and diff[-1].max() == 255  # scaled to the grid's largest difference (the last row's)
+    assert (tiles[:, 3, ..., 0] == tiles[:, 3, ..., 2]).all()  # grey: the mean over RGB
+
+
+def test_pairs_figure_reads_old_three_column_grids_too():
+    from torchvision.utils import make_grid, save_image
+
+    view, gh, gh_tilde = (t.clamp(0, 1) for t in pair_views())
+    buf = io.BytesIO()
+    save_image(make_grid(torch.stack([view, gh, gh_tilde], 1).flatten(0, 1), nrow=3, padding=2, pad_value=1.0), buf, format="png")
+    fig, diff = plots.pairs_figure(buf.getvalue(), "old")
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert len(labels) == 3 and diff["rows"] == PAIR_N and diff["max"] > 0
+    with pytest.raises(ValueError, match="square tiles"):
+        plots.grid_tiles(np.full((20, 30, 3), 128, np.uint8))
+
+
+def test_fig5_has_the_alpha_zero_baseline_chance_and_error_bars(report):
+    params, _, res = report
+    fig5 = next(f for f in res["figures"] if f["id"] == "fig5_alpha")
+    assert "toy/mocov2," in fig5["caption"] and "α = 0" in fig5["caption"] and "chance" in fig5["caption"]
+    from finesyn.report.figures import _alpha_panel
+    from finesyn.report.rows import _row_index
+
+    panel, _ = _alpha_panel(params, _row_index(res["rows"]), D)
+    points = {name: (a, m, err) for a, m, err, name in panel["series"][0]["points"]}
+    assert points["mocov2 (α = 0)"] == (0.0, 62.0, pytest.approx(2.828, abs=1e-3))  # the baseline, its std over 2 seeds
+    assert points["mocov2_a05_nu0"] == (0.5, 61.0, 0.0)
+    assert panel["chance"] == pytest.approx(100 / 3)
+
+
+def test_curves_split_loss_kinds_and_draw_chance():
+    from finesyn.report.figures import _by_loss_kind, _curve_chance
+
+    raw = raw_params()
+    raw["experiments"]["supervised"] = {"method": "supervised"}
+    raw["grid"]["experiments"] = ["random_init", "supervised", "mocov2"]
+    params = parse_params(raw)
+    c = {"loss": 1, "L_C": 2, "val/knn20_top1": 3}
+    assert _by_loss_kind(params, "supervised", c) == {"L_C — cross-entropy with the labels": 2, "val/knn20_top1": 3}
+    assert _by_loss_kind(params, "mocov2", c) == {"loss — InfoNCE": 1, "L_C — InfoNCE": 2, "val/knn20_top1": 3}
+    chance = _curve_chance(params, D, {"L_C — cross-entropy with the labels", "L_C — InfoNCE", "val/knn20_top1"})
+    assert chance["L_C — cross-entropy with the labels"][0] == pytest.approx(np.log(3))
+    assert chance["val/knn20_top1"][0] == pytest.approx(100 / 3) and "L_C — InfoNCE" not in chance
+    steps = np.arange(5.0)
+    curves = {"supervised": {0: {"L_C — x": (steps, steps)}}, "mocov2": {0: {"L_C — x": (steps, steps)}}}
+    fig = plots.curves_figure(curves, "t")
+    lines = fig.axes[0].get_lines()
+    assert lines[0].get_linestyle() != lines[1].get_linestyle() and lines[0].get_color() != lines[1].get_color()
+    assert {t.get_text() for t in fig.axes[0].texts} == {"supervised", "mocov2"}  # labelled at their ends
+
+
+def test_direct_labels_keep_apart_inside_the_panel():
+    heights = plots.spread_labels([0.5, 0.98, 0.99, 1.0, 0.2], gap=0.07)
+    assert heights[0] == 0.5 and heights[4] == 0.2  # labels with room stay at their line's end
+    top = sorted(heights[1:4])
+    assert top[-1] == pytest.approx(1.0) and all(b - a >= 0.07 - 1e-9 for a, b in zip(top, top[1:]))
+    assert min(top) - 0.5 >= 0.07 - 1e-9

@@ -255,3 +255,27 @@ def test_mark_scale_grows_only_the_marking():
     assert area(big) > 1.5 * area(base) > 0
     with pytest.raises(ValueError, match="mark_scale"):
         generate_synthetic(train_per_class=1, test_per_class=1, mark_scale=3.0)
+
+
+def test_masks_place_the_marking_on_the_bird_where_classes_differ():
+    """object_and_marking_masks: the marking lies on the bird, and re-rendering an item of the generated dataset
+    with the other slot of its glyph changes exactly the pixels under the two markings (so the masks are the
+    dataset's own: a wrong item stream, pose or label would put them elsewhere)."""
+    kw = {"num_classes": 4, "image_size": 64, "seed": 3, "look_bank": 2}
+    ds = generate_synthetic(train_per_class=1, test_per_class=3, **kw)
+    n_train, layout = 4, class_layout(4)
+    obj, mark = syn.object_and_marking_masks("test", range(12), **kw)
+    assert obj.shape == mark.shape == (12, 64, 64)
+    assert (mark <= obj + 1e-6).all() and (mark.sum(axis=(1, 2)) > 5).all()
+    assert (0.05 < obj.mean(axis=(1, 2))).all() and (obj.mean(axis=(1, 2)) < 0.5).all()
+    for i in range(12):
+        p = syn._params_of_item("test", i, 64, 3, (0.22, 0.30), 32, 2, False)
+        own, other = layout[i % 4], layout[(i % 4) ^ 1]  # classes 2j and 2j+1: the same glyph, fore vs hind
+        assert (syn._render([p], [own[0]], [own[1]], 64)[0] == ds.images[n_train + i]).all()
+        rerendered = syn._render([p], [other[0]], [other[1]], 64)[0]
+        other_mark = syn._marking([other[0]], [other[1]], *syn._object_frame([p], 64), 1.0)[0]
+        changed = (rerendered != ds.images[n_train + i]).any(-1)
+        assert not (changed & (mark[i] == 0) & (other_mark == 0)).any()  # nothing changes off the markings
+        assert changed[mark[i] >= 0.5].mean() > 0.95  # and the marking's pixels do change
+    with pytest.raises(ValueError, match="split"):
+        syn.object_and_marking_masks("val", [0])

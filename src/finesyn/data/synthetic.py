@@ -72,6 +72,7 @@ __all__ = [
     "SyntheticDataset",
     "class_layout",
     "generate_synthetic",
+    "object_and_marking_masks",
     "save_grid",
 ]
 
@@ -407,38 +408,33 @@ def _sd_polygon(u: np.ndarray, v: np.ndarray, pts) -> np.ndarray:
     return d
 
 
-def _render(ps: list[dict], glyphs: list[str], slots: list[str], size: int, mark_scale: float = 1.0) -> np.ndarray:
+def _bird_parts(ps: list[dict], u: np.ndarray, v: np.ndarray, unit: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The bird's parts in drawing order, as (coverage (B, S, S), colour (B, 3, 1, 1)): legs, tail,
+    body, wing, beak, head, eye. Their union is the object; the marking is drawn over them."""
     b = len(ps)
-    img = _background(ps, size)
-
-    # ---- object frame: u towards the head, v towards the back, in body units
-    u, v, unit = _object_frame(ps, size)
-
-    # tail: a wedge behind the body (convex polygon: max of edge half-plane distances)
     spread = _sc(ps, "tail_spread")
     tip_x, half = -1.75, 0.3 * spread
     d_tail = _sd_polygon(u, v, [(-0.7, 0.12), (tip_x, 0.12 + half), (tip_x, 0.12 - half)])  # corners (B, 1, 1)
-    # legs
     dark = np.full((b, 3, 1, 1), 0.12, np.float32)
     d_legs = np.minimum(
         _sd_capsule(u, v, 0.15, -0.45, 0.1, -1.0, 0.045),
         _sd_capsule(u, v, -0.2, -0.45, -0.25, -1.0, 0.045),
     )
-    img = _over(img, _cover(d_legs, unit), dark)
-    img = _over(img, _cover(d_tail, unit), _col(ps, "wing"))
-    img = _over(img, _cover(_sd_ellipse(u, v, 1.0, BODY_B), unit), _col(ps, "body"))
-    # wing on the back
-    ws = _sc(ps, "wing_scale")
-    d_wing = _sd_ellipse(u + 0.25, v - 0.3, 0.6 * ws, 0.2)
-    img = _over(img, _cover(d_wing, unit), _col(ps, "wing"))
-    # beak, head, eye
-    d_beak = _sd_capsule(u, v, 1.2, 0.5, 1.62, 0.42, 0.07)
-    img = _over(img, _cover(d_beak, unit), _col(ps, "beak"))
-    img = _over(img, _cover(_sd_capsule(u, v, 0.95, 0.5, 0.95, 0.5, 0.36), unit), _col(ps, "head"))
-    img = _over(img, _cover(_sd_capsule(u, v, 1.08, 0.6, 1.08, 0.6, 0.075), unit), dark)
+    ws = _sc(ps, "wing_scale")  # the wing on the back
+    return [
+        (_cover(d_legs, unit), dark),
+        (_cover(d_tail, unit), _col(ps, "wing")),
+        (_cover(_sd_ellipse(u, v, 1.0, BODY_B), unit), _col(ps, "body")),
+        (_cover(_sd_ellipse(u + 0.25, v - 0.3, 0.6 * ws, 0.2), unit), _col(ps, "wing")),
+        (_cover(_sd_capsule(u, v, 1.2, 0.5, 1.62, 0.42, 0.07), unit), _col(ps, "beak")),
+        (_cover(_sd_capsule(u, v, 0.95, 0.5, 0.95, 0.5, 0.36), unit), _col(ps, "head")),
+        (_cover(_sd_capsule(u, v, 1.08, 0.6, 1.08, 0.6, 0.075), unit), dark),
+    ]
 
-    # ---- the class-defining marking (computed only for the items that carry each glyph)
-    mark = np.zeros((b, size, size), np.float32)
+
+def _marking(glyphs: list[str], slots: list[str], u: np.ndarray, v: np.ndarray, unit: np.ndarray, mark_scale: float) -> np.ndarray:
+    """(B, S, S) coverage of the class-defining marking (computed only for the items that carry each glyph)."""
+    mark = np.zeros(u.shape, np.float32)
     glyph_arr = np.asarray(glyphs)
     for name in set(glyphs):
         idx = np.nonzero(glyph_arr == name)[0]
@@ -447,8 +443,70 @@ def _render(ps: list[dict], glyphs: list[str], slots: list[str], size: int, mark
         g = _glyph_scale(name) * mark_scale
         d = _sd_glyph_unit(name, (u[idx] - sx) / g, (v[idx] - sy) / g) * g
         mark[idx] = _cover(d, unit[idx])
-    img = _over(img, mark, _col(ps, "mark"))
+    return mark
+
+
+def _render(ps: list[dict], glyphs: list[str], slots: list[str], size: int, mark_scale: float = 1.0) -> np.ndarray:
+    img = _background(ps, size)
+    u, v, unit = _object_frame(ps, size)  # u towards the head, v towards the back, in body units
+    for cover, colour in _bird_parts(ps, u, v, unit):
+        img = _over(img, cover, colour)
+    img = _over(img, _marking(glyphs, slots, u, v, unit, mark_scale), _col(ps, "mark"))
     return _lighting(img, ps, size)
+
+
+def _params_of_item(
+    split: str,
+    i: int,
+    image_size: int,
+    seed: int,
+    object_scale: tuple[float, float],
+    background_bank: int,
+    look_bank: int,
+    plain_background: bool,
+) -> dict:
+    """Item i of `split`'s parameters, from its own random stream (seeded by (seed, split, i)) and the shared banks."""
+    rng = np.random.default_rng([seed, _SPLITS[split], i])
+    bg = None
+    if background_bank > 0:  # the background is one of `background_bank` shared scenes
+        bg = np.random.default_rng([seed, 7, int(rng.integers(background_bank))])
+    look = None
+    if look_bank > 0:  # the bird's look is one of `look_bank` shared looks
+        look = np.random.default_rng([seed, 8, int(rng.integers(look_bank))])
+    return _item_params(rng, image_size, object_scale, bg, look, plain_background)
+
+
+def object_and_marking_masks(
+    split: str,
+    indices,
+    num_classes: int = 10,
+    image_size: int = 64,
+    seed: int = 0,
+    object_scale: tuple[float, float] = (0.22, 0.30),
+    background_bank: int = 32,
+    slots: int = 0,
+    mark_scale: float = 1.0,
+    look_bank: int = 0,
+    plain_background: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where the bird and its marking are in items `indices` of `split` of the dataset that
+    ``generate_synthetic`` renders with these arguments: (object, marking), float32 (n, S, S)
+    anti-aliased coverages in [0, 1], the same ones the renderer composites. The marking lies on
+    the bird; it is the only thing that differs between two classes' renderings of an item, so it
+    is where an encoder that reads the class must look (the report measures Grad-CAM mass on it)."""
+    if split not in _SPLITS:
+        raise ValueError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
+    layout = class_layout(num_classes, slots)
+    indices = [int(i) for i in indices]
+    args = (image_size, seed, tuple(object_scale), background_bank, look_bank, plain_background)
+    ps = [_params_of_item(split, i, *args) for i in indices]
+    u, v, unit = _object_frame(ps, image_size)
+    obj = np.zeros(u.shape, np.float32)
+    for cover, _ in _bird_parts(ps, u, v, unit):
+        obj += cover * (1 - obj)  # coverage of the union, as the compositing layers them
+    labels = [i % num_classes for i in indices]
+    mark = _marking([layout[y][0] for y in labels], [layout[y][1] for y in labels], u, v, unit, mark_scale)
+    return obj, mark
 
 
 def generate_synthetic(
@@ -490,16 +548,8 @@ def generate_synthetic(
         progress(0, n)
     for start in range(0, n, chunk):
         part = items[start : start + chunk]
-        ps = []
-        for sp, i, _ in part:
-            rng = np.random.default_rng([seed, _SPLITS[sp], i])
-            bg = None
-            if background_bank > 0:  # the background is one of `background_bank` shared scenes
-                bg = np.random.default_rng([seed, 7, int(rng.integers(background_bank))])
-            look = None
-            if look_bank > 0:  # the bird's look is one of `look_bank` shared looks
-                look = np.random.default_rng([seed, 8, int(rng.integers(look_bank))])
-            ps.append(_item_params(rng, image_size, object_scale, bg, look, plain_background))
+        args = (image_size, seed, object_scale, background_bank, look_bank, plain_background)
+        ps = [_params_of_item(sp, i, *args) for sp, i, _ in part]
         images[start : start + len(part)] = _render(
             ps, [layout[y][0] for *_, y in part], [layout[y][1] for *_, y in part], image_size, mark_scale
         )

@@ -101,3 +101,17 @@ def augmented_views(images_uint8, augment_cfg, size: int, n_views: int, seed: in
 
     g = torch.Generator().manual_seed(seed)
     return torch.stack([ssl_view(images_uint8, augment_cfg, size, g) for _ in range(n_views)])
+
+
+def mass_on(cams, masks):
+    """Share of each map's Grad-CAM mass that falls on a region: Σ cam·mask / Σ cam per image, with
+    `masks` soft coverages in [0, 1] of the same (N, H, W) shape; NaN where a map is all zero. A map
+    spread evenly would score the region's area share, the yardstick to read it against."""
+    import numpy as np
+
+    cams, masks = np.asarray(cams, dtype=np.float64), np.asarray(masks, dtype=np.float64)
+    if cams.shape != masks.shape:
+        raise ValueError(f"CAMs {cams.shape} and masks {masks.shape} must have the same shape")
+    total = cams.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (cams * masks).sum(axis=(1, 2)) / total, np.nan)

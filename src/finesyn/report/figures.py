@@ -12,7 +12,7 @@ from finesyn.config import Params
 from finesyn.io import atomic_write_bytes
 from finesyn.paths import RunPaths
 from finesyn.report.roles import baseline_of, first_baseline, makes_pairs, module_pairs, pair_experiments
-from finesyn.report.rows import TOP1, Row, _mean_std, _row_index
+from finesyn.report.rows import TOP1, Row, _row_index, chance_level, mean_and_error
 
 GRADCAM_IMAGES = 6
 
@@ -104,6 +104,83 @@ def _gradcam_indices(labels, test_idx, n: int):
     return np.array(sorted(chosen[:n]))
 
 
+def _not_drawn(fid: str, section: str, title: str, why: str, sources: list[str] | None = None) -> Figure:
+    return Figure(id=fid, section=section, title=title, path=None, sources=sources or [], caption=f"Not drawn: {why}")
+
+
+GENERATOR_KEYS = ("num_classes", "image_size", "seed", "object_scale", "background_bank", "slots", "mark_scale", "look_bank")
+
+
+def generator_masks(ds, idx, crop: int):
+    """(object, marking) coverages of cache rows `idx` from the generator that wrote the cache, centre-cropped
+    as `eval_view` crops the images; None for a cache the generator did not write (real images)."""
+    import re
+
+    import numpy as np
+
+    from finesyn.data.cache import CacheError
+    from finesyn.data.synthetic import object_and_marking_masks
+
+    found = [re.fullmatch(r"synthetic-(train|test)-(\d+)", ds.ids[i]) for i in idx]
+    if ds.meta.get("kind") != "synthetic" or not isinstance(ds.meta.get("params"), dict) or not all(found):
+        return None
+    kw = {k: ds.meta["params"][k] for k in GENERATOR_KEYS if k in ds.meta["params"]}
+    masks = [object_and_marking_masks(m[1], [int(m[2])], **kw) for m in found]
+    n_classes = kw.get("num_classes", 10)
+    if any(int(ds.labels[i]) != int(m[2]) % n_classes for i, m in zip(idx, found)):
+        raise CacheError(f"prepared dataset {ds.path}: labels disagree with the generator's settings in its meta.json (re-run prepare)")
+    top = int(round((ds.image_size - crop) / 2.0))  # eval_view's centre crop
+    return tuple(np.concatenate([m[k] for m in masks])[:, top : top + crop, top : top + crop] for k in (0, 1))
+
+
+def _cams_of_pairs(params: Params, pairs, dataset: str, models_root: Path, x, views) -> tuple[list, list[str], set[str]]:
+    """[(column name, CAMs)] of every baseline and +module encoder, their sources, the conv blocks used."""
+    from finesyn.eval import gradcam
+    from finesyn.eval.features import load_encoder
+
+    cols, sources, layers = [], [], set()
+    for base, mod in pairs:
+        for exp in (base, mod):
+            model_dir = RunPaths(dataset, exp, _seed0(params)).model_dir(models_root)
+            backbone, _, state = load_encoder(model_dir)
+            layer = gradcam.cam_layer(backbone, x.shape[-1])
+            layers.add(layer)
+            cam = gradcam.ssl_gradcam(backbone, x, views, layer).numpy()
+            cols.append((f"{exp}" + ("" if layer == "layer4" else f" ({layer})"), cam))
+            sources.append(f"{model_dir / 'encoder.pt'} (run {state.get('run_id')})")
+    return cols, sources, layers
+
+
+def gradcam_shares(cols, masks) -> dict[str, tuple]:
+    """{column: (share of CAM mass on the object, on the marking)} per image, when the masks are known."""
+    from finesyn.eval.gradcam import mass_on
+
+    if masks is None:
+        return {}
+    return {name: (mass_on(cam, masks[0]), mass_on(cam, masks[1])) for name, cam in cols}
+
+
+def _pct(v: float) -> str:
+    return "–" if v != v else f"{100 * v:.1f}"  # NaN: an all-zero CAM
+
+
+def shares_table(labels: list[str], masks, shares: dict[str, tuple]) -> str:
+    """HTML: one row per Fig. 3 image, the area (%) of the bird and of its marking (what an even map would put on them)
+    and each encoder's share (%) of CAM mass on them."""
+    head = "".join(f"<th>{html.escape(n)}<br>on bird</th><th>{html.escape(n)}<br>on marking</th>" for n in shares)
+    rows = []
+    for i, label in enumerate(labels):
+        area = f"<td>{_pct(masks[0][i].mean())}</td><td>{_pct(masks[1][i].mean())}</td>"
+        cells = "".join(f"<td>{_pct(o[i])}</td><td>{_pct(m[i])}</td>" for o, m in shares.values())
+        rows.append(f'<tr><td class="l">{html.escape(label)}</td>{area}{cells}</tr>')
+    return (
+        "<p>Per row of the figure: the bird's and the marking's area (% of the image: the share an even map would put on them) "
+        "and each encoder's share of Grad-CAM mass on them (% of the map's total).</p>"
+        '<div class="wide"><table class="shares"><tr><th>row: image (class)</th><th>bird area</th><th>marking area</th>'
+        + head + "</tr>" + "".join(rows) + "</table></div>"
+    )  # fmt: skip
+
+
 def fig_gradcam(params: Params, data_root: Path, models_root: Path, fig_dir: Path, log: logging.Logger) -> list[Figure]:
     import numpy as np
     import torch
@@ -111,64 +188,55 @@ def fig_gradcam(params: Params, data_root: Path, models_root: Path, fig_dir: Pat
     from finesyn.data.augment import denormalize, eval_view
     from finesyn.data.cache import open_cache
     from finesyn.eval import gradcam
-    from finesyn.eval.features import load_encoder
     from finesyn.report import plots
 
-    pairs = module_pairs(params)
-    seed = _seed0(params)
-    figs = []
+    pairs, seed, figs = module_pairs(params), _seed0(params), []
     for dataset in params.grid.datasets:
-        fid = f"fig3_gradcam_{dataset}"
-        title = f"Fig. 3 analogue — {dataset}"
+        fid, title = f"fig3_gradcam_{dataset}", f"Fig. 3 analogue — {dataset}"
         if not pairs:
-            figs.append(
-                Figure(
-                    id=fid,
-                    section="fig3",
-                    title=title,
-                    path=None,
-                    sources=[],
-                    caption="Not drawn: the grid needs a baseline and its +module experiment (e.g. mocov2 and mocov2_synth: same method, synth false/true, no overrides).",
-                )
-            )
+            why = "the grid needs a baseline and its +module experiment (e.g. mocov2 and mocov2_synth: same method, synth false/true, no overrides)."
+            figs.append(_not_drawn(fid, "fig3", title, why))
             continue
-        ds = open_cache(data_root / dataset)
-        crop = params.datasets[dataset].crop_size
+        ds, crop = open_cache(data_root / dataset), params.datasets[dataset].crop_size
         idx = _gradcam_indices(ds.labels, ds.indices("test"), GRADCAM_IMAGES)
         raw = torch.from_numpy(np.ascontiguousarray(ds.images[idx]))
-        x = eval_view(raw, crop)
         views = gradcam.augmented_views(raw, params.pretrain.augment, crop, GRADCAM_VIEWS, seed=0)
-        cols, sources, layers = [], [f"{data_root / dataset} (test images {', '.join(ds.ids[i] for i in idx)})"], set()
-        for base, mod in pairs:
-            for exp in (base, mod):
-                model_dir = RunPaths(dataset, exp, seed).model_dir(models_root)
-                backbone, _, state = load_encoder(model_dir)
-                layer = gradcam.cam_layer(backbone, crop)
-                layers.add(layer)
-                cam = gradcam.ssl_gradcam(backbone, x, views, layer).numpy()
-                cols.append((f"{exp}" + ("" if layer == "layer4" else f" ({layer})"), cam))
-                sources.append(f"{model_dir / 'encoder.pt'} (run {state.get('run_id')})")
+        x = eval_view(raw, crop)
+        cols, sources, layers = _cams_of_pairs(params, pairs, dataset, models_root, x, views)
+        masks = generator_masks(ds, idx, crop)
+        shares = gradcam_shares(cols, masks)
+        labels = [f"{ds.ids[i]} ({ds.classes[ds.labels[i]]})" for i in idx]
         images = denormalize(x).permute(0, 2, 3, 1).numpy()
-        fig = plots.gradcam_figure(images, cols, f"{dataset}: SSL-induced Grad-CAM, seed {seed}")
+        fig = plots.gradcam_figure(images, cols, f"{dataset}: SSL-induced Grad-CAM, seed {seed}", labels, masks, shares)
         path = plots.save_png(fig, fig_dir / f"{fid}.png")
-        layer_text = ", ".join(sorted(layers))
-        low_res = (
-            ""
-            if layers == {"layer4"}
-            else (
-                f" At this input size ({crop} px) layer4's maps are smaller than 4×4, so the deepest block with maps at least 4×4 ({layer_text}) is used."
-            )
-        )
-        caption = (
-            f"Spatial Grad-CAM on {GRADCAM_IMAGES} test images (centre crops; one per class where possible), "
-            f"baseline vs +module encoders ({'; '.join(f'{b} vs {m}' for b, m in pairs)}; seed {seed}). "
-            f"The loss is L = −mean_k cos(f(x), f(v_k)) over {GRADCAM_VIEWS} views v_k of the same image made with the pretraining "
-            "augmentation (fixed seed, no gradient through the views); channel weights = spatial mean of −∂L/∂A over the last conv block's "
-            f"maps A; CAM = ReLU(Σ w·A), bilinearly upsampled, each map scaled to its own maximum (red = high).{low_res}"
-        )
+        caption = _fig3_caption(pairs, seed, layers, crop, masks) + (shares_table(labels, masks, shares) if shares else "")
+        sources.insert(0, f"{data_root / dataset} (test images {', '.join(ds.ids[i] for i in idx)})")
         figs.append(Figure(id=fid, section="fig3", title=title, path=path, caption=caption, sources=sources))
         log.info("wrote %s", path)
     return figs
+
+
+def _fig3_caption(pairs, seed: int, layers: set[str], crop: int, masks) -> str:
+    layer_text = ", ".join(sorted(layers))
+    low_res = (
+        ""
+        if layers == {"layer4"}
+        else f" At this input size ({crop} px) layer4's maps are smaller than 4×4, so the deepest block with maps at least 4×4 ({layer_text}) is used."
+    )
+    truth = (
+        " The generator knows where the bird and its class-defining marking are: the marking is outlined in white (solid), the bird "
+        "in white (dashed), and under each map, and in the table below, is the share of the map's mass on the bird and on the marking "
+        "(a map spread evenly would put their area share there; a map that reads the class has its mass on the marking)."
+        if masks is not None
+        else " These are real images: where the detail that decides the class lies is not known, so no share of the map is measured."
+    )
+    return (
+        f"Spatial Grad-CAM on {GRADCAM_IMAGES} test images (centre crops; one per class where possible; each row names its image and class), "
+        f"baseline vs +module encoders ({'; '.join(f'{b} vs {m}' for b, m in pairs)}; seed {seed}). "
+        f"The loss is L = −mean_k cos(f(x), f(v_k)) over {GRADCAM_VIEWS} views v_k of the same image made with the pretraining "
+        "augmentation (fixed seed, no gradient through the views); channel weights = spatial mean of −∂L/∂A over the last conv block's "
+        f"maps A; CAM = ReLU(Σ w·A), bilinearly upsampled, each map scaled to its own maximum (colour bar).{low_res}{truth}"
+    )
 
 
 def reconstruction_lines(params: Params, models_root: Path) -> list[str]:
@@ -195,6 +263,22 @@ def reconstruction_text(train_json: Path) -> str:
     )
 
 
+def _warn_box(text: str) -> str:
+    """A reconstruction that renders little is a warning: shown in the report's note box."""
+    return f'<div class="note">{html.escape(text)}</div>' if "does not beat" in text or text.startswith("No ") else html.escape(text)
+
+
+def _fig4_caption(exp: str, seed: int, diff: dict, recon_text: str) -> str:
+    return (
+        f"Generated pairs of <b>{exp}</b> (seed {seed}) at the end of pretraining: the pretrain stage's pairs.png, enlarged (pixels "
+        "unchanged). Each row: the augmented input view, its reconstruction g(h), g(h̃) decoded from the feature with the selected "
+        "non-discriminative dimensions perturbed, and |g(h) − g(h̃)| (mean over RGB, scaled so that the grid's largest difference is "
+        "white; absent in a run from before it was drawn). The pair (g(h), g(h̃)) should differ only in non-discriminative content. "
+        f"Measured on the PNG's {diff['rows']} rows: |g(h) − g(h̃)| is {diff['mean']:.4f} on average and at most {diff['max']:.4f} "
+        f"(pixel values in [0, 1]). {_warn_box(recon_text)}"
+    )
+
+
 def fig_pairs(params: Params, models_root: Path, fig_dir: Path, log: logging.Logger) -> list[Figure]:
     from finesyn.report import plots
 
@@ -202,87 +286,117 @@ def fig_pairs(params: Params, models_root: Path, fig_dir: Path, log: logging.Log
     figs = []
     for dataset, exp in pair_experiments(params):
         src = RunPaths(dataset, exp, seed).model_dir(models_root) / "pairs.png"
-        fid = f"fig4_pairs_{dataset}_{exp}"
-        title = f"Fig. 4 analogue — {dataset}, {exp}"
+        fid, title = f"fig4_pairs_{dataset}_{exp}", f"Fig. 4 analogue — {dataset}, {exp}"
         if not src.is_file():
-            figs.append(
-                Figure(id=fid, section="fig4", title=title, path=None, sources=[str(src)], caption=f"Not drawn: {src} does not exist.")
-            )
+            figs.append(_not_drawn(fid, "fig4", title, f"{src} does not exist.", [str(src)]))
             continue
-        path = plots.save_png(plots.pairs_figure(src.read_bytes(), f"{dataset}: {exp} (seed {seed})"), fig_dir / f"{fid}.png")
-        recon_text, sources = reconstruction_text(src.parent / "train.json"), [str(src), str(src.parent / "train.json")]
+        fig, diff = plots.pairs_figure(src.read_bytes(), f"{dataset}: {exp} (seed {seed})")
+        path = plots.save_png(fig, fig_dir / f"{fid}.png")
+        caption = _fig4_caption(exp, seed, diff, reconstruction_text(src.parent / "train.json"))
         figs.append(
-            Figure(
-                id=fid,
-                section="fig4",
-                title=title,
-                path=path,
-                sources=sources,
-                caption=(
-                    f"Generated pairs of <b>{exp}</b> (seed {seed}) at the end of pretraining: the pretrain stage's pairs.png, enlarged (pixels unchanged). "
-                    "Each row: the augmented input view, its reconstruction g(h), and g(h̃) decoded from the feature with the "
-                    f"selected non-discriminative dimensions perturbed. The pair (g(h), g(h̃)) should differ only in non-discriminative content. {recon_text}"
-                ),
-            )
+            Figure(id=fid, section="fig4", title=title, path=path, sources=[str(src), str(src.parent / "train.json")], caption=caption)
         )
         log.info("wrote %s", path)
     return figs
+
+
+def _top1(index, dataset: str, e: str | None):
+    """(mean, error bar) of a grid row's linear top-1, or None when the row or the column is missing."""
+    row = index.get((dataset, e))
+    return mean_and_error(row, TOP1) if row is not None and TOP1 in row["values"] else None
+
+
+def _alpha_panel(params: Params, index, dataset: str) -> tuple[dict | None, list[str]]:
+    """One dataset's Fig. 5 panel: per method, the α-only points plus the baseline at α = 0; the full method as a line."""
+    series: dict[str, list] = {}
+    used = []
+    for e in params.grid.experiments:
+        if params.experiments[e].synth and not makes_pairs(params, e) and _top1(index, dataset, e):
+            series.setdefault(params.experiments[e].method, []).append((float(params.pretrain_for(e).alpha), *_top1(index, dataset, e), e))
+            used.append(f"{dataset}/{e}")
+    if not series:
+        return None, []
+    lines = []
+    for method, points in series.items():
+        base, full = baseline_of(params, method, False), baseline_of(params, method, True)
+        if _top1(index, dataset, base):
+            points.append((0.0, *_top1(index, dataset, base), f"{base} (α = 0)"))
+            used.append(f"{dataset}/{base}")
+        if full is not None and makes_pairs(params, full) and _top1(index, dataset, full):
+            m, err = _top1(index, dataset, full)
+            cfg = params.pretrain_for(full)
+            lines.append({"label": f"{full} (full: α={cfg.alpha}, ν={cfg.nu})", "value": m, "err": err, "method": method})
+            used.append(f"{dataset}/{full}")
+    panel = {"dataset": dataset, "chance": chance_level(params, dataset), "series": [{"method": k, "points": v} for k, v in series.items()]}
+    return {**panel, "lines": lines}, used
 
 
 def fig_alpha(params: Params, rows: list[Row], fig_dir: Path, log: logging.Logger) -> list[Figure]:
     from finesyn.report import plots
 
     index = _row_index(rows)
-    panels, used = [], []
-    for dataset in params.grid.datasets:
-        series: dict[str, list] = {}
-        for e in params.grid.experiments:
-            if params.experiments[e].synth and not makes_pairs(params, e) and TOP1 in index[(dataset, e)]["values"]:
-                m, sd = _mean_std(index[(dataset, e)]["values"][TOP1])
-                series.setdefault(params.experiments[e].method, []).append((float(params.pretrain_for(e).alpha), m, sd, e))
-                used.append(f"{dataset}/{e}")
-        if not series:
-            continue
-        lines = []
-        for method in series:
-            for synth, style in ((False, "--"), (True, ":")):
-                e = baseline_of(params, method, synth)
-                if e is None or TOP1 not in index[(dataset, e)]["values"]:
-                    continue
-                if synth and not makes_pairs(params, e):
-                    continue
-                m, sd = _mean_std(index[(dataset, e)]["values"][TOP1])
-                cfg = params.pretrain_for(e)
-                label = f"{e} (baseline, L_C)" if not synth else f"{e} (full: α={cfg.alpha}, ν={cfg.nu})"
-                lines.append(
-                    {
-                        "label": label,
-                        "value": m,
-                        "std": sd if len(index[(dataset, e)]["values"][TOP1]) > 1 else None,
-                        "style": style,
-                        "method": method,
-                    }
-                )
-                used.append(f"{dataset}/{e}")
-        panels.append({"dataset": dataset, "series": [{"method": k, "points": v} for k, v in series.items()], "lines": lines})
-    fid = "fig5_alpha"
-    title = "Fig. 5 analogue — reconstruction alone (L_C + α·L_R)"
+    made = [_alpha_panel(params, index, d) for d in params.grid.datasets]
+    panels, used = [p for p, _ in made if p is not None], [u for _, us in made for u in us]
+    fid, title = "fig5_alpha", "Fig. 5 analogue — reconstruction alone (L_C + α·L_R)"
     if not panels:
-        caption = (
-            "Not drawn: the grid has no experiment with synth: true and ν = 0 (L_C + α·L_R only). Add a few, e.g. in params.yaml "
+        why = (
+            "the grid has no experiment with synth: true and ν = 0 (L_C + α·L_R only). Add a few, e.g. in params.yaml "
             "(experiment names must not contain '.', since DVC reads them as params paths):"
             f"<pre>{html.escape(FIG5_HINT)}</pre>"
         )
-        return [Figure(id=fid, section="fig5", title=title, path=None, caption=caption, sources=[])]
+        return [_not_drawn(fid, "fig5", title, why)]
     path = plots.save_png(plots.alpha_sweep_figure(panels), fig_dir / f"{fid}.png")
+    seeds = params.grid.seeds
+    bars = (
+        f"mean ± sample std over seeds {', '.join(map(str, seeds))}"
+        if len(seeds) > 1
+        else f"seed {seeds[0]}; error bars: binomial standard error on the test images"
+    )
     caption = (
-        f"Linear top-1 (mean ± std over seeds {list(params.grid.seeds)}) of encoders trained with L_C + α·L_R only (synth: true, ν = 0), "
-        "against α; dashed: the baseline (L_C only); dotted: the full method (L_C + α·L_R + ν·L_Cp), shaded ± std. "
+        f"Linear top-1 ({bars}) of encoders trained with L_C + α·L_R only (synth: true, ν = 0), against α; the square at α = 0 is the "
+        "baseline (L_C only, also dashed across); dotted: the full method (L_C + α·L_R + ν·L_Cp), shaded ± its error; dash-dot: chance. "
         "If the α-only points stay near the baseline while the full method is above it, reconstruction alone does not explain the gain. "
         f"Experiments: {', '.join(used)}; effective α and ν from reports/params.resolved.json; numbers from their metrics files (see Provenance)."
     )
     log.info("wrote %s", path)
     return [Figure(id=fid, section="fig5", title=title, path=path, caption=caption, sources=[f"metrics of {u}" for u in used])]
+
+
+L_C_KIND = {  # what each method's L_C is: the loss terms of different methods are not on one scale
+    "supervised": "cross-entropy with the labels",
+    "mocov2": "InfoNCE",
+    "simclr": "NT-Xent (InfoNCE)",
+    "simsiam": "negative cosine",
+    "byol": "2 − 2·cos",
+}
+
+
+def _by_loss_kind(params: Params, experiment: str, curves: dict) -> dict:
+    """A run's curves with loss, L_C and L_Cp renamed by the kind of its L_C (one panel per kind, never a
+    cross-entropy beside an InfoNCE); the supervised row's total loss is its L_C, shown once."""
+    method = params.experiments[experiment].method
+    kind = L_C_KIND.get(method, method)
+    out = {}
+    for metric, curve in curves.items():
+        if method == "supervised" and metric == "loss":
+            continue
+        out[f"{metric} — {kind}" if metric in ("loss", "L_C", "L_Cp") else metric] = curve
+    return out
+
+
+def _curve_chance(params: Params, dataset: str, metrics) -> dict[str, tuple[float, str]]:
+    """Chance levels that are known: the monitor's kNN top-1 (100 / classes) and the labels' cross-entropy (ln classes)."""
+    import math
+
+    level = chance_level(params, dataset)
+    if level is None:
+        return {}
+    n = round(100 / level)
+    out = {m: (level, f"chance {level:.1f}%") for m in metrics if m.startswith("val/") and "top1" in m}
+    ce = f"L_C — {L_C_KIND['supervised']}"
+    if ce in metrics:
+        out[ce] = (math.log(n), f"chance: ln {n} = {math.log(n):.2f}")
+    return out
 
 
 def fig_curves(params: Params, models_root: Path, fig_dir: Path, log: logging.Logger) -> list[Figure]:
@@ -296,34 +410,30 @@ def fig_curves(params: Params, models_root: Path, fig_dir: Path, log: logging.Lo
                 live = RunPaths(dataset, e, seed).model_dir(models_root) / "live"
                 c = plots.read_live_curves(live)
                 if c:
-                    curves.setdefault(e, {})[seed] = c
+                    curves.setdefault(e, {})[seed] = _by_loss_kind(params, e, c)
                     sources.append(str(live / "plots" / "metrics"))
-        fid = f"curves_{dataset}"
-        title = f"Training curves — {dataset}"
+        fid, title = f"curves_{dataset}", f"Training curves — {dataset}"
         if not curves:
-            figs.append(
-                Figure(id=fid, section="curves", title=title, path=None, sources=[], caption="Not drawn: no dvclive curves under models/.")
-            )
+            figs.append(_not_drawn(fid, "curves", title, "no dvclive curves under models/."))
             continue
-        path = plots.save_png(plots.curves_figure(curves, f"{dataset}: training curves"), fig_dir / f"{fid}.png")
-        figs.append(
-            Figure(
-                id=fid,
-                section="curves",
-                title=title,
-                path=path,
-                sources=sources,
-                caption=(
-                    "The learning monitor first (val/knn20_top1: kNN-20 top-1 of the validation images held out of the train split, "
-                    "every pretrain.monitor_every_steps; never the test set), then every logged training term per step (dvclive, pretrain.log_every_steps): total loss, L_C (SSL loss), L_R (reconstruction, "
-                    "module runs), L_Cp (SSL loss on the generated pair) and n_selected (number of perturbed dimensions); one colour per "
-                    "experiment, one line style per seed. Experiments without training (method none) have no curves. "
-                    "The same TSVs are mirrored to reports/curves/, declared as DVC plots: <code>dvc plots show</code>."
-                ),
-            )
-        )
+        chance = _curve_chance(params, dataset, {m for s in curves.values() for c in s.values() for m in c})
+        path = plots.save_png(plots.curves_figure(curves, f"{dataset}: training curves", chance), fig_dir / f"{fid}.png")
+        figs.append(Figure(id=fid, section="curves", title=title, path=path, sources=sources, caption=CURVES_CAPTION))
         log.info("wrote %s", path)
     return figs
+
+
+CURVES_CAPTION = (
+    "The learning monitor first (val/knn20_top1: kNN-20 top-1 of the validation images held out of the train split, "
+    "every pretrain.monitor_every_steps; never the test set; dotted: chance), then every logged training term per step (dvclive, "
+    "pretrain.log_every_steps): total loss, L_C (SSL loss), L_R (reconstruction, module runs), L_Cp (SSL loss on the generated pair) "
+    "and n_selected (number of perturbed dimensions). Loss terms are split by what L_C is (cross-entropy with the labels for the "
+    "supervised row, whose total loss is its L_C; InfoNCE for MoCo v2; ...): their values are not on one scale. Dotted on the "
+    "cross-entropy panel: chance, ln(number of classes), the loss of a uniform prediction; InfoNCE has no fixed chance level (a uniform "
+    "prediction scores ln(1 + negatives), and MoCo's queue grows during training). One colour and line style per experiment, "
+    "named at its line's end; one marker per seed. Experiments without training (method none) have no curves. "
+    "The same TSVs are mirrored to reports/curves/, declared as DVC plots: <code>dvc plots show</code>."
+)
 
 
 def mirror_curves(params: Params, models_root: Path, dest: Path) -> list[Path]:

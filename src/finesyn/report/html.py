@@ -22,13 +22,24 @@ th{background:#f3f3f3} td:first-child,th:first-child,td.l{text-align:left}
 figure{margin:16px 0 28px} figure img{max-width:100%;border:1px solid #eee} figcaption{font-size:14px;color:#333;margin-top:6px}
 .src{font-size:12px;color:#666} .note{background:#fff8e1;border:1px solid #f0d98c;padding:8px 12px}
 .wide{overflow-x:auto} table.prov td{white-space:normal;word-break:break-all;font-size:12px} table.prov td.nw{white-space:nowrap;word-break:normal}
-.row{display:flex;flex-wrap:wrap;gap:20px;align-items:flex-start} .row figure{max-width:380px;margin:8px 0}
 code,pre{background:#f6f6f6;font-size:12px} pre{padding:8px;overflow-x:auto} .pos{color:#1a7f37} .neg{color:#b3261e}
+.check{border:2px solid;border-left-width:8px;border-radius:4px;padding:10px 14px;margin:12px 0 20px;font-size:15px}
+.check.ok{border-color:#1a7f37;background:#eef8f0} .check.warn{border-color:#b3261e;background:#fdeeee} .check strong{display:block;margin-bottom:4px}
+.note{margin:6px 0} table.shares{font-size:13px}
 """
 
 
 def _e(s) -> str:
     return html.escape(str(s))
+
+
+def as_text(value) -> str:
+    """A list, dict or setting as prose (never a Python repr): lists comma-separated, dicts as "key: value; ..."."""
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {as_text(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(as_text(v) for v in value)
+    return str(value)
 
 
 def _md_code(text: str) -> str:
@@ -99,7 +110,8 @@ def _head(params: Params, rows: list[Row], refs) -> list[str]:
         f"<style>{CSS}</style></head><body>",
         "<h1>finesyn report</h1>",
         f"<p>Self-supervised fine-grained learning with synthesized pairs (re-implementation of Wang et al., ECCV 2024). "
-        f"Grid: datasets {_e(list(params.grid.datasets))} × experiments {_e(list(params.grid.experiments))} × seeds {_e(list(params.grid.seeds))}; "
+        f"Grid: datasets {_e(as_text(params.grid.datasets))} × experiments {_e(as_text(params.grid.experiments))} × "
+        f"seeds {_e(as_text(params.grid.seeds))}; "
         f"code version {_e(', '.join(code))}; grid params hash <code>{params_hash(params.grid.model_dump(mode='json'))}</code>.</p>",
         f"<p>{_md_code(_protocol_text(params))} Hover a number for its metrics files and params hashes; the experiment name links to its provenance.</p>",
         '<nav><a href="#results">Results</a>'
@@ -121,8 +133,15 @@ def _results(params: Params, rows: list[Row]) -> list[str]:
         h.append("</table>")
         check = budget_check(params, rows, dataset)
         if check:
-            h.append(f'<p class="check">{_md_code(check)}</p>')
+            h.append(budget_box(check))
     return h
+
+
+def budget_box(check: str) -> str:
+    """The budget check, the first thing to read under the table, in a box coloured by its verdict."""
+    learns = "does not learn on this data" not in check
+    head = "Budget check: training learns on this data" if learns else "Budget check: even the labels do not help — read no SSL row"
+    return f'<div class="check {"ok" if learns else "warn"}" role="note"><strong>{_e(head)}</strong>{_md_code(check.removeprefix("Budget check: "))}</div>'
 
 
 def _ablations(params: Params, rows: list[Row]) -> list[str]:
@@ -186,8 +205,6 @@ def _figures(figs: list[Figure], out: Path) -> list[str]:
     h = []
     for sid, stitle in SECTIONS:
         h.append(f'<h2 id="{sid}">{_e(stitle)}</h2>')
-        if sid == "fig4":
-            h.append('<div class="row">')
         for f in (f for f in figs if f["section"] == sid):
             h.append(f'<figure id="{_e(f["id"])}"><h3>{_e(f["title"])}</h3>')
             if f["path"] is not None:
@@ -202,8 +219,6 @@ def _figures(figs: list[Figure], out: Path) -> list[str]:
                     + "</div>"
                 )
             h.append("</figcaption></figure>")
-        if sid == "fig4":
-            h.append("</div>")
     return h
 
 
@@ -224,7 +239,7 @@ def _provenance(rows: list[Row], out: Path, settings: dict | None) -> list[str]:
             links = "<br>".join(f'<a href="{_e(_rel(p, out))}">{_e(p)}</a>' for p in s["files"])
             hashes = "<br>".join(f"{_e(k)}: <code>{_e(v)}</code>" for k, v in s["params_hash"].items())
             for k, v in s["protocol"].items():
-                protocols.setdefault(f"{k}: {v}", []).append(f"{row['dataset']}/{row['experiment']}/seed{s['seed']}")
+                protocols.setdefault(f"{k}: {as_text(v)}", []).append(f"{row['dataset']}/{row['experiment']}/seed{s['seed']}")
             h.append(
                 f'<tr{first}><td class="l nw">{_e(row["dataset"])} / {_e(row["experiment"])}</td><td>{s["seed"]}</td><td class="l nw">{links}</td>'
                 f'<td class="l nw">{hashes}</td><td class="l nw"><code>{_e(s["encoder_run_id"])}</code></td><td class="l"><code>{_e(s["code_version"])}</code></td></tr>'

@@ -150,97 +150,145 @@ def variance_figure(features: np.ndarray, labels: np.ndarray, title: str, class_
     return fig, s
 
 
-def gradcam_figure(images: np.ndarray, columns: list[tuple[str, np.ndarray]], title: str):
-    """Rows = images; first column the image (float (N,H,W,3) in [0,1]); then one CAM overlay per
-    encoder (each map scaled to its own maximum)."""
-    n = len(images)
-    ncol = 1 + len(columns)
-    fig, axes = plt.subplots(n, ncol, figsize=(1.9 * ncol, 1.9 * n + 0.6), squeeze=False)
+def _outline(ax, masks, i: int) -> None:
+    """The generator's marking (solid) and bird (dashed) outlines, at half coverage."""
+    if masks is not None:
+        ax.contour(masks[0][i], levels=[0.5], colors="white", linewidths=0.8, linestyles="--")
+        ax.contour(masks[1][i], levels=[0.5], colors="white", linewidths=1.2)
+
+
+def gradcam_figure(images: np.ndarray, columns: list[tuple[str, np.ndarray]], title: str, row_labels=None, masks=None, shares=None):
+    """Rows = images (labelled); first column the image (float (N,H,W,3) in [0,1]); then one CAM overlay per
+    encoder (each map scaled to its own maximum; one colour bar). With the generator's (object, marking) masks:
+    their outlines, and under each overlay the share of its mass on them (`shares`: {column: (object, marking)})."""
+    n, ncol = len(images), 1 + len(columns)
+    fig, axes = plt.subplots(n, ncol, figsize=(2.1 * ncol + 1.2, 2.15 * n + 0.6), squeeze=False, layout="constrained")
     for i in range(n):
         axes[i, 0].imshow(images[i], interpolation="nearest")
-        for j, (_, cams) in enumerate(columns, start=1):
-            cam = cams[i]
+        _outline(axes[i, 0], masks, i)
+        axes[i, 0].set_ylabel("\n".join((row_labels[i] if row_labels else f"image {i}").split(" ", 1)), fontsize=7)
+        for j, (name, cams) in enumerate(columns, start=1):
+            cam, ax = cams[i], axes[i, j]
             peak = float(cam.max())
-            axes[i, j].imshow(images[i], interpolation="nearest")
-            axes[i, j].imshow(cam / peak if peak > 0 else cam, cmap="jet", alpha=0.5, vmin=0, vmax=1, interpolation="bilinear")
+            ax.imshow(images[i], interpolation="nearest")
+            ax.imshow(cam / peak if peak > 0 else cam, cmap="jet", alpha=0.5, vmin=0, vmax=1, interpolation="bilinear")
+            _outline(ax, masks, i)
             if peak <= 0:  # no location agrees with the other views more than the image's average
-                axes[i, j].text(0.5, 0.5, "CAM = 0", transform=axes[i, j].transAxes, ha="center", va="center", color="white", fontsize=9)
-    for j, name in enumerate(["test image"] + [c[0] for c in columns]):
-        axes[0, j].set_title(name, fontsize=9)
+                ax.text(0.5, 0.5, "CAM = 0", transform=ax.transAxes, ha="center", va="center", color="white", fontsize=9)
+            if shares and name in shares:
+                o, m = (100 * float(v[i]) for v in shares[name])
+                ax.set_xlabel(f"on bird {o:.1f}% · marking {m:.1f}%", fontsize=7)
+    for j, name in enumerate(["test image" + (" (marking: solid)" if masks is not None else "")] + [c[0] for c in columns]):
+        axes[0, j].set_title(name, fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
+    mappable = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, 1), cmap="jet")
+    fig.colorbar(mappable, ax=axes[:, 1:], shrink=0.5, label="CAM / its maximum (overlay, alpha 0.5)")
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
     return fig
 
 
 # ----------------------------------------------------------------------------- Fig. 4 analogue
-def pairs_figure(png: bytes, title: str, columns: Sequence[str] = ("input view", r"$g(h)$", r"$g(\tilde{h})$"), padding: int = 2):
-    """The pretrain stage's pairs.png (a torchvision grid, one row per sample, `len(columns)` images per
-    row) shown enlarged with its columns labelled; the pixels are not resampled (nearest)."""
+PAIR_COLUMNS = ("input view", r"$g(h)$", r"$g(\tilde{h})$", r"$|g(h) - g(\tilde{h})|$" + "\n(scaled to the grid's max)")
+
+
+def grid_tiles(img: np.ndarray, padding: int = 2, candidates: Sequence[int] = (4, 3)) -> np.ndarray:
+    """The square tiles of a torchvision grid with white padding, (rows, columns, s, s, 3): the number of columns is
+    the first candidate whose padding lines are white where that layout puts them (pairs.png has 4; older runs 3)."""
+    h, w = img.shape[:2]
+    for n in candidates:
+        step, rest = divmod(w - padding, n)
+        if rest or step <= padding or (h - padding) % step:
+            continue
+        rows, s = (h - padding) // step, step - padding
+        lines = [k * step + d for k in range(max(n, rows) + 1) for d in range(padding)]
+        if (img[:, [c for c in lines if c < w]] == 255).all() and (img[[r for r in lines if r < h]] == 255).all():
+            at = [padding + k * step for k in range(max(n, rows))]
+            return np.stack([np.stack([img[at[a] : at[a] + s, at[b] : at[b] + s] for b in range(n)]) for a in range(rows)])
+    raise ValueError(f"not a grid of {' or '.join(map(str, candidates))} square tiles with {padding}-px white padding ({w}x{h} px)")
+
+
+def pair_difference(tiles: np.ndarray) -> dict:
+    """Mean and largest |g(h) − g(h̃)| over the grid's pixels and channels, in [0, 1] (8-bit PNG levels / 255)."""
+    d = np.abs(tiles[:, 1].astype(np.float64) - tiles[:, 2].astype(np.float64)) / 255.0
+    return {"mean": float(d.mean()), "max": float(d.max()), "rows": len(tiles)}
+
+
+def pairs_figure(png: bytes, title: str, padding: int = 2):
+    """The pretrain stage's pairs.png (a torchvision grid, one row per sample) shown enlarged with its columns
+    labelled; the pixels are not resampled (nearest). Returns (figure, |g(h) − g(h̃)| statistics)."""
     from PIL import Image
 
     img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    tiles = grid_tiles(img, padding)
     h, w = img.shape[:2]
-    scale = max(1.0, 360 / w)
-    fig, ax = plt.subplots(figsize=(w * scale / 100 + 0.4, h * scale / 100 + 0.6))
+    n, scale = tiles.shape[1], max(1.0, 720 / w)
+    fig, ax = plt.subplots(figsize=(w * scale / 100 + 0.4, h * scale / 100 + 0.8))
     ax.imshow(img, interpolation="nearest")
-    n = len(columns)
-    cell = (w - padding) / n
-    if cell == int(cell) and cell > padding:
-        ax.set_xticks([padding + cell * i + (cell - padding) / 2 for i in range(n)], list(columns))
-        ax.xaxis.tick_top()
-    else:
-        ax.set_xticks([])
+    step = (w - padding) / n
+    ax.set_xticks([padding + step * i + (step - padding) / 2 for i in range(n)], list(PAIR_COLUMNS[:n]))
+    ax.xaxis.tick_top()
     ax.set_yticks([])
-    ax.set_title(title, fontsize=10, pad=30)
-    return fig
+    ax.set_title(title, fontsize=10)
+    return fig, pair_difference(tiles)
 
 
 # ----------------------------------------------------------------------------- Fig. 5 analogue
+def _alpha_series(ax, panel: dict, cmap) -> None:
+    """Each method's α-only points joined to its baseline at α = 0 (a square, dashed across), error bars, names."""
+    for k, s in enumerate(panel["series"]):
+        pts = sorted(s["points"])
+        x, y, err = ([p[i] for p in pts] for i in range(3))
+        yerr = [e if e is not None else 0.0 for e in err]
+        ax.errorbar(x, y, yerr=yerr, marker="o", capsize=3, color=cmap(k), label=f"{s['method']}: L_C + α·L_R (ν = 0)")
+        for i, (a, m, _, name) in enumerate(pts):  # beside the point, towards the panel's inside: never cut by its edge
+            last = i == len(pts) - 1 and i > 0
+            ax.annotate(
+                name,
+                (a, m),
+                textcoords="offset points",
+                xytext=(-6 if last else 6, 5),
+                ha="right" if last else "left",
+                fontsize=7,
+                color="0.3",
+                bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 0.5},
+            )
+            if a == 0:
+                ax.plot([a], [m], marker="s", ms=9, mfc="none", color=cmap(k))
+                ax.axhline(m, linestyle="--", linewidth=0.9, color=cmap(k), label=f"{name}: {m:.2f}")
+
+
+def _alpha_lines(ax, panel: dict, cmap) -> None:
+    """The full method (dotted, shaded ± its error) and chance (dash-dot)."""
+    for j, ln in enumerate(panel["lines"], start=len(panel["series"])):
+        err = f" ± {ln['err']:.2f}" if ln["err"] is not None else ""
+        ax.axhline(ln["value"], linestyle=":", linewidth=1.6, color=cmap(j), label=f"{ln['label']}: {ln['value']:.2f}{err}")
+        if ln["err"]:
+            ax.axhspan(ln["value"] - ln["err"], ln["value"] + ln["err"], color=cmap(j), alpha=0.1)
+    if panel.get("chance"):
+        ax.axhline(panel["chance"], linestyle="-.", color="0.45", linewidth=1, label=f"chance: {panel['chance']:.1f}")
+
+
 def alpha_sweep_figure(panels: list[dict]):
-    """One panel per dataset: {"dataset", "series": [{"method", "points": [(alpha, mean, std, name)]}],
-    "lines": [{"label", "value", "std", "style", "method"}]} -> linear top-1 vs α."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 5.2), squeeze=False)
+    """One panel per dataset: {"dataset", "chance", "series": [{"method", "points": [(alpha, mean, error, name)]}],
+    "lines": [{"label", "value", "err", "method"}]} -> linear top-1 vs α (α = 0: the baseline)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 5.6), squeeze=False, layout="constrained")
     cmap = plt.get_cmap("tab10")
     for ax, panel in zip(axes[0], panels):
-        k = 0
-        for s in panel["series"]:
-            pts = sorted(s["points"])
-            ax.errorbar(
-                [p[0] for p in pts],
-                [p[1] for p in pts],
-                yerr=[p[2] for p in pts],
-                marker="o",
-                capsize=3,
-                color=cmap(k),
-                label=f"{s['method']}: L_C + α·L_R (ν = 0)",
-            )
-            k += 1
-            for a, m, _, name in pts:
-                ax.annotate(name, (a, m), textcoords="offset points", xytext=(4, 4), fontsize=7, color="0.35")
-        for ln in panel["lines"]:
-            ax.axhline(
-                ln["value"],
-                linestyle=ln["style"],
-                color=cmap(k),
-                label=ln["label"] + (f": {ln['value']:.2f} ± {ln['std']:.2f}" if ln.get("std") is not None else f": {ln['value']:.2f}"),
-            )
-            if ln.get("std"):
-                ax.axhspan(ln["value"] - ln["std"], ln["value"] + ln["std"], color=cmap(k), alpha=0.07)
-            k += 1
-        alphas = [p[0] for s in panel["series"] for p in s["points"]]
-        if alphas and min(alphas) > 0 and max(alphas) / min(alphas) >= 10:
-            ax.set_xscale("log")
+        _alpha_series(ax, panel, cmap)
+        _alpha_lines(ax, panel, cmap)
+        alphas = sorted({p[0] for s in panel["series"] for p in s["points"] if p[0] > 0})
+        if alphas and alphas[-1] / alphas[0] >= 10:  # log-like, with α = 0 in the linear part near the origin
+            ax.set_xscale("symlog", linthresh=alphas[0], linscale=0.6)
+            ax.set_xlim(-0.3 * alphas[0], alphas[-1] * 2.5)
         elif alphas:
-            ax.set_xlim(0, max(alphas) * 1.25)
-        ax.set_xlabel("α (weight of L_R)")
+            ax.set_xlim(-0.1 * alphas[-1], alphas[-1] * 1.2)
+        ax.set_xlabel("α (weight of L_R; 0 = the baseline, L_C only)")
         ax.set_ylabel("linear top-1 (%)")
         ax.set_title(panel["dataset"])
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8)  # below the axes: never over a point
-    fig.tight_layout()
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8)  # below the axes: never over a point
     return fig
 
 
@@ -266,42 +314,80 @@ def read_live_curves(live_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]
     return out
 
 
-def curves_figure(curves: dict[str, dict[int, dict[str, tuple[np.ndarray, np.ndarray]]]], title: str):
-    """curves: experiment -> seed -> metric -> (steps, values). One panel per metric (the learning
-    monitor's val/ metrics first, then the loss terms), one colour per experiment, one line per seed."""
-    metrics = sorted(
-        {m for seeds in curves.values() for c in seeds.values() for m in c if m not in CURVE_SKIP},
-        key=lambda m: (not m.startswith("val/"), CURVE_ORDER.index(m) if m in CURVE_ORDER else len(CURVE_ORDER), m),
-    )
-    if not metrics:
-        metrics = ["(no curves)"]
+EXPERIMENT_STYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (3, 1, 1, 1)))
+SEED_MARKERS = ("o", "s", "^", "D", "v")
+
+
+def spread_labels(fractions: list[float], gap: float = 0.07) -> list[float]:
+    """Label heights (axes fractions, in the order given) at least `gap` apart and inside [0, 1], each as near its line's end as that allows."""
+    order = sorted(range(len(fractions)), key=lambda i: fractions[i])
+    pos = []
+    for i in order:  # push up past the label below ...
+        pos.append(max(fractions[i], pos[-1] + gap) if pos else fractions[i])
+    for k in range(len(pos) - 1, -1, -1):  # ... then down from the top of the panel
+        pos[k] = min(pos[k], 1.0 if k == len(pos) - 1 else pos[k + 1] - gap)
+    out = [0.0] * len(fractions)
+    for i, y in zip(order, pos):
+        out[i] = y
+    return out
+
+
+def _label_line_ends(ax, ends: list[tuple[float, str, object]]) -> None:
+    """Direct labels right of the panel at each experiment's last value, nudged apart so that none hides another."""
+    lo, hi = ax.get_ylim()
+    heights = spread_labels([(y - lo) / (hi - lo) for y, _, _ in ends])
+    for (_, text, color), y in zip(ends, heights):
+        ax.annotate(text, xy=(1.02, y), xycoords="axes fraction", color=color, fontsize=7, va="center", annotation_clip=False)
+
+
+def _curve_panel(ax, metric: str, curves: dict, chance: dict[str, tuple[float, str]]) -> dict:
+    """One metric: one colour and line style per experiment, one marker per seed; chance where it is known."""
+    cmap, handles, ends = plt.get_cmap("tab10"), {}, []
+    for i, (exp, seeds) in enumerate(curves.items()):
+        style = {"color": cmap(i % 10), "linestyle": EXPERIMENT_STYLES[i % len(EXPERIMENT_STYLES)], "linewidth": 1.4}
+        for j, (_seed, c) in enumerate(sorted(seeds.items())):
+            if metric in c:
+                steps, values = c[metric]
+                marker = {"marker": SEED_MARKERS[j % len(SEED_MARKERS)], "markevery": max(1, len(steps) // 8), "ms": 3.5}
+                (line,) = ax.plot(steps, values, **style, **marker)
+                handles.setdefault(exp, line)  # the legend shows the first seed's marker
+                if j == 0:
+                    ends.append((float(values[-1]), exp, style["color"]))
+    if metric in chance:
+        level, text = chance[metric]
+        ax.axhline(level, color="0.35", linestyle=(0, (1, 1.5)), linewidth=1.2)
+        ax.annotate(
+            text, xy=(0.01, level), xycoords=("axes fraction", "data"), xytext=(0, 3), textcoords="offset points", fontsize=7, color="0.3"
+        )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("training step")
+    ax.set_title(metric, fontsize=10)
+    ax.grid(alpha=0.3)
+    _label_line_ends(ax, ends)
+    return handles
+
+
+def _curve_order(metric: str) -> tuple:
+    base = metric.split(" — ")[0]
+    return (not metric.startswith("val/"), CURVE_ORDER.index(base) if base in CURVE_ORDER else len(CURVE_ORDER), metric)
+
+
+def curves_figure(curves: dict[str, dict[int, dict[str, tuple[np.ndarray, np.ndarray]]]], title: str, chance: dict | None = None):
+    """curves: experiment -> seed -> metric -> (steps, values). One panel per metric (the learning monitor's val/
+    metrics first, then the loss terms); experiments differ in colour and line style and are labelled at their
+    line's end; seeds differ in marker; `chance`: {metric: (level, label)} drawn dotted grey."""
+    metrics = sorted({m for seeds in curves.values() for c in seeds.values() for m in c if m not in CURVE_SKIP}, key=_curve_order)
+    metrics = metrics or ["(no curves)"]
     ncol = min(3, len(metrics))
     nrow = -(-len(metrics) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 3.3 * nrow), squeeze=False)
-    cmap = plt.get_cmap("tab10")
-    handles = {}
-    for k, metric in enumerate(metrics):
-        ax = axes.flat[k]
-        for i, (exp, seeds) in enumerate(curves.items()):
-            for j, (_seed, c) in enumerate(sorted(seeds.items())):
-                if metric not in c:
-                    continue
-                steps, values = c[metric]
-                (line,) = ax.plot(
-                    steps, values, color=cmap(i % 10), linestyle=("-", "--", ":", "-.")[j % 4], marker="." if len(steps) < 20 else None
-                )
-                handles.setdefault(exp, line)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("training step")
-        ax.set_ylabel(metric)
-        ax.set_title(metric)
-        ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 3.4 * nrow + 0.6), squeeze=False, layout="constrained")
+    handles: dict = {}
+    for ax, metric in zip(axes.flat, metrics):
+        handles.update(_curve_panel(ax, metric, curves, chance or {}))
     for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
     if handles:
-        fig.legend(
-            list(handles.values()), list(handles), loc="lower center", ncol=min(5, len(handles)), bbox_to_anchor=(0.5, -0.02), frameon=False
-        )
-    fig.suptitle(title + " (line style = seed: solid first, dashed second, ...)", fontsize=11)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(5, len(handles)), frameon=False)
+    n_seeds = max((len(s) for s in curves.values()), default=0)
+    fig.suptitle(title + (" (markers = seed: circle first, square second, ...)" if n_seeds > 1 else ""), fontsize=11)
     return fig

@@ -85,9 +85,19 @@ def collect(params: Params, metrics_root: Path) -> list[Row]:
     return rows
 
 
-def _fmt(values: list[float]) -> str:
+NOT_PROPORTIONS = ("mAP",)  # a mean of per-query APs, not a share of test images: no binomial standard error
+
+
+def binomial_se(percent: float, n: int) -> float:
+    """Standard error, in points, of an accuracy of `percent` % on n independent test images: 100·√(p(1−p)/n)."""
+    p = percent / 100
+    return 100 * math.sqrt(p * (1 - p) / n)
+
+
+def _fmt(values: list[float], n: int | None = None, proportion: bool = False) -> str:
+    """Several seeds: mean ± sample std; one seed: the value ± its binomial standard error when it is a share of n test images."""
     if len(values) == 1:
-        return f"{values[0]:.2f}"
+        return f"{values[0]:.2f} ± {binomial_se(values[0], n):.2f}" if proportion and n else f"{values[0]:.2f}"
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
@@ -95,16 +105,32 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def mean_and_error(row: Row, header: str) -> tuple[float, float | None]:
+    """A cell's mean and its error bar: the sample std over seeds, or with one seed the binomial standard error
+    (None for a single value that is not a share of test images, or whose test-set size is unknown)."""
+    values = row["values"][header]
+    if len(values) > 1:
+        return _mean_std(values)
+    n = row.get("n_test")
+    return values[0], (binomial_se(values[0], n) if n and header not in NOT_PROPORTIONS else None)
+
+
 def chance_level(params: Params, dataset: str) -> float | None:
     cfg = params.datasets[dataset]
     return 100.0 / cfg.num_classes if cfg.kind == "synthetic" else None
+
+
+SE_TEXT = (
+    ", so no spread over seeds: ± is the binomial standard error 100·√(p(1−p)/n) of an accuracy p on the n test images "
+    "(the test set's share of the uncertainty only; mAP has none)"
+)
 
 
 def _protocol_text(params: Params) -> str:
     n_seeds = len(params.grid.seeds)
     return (
         f"Percent; {'mean ± sample std over ' + str(n_seeds) + ' seeds' if n_seeds > 1 else 'one seed'} "
-        f"(seeds {list(params.grid.seeds)}). Linear probe: `{params.probe.protocol}` on L2-normalised frozen features, "
+        f"(seed{'s' if n_seeds > 1 else ''} {', '.join(map(str, params.grid.seeds))}){'' if n_seeds > 1 else SE_TEXT}. Linear probe: `{params.probe.protocol}` on L2-normalised frozen features, "
         f"L2 strength chosen on a validation split of train, final fit on all of train; retrieval: `{params.retrieve.protocol}`, "
         "cosine similarity, mAP over the full ranking; kNN: cosine, weighted vote. "
         "Reference rows: `random_init` is the same encoder with no training (SSL that does not beat it has learned nothing); "
@@ -147,7 +173,8 @@ def _row_index(rows: list[Row]) -> dict[tuple[str, str], dict]:
 
 
 def _cells(row: dict, headers: list[str]) -> list[str]:
-    return [_fmt(row["values"][h]) if h in row["values"] else "–" for h in headers]
+    n = row.get("n_test")
+    return [_fmt(row["values"][h], n, h not in NOT_PROPORTIONS) if h in row["values"] else "–" for h in headers]
 
 
 def _delta_top1(row: dict, ref_row: dict | None) -> str:

@@ -47,7 +47,7 @@ def to_markdown(params: Params, rows: list[Row], refs: list[dict] | None = None)
         ]
         check = budget_check(params, rows, dataset)
         if check:
-            out += [check, ""]
+            out += ["> **" + check.replace(": ", ":** ", 1), ""]  # a block quote: the verdict stands out from the prose
     effects = module_effects(params, rows)
     if effects:
         out += [
@@ -98,7 +98,9 @@ def to_markdown(params: Params, rows: list[Row], refs: list[dict] | None = None)
             out.append(
                 f"- {row['dataset']}/{row['experiment']} seed {src['seed']}: "
                 + ", ".join(f"[{Path(f).name}]({Path('..') / f})" for f in src["files"])
-                + f"; encoder run `{src['encoder_run_id']}`, params hashes {src['params_hash']}, code `{src['code_version']}`"
+                + f"; encoder run `{src['encoder_run_id']}`, params hashes "
+                + ", ".join(f"{k} `{v}`" for k, v in src["params_hash"].items())
+                + f", code `{src['code_version']}`"
             )
     return "\n".join(out) + "\n"
 
