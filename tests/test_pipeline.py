@@ -149,6 +149,13 @@ def test_typo_in_unread_section_fails_dvc_repro(project):
         assert r.returncode != 0 and "report.refrence_numbers" in r.stdout + r.stderr
 
 
+def test_snakemake_after_dvc_repro_has_nothing_to_do(project):
+    """One graph, two executors: what DVC just produced is up to date for Snakemake too (it has no
+    metadata of its own yet, so it judges by the outputs' presence and times)."""
+    out = run(["snakemake", "-n", "--cores", "1"], project).stdout
+    assert "Nothing to be done" in out, out[-3000:]
+
+
 def test_snakemake_refuses_config_it_would_ignore(project):
     """The graph reads params.yaml only: `--config` must fail loudly, not run the unchanged graph."""
     r = run(["snakemake", "-n", "--cores", "1", "--config", "grid_seeds=[1]"], project, check=False)
