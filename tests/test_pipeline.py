@@ -29,7 +29,9 @@ def test_dvc_repro_writes_metrics_with_provenance(project):
         d = project / "metrics" / "synthetic" / exp / "seed0"
         probe, retr = json.loads((d / "probe.json").read_text()), json.loads((d / "retrieval.json").read_text())
         assert 0 <= probe["top1"] <= 100 and 0 <= retr["mAP"] <= 100
-        for m in (probe, retr):
+        assert set(probe) == {"top1", "top5"} and set(retr) == {"rank1", "rank5", "mAP", "knn"} and set(retr["knn"]) == {"top1_k5"}
+        for name in ("probe", "retrieval"):  # the record of the numbers: the meta file next to them
+            m = json.loads((d / f"{name}.meta.json").read_text())
             assert m["seed"] == 0 and len(m["params_hash"]) == 16 and m["protocol"] and m["code_version"]
             # what makes floats differ across machines (issue 17.3): CPU, SIMD level, BLAS
             assert m["machine"]["cpu_model"] and m["machine"]["torch_cpu_capability"] and m["machine"]["torch_blas"]
