@@ -2,9 +2,9 @@
 
 Writes encoder.pt (what extract reads), train.json (settings, provenance, timings),
 live/ (dvclive curves of every loss term, lr, images/s and the learning monitor, written while it
-trains; a resumed run restarts them from its checkpoint, so no step is duplicated or missing) and, with the module, pairs.png
-(rows of: augmented view, g(h), g(h̃)). Checkpoints go to --checkpoints, outside the
-DVC output, so a rerun after an interruption resumes.
+trains; a resumed run restarts them from its checkpoint, so no step is duplicated or missing)
+and, with the module, pairs.png (rows of: augmented view, g(h), g(h̃)). Checkpoints go to
+--checkpoints, outside the DVC output, so a rerun after an interruption resumes.
 
 Several processes: `torchrun --nproc_per_node N stages/pretrain.py ...` runs distributed data
 parallel (finesyn.distributed): pretrain.batch_size is the global batch, split over the N
