@@ -21,6 +21,7 @@ REPORT_OUTPUTS = {
     "reports/index.html": dict(caption="snakemake-report/index.rst", category="1. Pipeline report"),
     "reports/results.csv": dict(caption="snakemake-report/results.rst", category="2. Tables"),
     "reports/results.md": dict(caption="snakemake-report/results.rst", category="2. Tables"),
+    "reports/results.json": dict(caption="snakemake-report/results.rst", category="2. Tables"),
     "reports/figures": dict(
         patterns=["{figure}.png"], caption="snakemake-report/figure.rst", category="3. Figures", labels={"figure": "{figure}"}
     ),

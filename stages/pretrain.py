@@ -1,9 +1,10 @@
 """pretrain: SSL training of one experiment on one dataset.
 
 Writes encoder.pt (what extract reads), train.json (settings, provenance, timings),
-live/ (per-step loss curves, dvclive format) and, with the module, pairs.png
-(rows of: augmented view, g(h), g(h̃), |g(h) − g(h̃)|). Checkpoints go to --checkpoints, outside the
-DVC output, so a rerun after an interruption resumes.
+live/ (dvclive curves of every loss term, lr, images/s and the learning monitor, written while it
+trains; a resumed run restarts them from its checkpoint, so no step is duplicated or missing)
+and, with the module, pairs.png (rows of: augmented view, g(h), g(h̃), |g(h) − g(h̃)|). Checkpoints
+go to --checkpoints, outside the DVC output, so a rerun after an interruption resumes.
 
 Several processes: `torchrun --nproc_per_node N stages/pretrain.py ...` runs distributed data
 parallel (finesyn.distributed): pretrain.batch_size is the global batch, split over the N
@@ -23,24 +24,6 @@ from finesyn.cli import StepLines, load, progress_bar, stage_logging, user_error
 from finesyn.io import output_lock
 
 app = typer.Typer(add_completion=False, help=__doc__)
-
-
-def write_curves(history: list[dict], monitor: list[dict], live_dir: Path) -> None:
-    """Loss and learning-monitor curves via dvclive (train/<term>, val/<metric>), replayed from the
-    checkpointed records so a resumed run's curves are whole."""
-    from dvclive import Live
-
-    by_step: dict[int, dict] = {}
-    for rec in history:
-        by_step.setdefault(rec["step"], {}).update({f"train/{k}": v for k, v in rec.items() if k not in ("step", "epoch")})
-    for rec in monitor:
-        by_step.setdefault(rec["step"], {}).update({k: v for k, v in rec.items() if k != "step"})
-    with Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) as live:
-        for step in sorted(by_step):
-            live.step = step
-            for key, value in by_step[step].items():
-                live.log_metric(key, value)
-            live.next_step()
 
 
 def pair_grid_png(images, n: int = 8) -> bytes:
@@ -94,6 +77,7 @@ def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out:
     with user_errors(), _rank0_locks(ctx, out, checkpoints):
         from finesyn.config import ParamsError, check_dataset_root
         from finesyn.data.cache import open_cache
+        from finesyn.live_curves import LiveCurves
         from finesyn.provenance import params_hash
         from finesyn.run_identity import RunSpec, run_settings
         from finesyn.train import pretrain
@@ -128,13 +112,14 @@ def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out:
             run_id,
         )
         t0 = time.perf_counter()
+        live = LiveCurves(out / "live") if ctx.is_main else None  # rank 0 writes every output
         # off a terminal the step lines carry the progress (total, ETA); in one the bar shows loss and img/s
         bar = progress_bar(f"pretrain {experiment}", "step", lines=False) if ctx.is_main else contextlib.nullcontext(None)
-        with bar as update:
+        with bar as update, live or contextlib.nullcontext():
             steps = StepLines(log, cfg.epochs, update)
             result = pretrain(
-                ds.images, spec, train_idx, on_log=steps.on_log, progress=steps.progress, dist=ctx,
-                labels=ds.labels, num_classes=len(ds.classes), monitor=monitor,
+                ds.images, spec, train_idx, on_log=_live_logger(steps.on_log, live), progress=steps.progress, dist=ctx,
+                labels=ds.labels, num_classes=len(ds.classes), monitor=monitor, on_resume=live.restart if live else None,
             )  # fmt: skip
         wall = time.perf_counter() - t0
         if ctx.is_main:
@@ -146,8 +131,20 @@ def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out:
             _write_outputs(out, result, spec, record, ds, train_idx, log)
 
 
+def _live_logger(on_log, live):
+    """on_log for pretrain(): `on_log`, and each record into the live curves too (rank 0)."""
+    if live is None:
+        return on_log
+
+    def both(rec: dict) -> None:
+        on_log(rec)
+        live.log(rec)
+
+    return both
+
+
 def _write_outputs(out: Path, result, spec, record: dict, ds, train_idx, log) -> None:
-    """encoder.pt, live/ curves, and with the module pairs.png and g(h)'s PSNR; train.json last."""
+    """encoder.pt, and with the module pairs.png and g(h)'s PSNR; train.json last (live/ is written while training)."""
     from finesyn.io import atomic_write_bytes, atomic_write_json
     from finesyn.provenance import provenance
     from finesyn.train import encoder_artifact
@@ -158,7 +155,6 @@ def _write_outputs(out: Path, result, spec, record: dict, ds, train_idx, log) ->
     # and DVC reruns nothing downstream; timings live in train.json.
     stable = {k: v for k, v in record.items() if k not in ("wall_time_s", "resumed_from_step", "processes")}
     atomic_write_bytes(out / "encoder.pt", encoder_artifact(result, spec, {"provenance": stable}))
-    write_curves(result.history, result.monitor, out / "live")
     recon_record = {}
     if result.synth is not None:  # Fig. 4's yardstick: does g(h) render more than the mean image?
         from finesyn.synth.reconstruction import reconstruction_psnr

@@ -1,5 +1,5 @@
-"""report: metrics, features and models of the grid -> reports/results.md + results.csv (mean ± std
-over seeds), reports/figures/*.png (analogues of the paper's Figs. 2-5, training curves) and
+"""report: metrics, features and models of the grid -> reports/results.md + results.csv + results.json
+(mean ± std over seeds), reports/figures/*.png (analogues of the paper's Figs. 2-5, training curves) and
 reports/index.html (one self-contained file: tables, embedded figures, provenance of every number).
 
 Without --features/--models/--data only the tables are written.

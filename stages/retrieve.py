@@ -1,4 +1,5 @@
-"""retrieve: retrieval (Rank-k, mAP over the full ranking) and FAISS weighted kNN accuracy -> retrieval.json."""
+"""retrieve: retrieval (Rank-k, mAP over the full ranking) and FAISS weighted kNN accuracy -> retrieval.json
+(the numbers DVC compares) and retrieval.meta.json (protocol, timings, provenance)."""
 
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ app = typer.Typer(add_completion=False, help=__doc__)
 @app.command(help=__doc__)
 def main(
     features: Path = typer.Option(..., help="features file from extract (.npz)"),
-    out: Path = typer.Option(..., help="retrieval.json to write"),
+    out: Path = typer.Option(..., help="retrieval.json to write (numbers only; its record goes to retrieval.meta.json next to it)"),
     seed: int = typer.Option(0, help="seed of the run (recorded)"),
     model: Path | None = typer.Option(None, help="pretrain output directory (encoder.pt): the features must be of its run"),
     params: Path = typer.Option(Path("params.yaml"), help="params file"),
@@ -26,6 +27,8 @@ def main(
         from finesyn.eval.knn import knn_accuracy
         from finesyn.eval.retrieval import retrieval_metrics
         from finesyn.io import atomic_write_json
+        from finesyn.metric_files import retrieval_keys, split_record
+        from finesyn.paths import RunPaths
         from finesyn.provenance import provenance
 
         cfg, log = p.retrieve, stage_logging(None)
@@ -46,7 +49,9 @@ def main(
         res["feature"] = str(f["feature"])
         protocol = {"retrieval": res["protocol"], "map_definition": res.get("map_definition"), "knn": "cosine, weights exp(sim/T)"}
         res.update(provenance(seed, {"retrieve": cfg.model_dump(mode="json"), "encoder_run_id": res["encoder_run_id"]}, protocol=protocol))
-        atomic_write_json(out, res)
+        metrics, meta = split_record(res, retrieval_keys(cfg.ks, cfg.knn_ks, cfg.map_at_r), "retrieve")
+        atomic_write_json(RunPaths.meta_of(out), meta)
+        atomic_write_json(out, metrics)
         log.info("retrieval rank-1 %.2f%% mAP %.2f%% -> %s", res["rank1"], res["mAP"], out)
 
 

@@ -397,6 +397,8 @@ def test_pretrain_stage_under_torchrun(tmp_path, repo_root):
     assert record["processes"] == 2 and record["steps"] >= 1 and (tmp_path / "model/encoder.pt").is_file()
     log = (tmp_path / "ckpt/train.log").read_text()
     assert log.count(f"step {record['steps']}/{record['steps']} (epoch ") == 1  # one writer: rank 0
+    curve = (tmp_path / "model/live/plots/metrics/train/L_C.tsv").read_text().splitlines()
+    assert [int(line.split("\t")[0]) for line in curve[1:]] == list(range(1, record["steps"] + 1))  # live curves: rank 0 only
     assert sorted(p.name for p in (tmp_path / "ckpt" / record["run_id"]).glob("step_*.pt"))  # this run's directory
 
 

@@ -4,15 +4,19 @@ import json
 import subprocess
 
 from finesyn import drift
+from finesyn.paths import RunPaths
 
 COLS = [("linear top-1", "probe.json", ("top1",)), ("mAP", "retrieval.json", ("map",))]
 
 
-def _repo(tmp_path, probe: dict, retrieval: dict):
+def _repo(tmp_path, probe: dict, retrieval: dict, machine: dict | None = None):
+    """Committed metrics files (numbers) with their meta records (the machine that made them)."""
     d = tmp_path / "metrics"
     d.mkdir()
     (d / "probe.json").write_text(json.dumps(probe))
     (d / "retrieval.json").write_text(json.dumps(retrieval))
+    for name in ("probe", "retrieval"):
+        (d / f"{name}.meta.json").write_text(json.dumps({"machine": machine} if machine else {}))
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     subprocess.run([*git, "add", "."], cwd=tmp_path, check=True)
@@ -29,14 +33,16 @@ MACHINE_B = {"cpu_model": "Intel Xeon", "torch_cpu_capability": "AVX2", "torch_b
 
 
 def test_identical_rounding_and_real_differences_are_told_apart(tmp_path):
-    files = _repo(tmp_path, {"top1": 13.4, "machine": MACHINE_A}, {"map": 0.123456789})
-    assert drift.note(drift.compare(files, COLS)).startswith("metrics equal the committed ones exactly (2 values in 2")
+    files = _repo(tmp_path, {"top1": 13.4}, {"map": 0.123456789}, machine=MACHINE_A)
+    meta_files = [RunPaths.meta_of(f) for f in files]
+    assert drift.note(drift.compare(files + meta_files, COLS)).startswith("metrics equal the committed ones exactly (2 values in 2")
 
     _rewrite(files[1], map=0.123456789 + 3e-6)  # a float-rounding difference, invisible in the tables
     text = drift.note(drift.compare(files, COLS))
     assert "only in the last digits" in text and "3e-06" in text
 
-    _rewrite(files[0], top1=14.8, machine=MACHINE_B)  # training moved top-1 by 1.4 points
+    _rewrite(files[0], top1=14.8)  # training moved top-1 by 1.4 points, on another machine (its meta record says)
+    _rewrite(meta_files[0], machine=MACHINE_B)
     text = drift.note(drift.compare(files, COLS))
     assert "by up to 1.40" in text and "linear top-1: 13.4 committed, 14.8 now" in text
     assert "committed on AMD EPYC (AVX512, mkl), rerun on Intel Xeon (AVX2, mkl)" in text

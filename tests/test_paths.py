@@ -28,12 +28,22 @@ def test_every_grid_stage_reads_and_writes_exactly_the_runpaths_of_its_cell(stag
         expected = {
             "pretrain": {"--out": run.model_dir(), "--checkpoints": run.checkpoints()},
             "extract": {"--model": run.model_dir(), "--out": run.features()},
-            "probe": {"--features": run.features(), "--model": run.model_dir(), "--out": run.metrics_dir() / "probe.json"},
-            "retrieve": {"--features": run.features(), "--model": run.model_dir(), "--out": run.metrics_dir() / "retrieval.json"},
+            "probe": {"--features": run.features(), "--model": run.model_dir(), "--out": run.probe()},
+            "retrieve": {"--features": run.features(), "--model": run.model_dir(), "--out": run.retrieval()},
         }[s.group]
         words = s.cmd.split()
         for flag, path in expected.items():
             assert Path(words[words.index(flag) + 1]) == path, (s.name, flag)
+        if s.group in ("probe", "retrieve"):  # the metrics file (numbers) and the meta record the stage writes next to it
+            metrics = expected["--out"]
+            assert {Path(o) for o in s.outs} == {metrics, RunPaths.meta_of(metrics)}, s.name
+
+
+def test_a_metrics_file_and_its_meta_record_are_siblings():
+    run = RunPaths("cub200", "mocov2", 1)
+    assert run.probe() == Path("metrics/cub200/mocov2/seed1/probe.json")
+    assert RunPaths.meta_of(run.probe()) == Path("metrics/cub200/mocov2/seed1/probe.meta.json")
+    assert RunPaths.meta_of(run.retrieval(Path("/r/m"))) == Path("/r/m/cub200/mocov2/seed1/retrieval.meta.json")
 
 
 def test_a_path_is_parsed_back_to_its_cell_and_its_rebuild_command():

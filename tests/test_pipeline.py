@@ -33,7 +33,9 @@ def test_dvc_repro_writes_metrics_with_provenance(project):
         d = project / "metrics" / "synthetic" / exp / "seed0"
         probe, retr = json.loads((d / "probe.json").read_text()), json.loads((d / "retrieval.json").read_text())
         assert 0 <= probe["top1"] <= 100 and 0 <= retr["mAP"] <= 100
-        for m in (probe, retr):
+        assert set(probe) == {"top1", "top5"} and set(retr) == {"rank1", "rank5", "mAP", "knn"} and set(retr["knn"]) == {"top1_k5"}
+        for name in ("probe", "retrieval"):  # the record of the numbers: the meta file next to them
+            m = json.loads((d / f"{name}.meta.json").read_text())
             assert m["seed"] == 0 and len(m["params_hash"]) == 16 and m["protocol"] and m["code_version"]
             # what makes floats differ across machines (issue 17.3): CPU, SIMD level, BLAS
             assert m["machine"]["cpu_model"] and m["machine"]["torch_cpu_capability"] and m["machine"]["torch_blas"]
@@ -56,6 +58,53 @@ def test_dvc_repro_logs_read_in_a_file(project):
     assert steps and extract
     assert all(re.search(r" step \d+/\d+ \(epoch \d+/\d+\) .* img/s ETA \d+:\d\d:\d\d$", line) for line in steps), steps
     assert all(re.search(r" extract \S+ \d+/\d+ \(\d+%\) \S+ img/s ETA \d+:\d\d:\d\d$", line) for line in extract), extract
+
+
+NAMED_PLOTS = ("train_loss", "train_L_C", "train_L_R", "train_L_Cp", "train_n_selected", "train_lr", "train_images_per_s", "val_knn20_top1")
+TINY_METRICS = {  # per cell of the tiny grid (retrieve.ks [1, 5], knn_ks [5]): the numbers and nothing else
+    "probe.json": {"top1", "top5"},
+    "retrieval.json": {"rank1", "rank5", "mAP", "knn.top1_k5"},
+}
+
+
+def leaves(d: dict, prefix: str = "") -> dict:
+    """Flattened {dotted key: value} of a JSON object, as `dvc metrics show` and `dvc exp show` flatten it."""
+    out = {}
+    for k, v in d.items():
+        out.update(leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def test_dvc_metrics_show_holds_only_numbers(project):
+    files = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)[""]["data"]
+    expected = {f"metrics/synthetic/{e}/seed0/{f}": keys for e in ("random_init", "mocov2_synth") for f, keys in TINY_METRICS.items()}
+    assert {f: set(leaves(v["data"])) for f, v in files.items()} == expected
+    values = [v for f in files.values() for v in leaves(f["data"]).values()]
+    assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values), values
+    table = run(["dvc", "metrics", "show"], project).stdout.splitlines()
+    assert len(table) == 1 + len(expected), table  # a header, then one line per metrics file: its path and numbers
+    for line in table[1:]:
+        path, *cells = line.split()
+        assert path in expected and all(c == "-" or float(c) >= 0 for c in cells), line
+
+
+def test_dvc_exp_show_has_one_column_per_number(project):
+    header = run(["dvc", "exp", "show", "--csv"], project).stdout.splitlines()[0].split(",")
+    metric_columns = [c for c in header if ".json:" in c]
+    expected = [
+        f"metrics/synthetic/{e}/seed0/{f}:{k}" for e in ("random_init", "mocov2_synth") for f, keys in TINY_METRICS.items() for k in keys
+    ]
+    assert sorted(metric_columns) == sorted(expected), metric_columns  # 12 columns (the full records made 96)
+
+
+def test_dvc_plots_show_draws_each_loss_term_and_the_report_figures(project):
+    shown = json.loads(run(["dvc", "plots", "show", "--json", "-o", "dvc_plots"], project).stdout)["data"]
+    for plot_id in NAMED_PLOTS:  # the tiny grid trains one run (mocov2_synth): its curve, each step once
+        (plot,) = shown[plot_id]
+        steps = [int(v["step"]) for v in plot["content"]["data"]["values"]]
+        assert steps and len(steps) == len(set(steps)), plot_id
+    figures = {f"reports/figures/{f.name}" for f in (project / "reports/figures").glob("*.png")}
+    assert figures and figures == {k for k, v in shown.items() if v[0]["type"] == "image"}
 
 
 def test_second_repro_does_nothing(project):
@@ -97,11 +146,15 @@ def test_queued_sweep_runs_outside_the_workspace(project):
     def metrics(rev: dict, exp: str) -> dict:
         return {f: rev["data"]["metrics"][f"metrics/synthetic/{exp}/seed0/{f}"]["data"] for f in ("probe.json", "retrieval.json")}
 
+    def records(rev: dict, exp: str) -> dict:  # hashes of the meta records: timings included, so a rerun changes them
+        return {f: rev["data"]["outs"][f"metrics/synthetic/{exp}/seed0/{f}"]["hash"] for f in ("probe.meta.json", "retrieval.meta.json")}
+
     for exp in ("random_init", "mocov2_synth"):  # the unchanged value reproduces the baseline: nothing reran
-        assert metrics(exps[nu], exp) == metrics(base, exp), exp
-    assert metrics(exps[other], "random_init") == metrics(base, "random_init")  # identical untrained encoder: not re-evaluated
+        assert metrics(exps[nu], exp) == metrics(base, exp) and records(exps[nu], exp) == records(base, exp), exp
+    assert records(exps[other], "random_init") == records(base, "random_init")  # identical untrained encoder: not re-evaluated
+    encoder = "models/synthetic/mocov2_synth/seed0"
+    assert exps[other]["data"]["outs"][encoder]["hash"] != base["data"]["outs"][encoder]["hash"]  # retrained with the other ν
     changed = metrics(exps[other], "mocov2_synth")["probe.json"]
-    assert changed["encoder_run_id"] != metrics(base, "mocov2_synth")["probe.json"]["encoder_run_id"]
 
     name = exps[other]["name"]  # docs/pipeline.md's filtered view lists each experiment's ν and metrics
     table = run(
@@ -119,6 +172,11 @@ def test_queued_sweep_runs_outside_the_workspace(project):
     assert "mocov2_synth/seed0/probe.json" in diff and "random_init" not in diff, diff
     run(["dvc", "plots", "diff", "HEAD", name, "-o", "plots_diff"], project)
     assert name in (project / "plots_diff/index.html").read_text()
+    diffed = json.loads(run(["dvc", "plots", "diff", "HEAD", name, "--json", "-o", "plots_diff"], project).stdout)["data"]
+    for plot_id in ("train_L_C", "train_L_Cp", "val_knn20_top1"):  # the experiment's curve over the baseline's
+        assert {v["rev"] for v in diffed[plot_id][0]["content"]["data"]["values"]} == {"HEAD", name}, plot_id
+    figures = [k for k, v in diffed.items() if v[0]["type"] == "image"]
+    assert figures and all({r for im in diffed[k] for r in im["revisions"]} == {"HEAD", name} for k in figures)
 
 
 def test_param_change_reruns_only_its_readers(project):

@@ -122,11 +122,11 @@ def tree(tmp_path_factory):
             m = root / "metrics" / D / e / f"seed{seed}"
             m.mkdir(parents=True)
             common = {"seed": seed, "params_hash": f"hash-{e}-{seed}", "encoder_run_id": f"run-{e}-{seed}", "code_version": "abc123"}
-            probe = {"top1": TOP1[e][k], "top5": 90.0 + k, "n_test": N_TEST, "protocol": "lbfgs", **common}
-            (m / "probe.json").write_text(json.dumps(probe))
+            (m / "probe.json").write_text(json.dumps({"top1": TOP1[e][k], "top5": 90.0 + k}))
+            (m / "probe.meta.json").write_text(json.dumps({"protocol": "lbfgs", "n_test": N_TEST, **common}))
+            (m / "retrieval.json").write_text(json.dumps({"rank1": 50.0 + k, "rank5": 80.0, "mAP": 30.0 + 2 * k, "knn": {"top1_k5": 40.0}}))
             protocol = {"retrieval": "test_loo", "knn": "cosine"}  # as the retrieve stage records it: a dict
-            retrieval = {"rank1": 50.0 + k, "rank5": 80.0, "mAP": 30.0 + 2 * k, "knn": {"top1_k5": 40.0}, "protocol": protocol, **common}
-            (m / "retrieval.json").write_text(json.dumps(retrieval))
+            (m / "retrieval.meta.json").write_text(json.dumps({"protocol": protocol, **common}))
             if e != "random_init":
                 live = root / "models" / D / e / f"seed{seed}" / "live" / "plots" / "metrics" / "train"
                 terms = ("L_R", "L_Cp", "n_selected") if "synth" in e or "varonly" in e else ("L_R",) if "nu0" in e else ()
@@ -189,6 +189,35 @@ def test_tables_mean_std_over_seeds(report):
         ), (e, md)
     csv_text = (out / "results.csv").read_text()
     assert "toy,mocov2,2,62.0000" in csv_text and ",2.8284," in csv_text
+
+
+def test_results_json_holds_mean_std_and_values_per_dataset_and_experiment(report):
+    _, out, _ = report
+    res = json.loads((out / "results.json").read_text())
+    assert set(res) == {D} and set(res[D]) == set(EXPERIMENTS)
+    top1 = res[D]["mocov2"]["linear top-1"]
+    assert top1["values"] == [60.0, 64.0] and top1["mean"] == 62.0 and top1["std"] == pytest.approx(2.828427, abs=1e-6)
+    assert res[D]["mocov2"]["kNN-5"] == {"mean": 40.0, "std": 0.0, "values": [40.0, 40.0]} and res[D]["mocov2"]["seeds"] == SEEDS
+    assert set(res[D]["mocov2"]) == {"seeds", "linear top-1", "linear top-5", "Rank-1", "Rank-5", "mAP", "kNN-5"}
+
+
+def test_provenance_comes_from_the_meta_records(report):
+    _, _, res = report
+    row = next(r for r in res["rows"] if r["experiment"] == "mocov2")
+    src = row["sources"][1]
+    assert src["encoder_run_id"] == "run-mocov2-1" and src["protocol"] == {"probe.json": "lbfgs", "retrieval.json": {"retrieval": "test_loo", "knn": "cosine"}}
+    assert [Path(f).name for f in src["files"]] == ["probe.json", "probe.meta.json", "retrieval.json", "retrieval.meta.json"]
+    assert row["n_test"] == TEST_PER * N_CLASSES
+
+
+def test_a_missing_meta_record_is_named(tree, tmp_path):
+    import shutil
+
+    metrics = tmp_path / "metrics"
+    shutil.copytree(tree / "metrics", metrics)
+    (metrics / D / "mocov2" / "seed1" / "retrieval.meta.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"mocov2/seed1/retrieval\.meta\.json"):
+        collect(parse_params(raw_params()), metrics)
 
 
 def test_every_trained_row_shows_its_gain_over_the_row_it_started_from(report):

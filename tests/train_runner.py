@@ -65,5 +65,11 @@ def final_state(result) -> dict:
 
 if __name__ == "__main__":
     ckpt, out = Path(sys.argv[1]), Path(sys.argv[2])
-    result = pretrain(tiny_images(), tiny_spec(ckpt))
+    if len(sys.argv) > 3:  # live curves into argv[3], as the pretrain stage writes them; a checkpoint every 4 steps
+        from finesyn.live_curves import LiveCurves
+
+        with LiveCurves(Path(sys.argv[3])) as live:
+            result = pretrain(tiny_images(), tiny_spec(ckpt, checkpoint_every_steps=4), on_log=live.log, on_resume=live.restart)
+    else:
+        result = pretrain(tiny_images(), tiny_spec(ckpt))
     torch.save({"state": final_state(result), "history": result.history, "resumed_from": result.resumed_from}, out)

@@ -14,6 +14,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from finesyn.paths import RunPaths
+
 # half a unit of the tables' last printed digit (two decimals): below it the printed tables are the same
 LAST_DIGITS = 0.005
 
@@ -36,23 +38,33 @@ def value_at(d: Any, path: tuple[str, ...]) -> Any:
     return d
 
 
-def _machine(d: dict) -> str | None:
-    m = d.get("machine")
+def _machine(d: dict | None) -> str | None:
+    m = d.get("machine") if isinstance(d, dict) else None
     return None if not isinstance(m, dict) else f"{m.get('cpu_model')} ({m.get('torch_cpu_capability')}, {m.get('torch_blas')})"
 
 
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def compare(files: list[Path], columns: list[tuple[str, str, tuple[str, ...]]]) -> dict:
-    """Every column value of ``files`` (metrics JSONs named like the columns' files) vs HEAD."""
+    """Every column value of ``files`` (metrics JSONs named like the columns' files; other files are
+    skipped) vs HEAD. The machines come from each metrics file's meta record (``RunPaths.meta_of``)."""
     out = {"files": 0, "values": 0, "untracked": 0, "max_abs_diff": 0.0, "worst": None, "committed_machines": set(), "this_machine": None}
-    for path in files:
+    names = {name for _, name, _ in columns}
+    for path in (p for p in files if p.name in names):
         old = committed_json(path)
         if old is None:
             out["untracked"] += 1
             continue
         new = json.loads(path.read_text())
+        meta = RunPaths.meta_of(path)
         out["files"] += 1
-        out["this_machine"] = out["this_machine"] or _machine(new)
-        out["committed_machines"].add(_machine(old))
+        out["this_machine"] = out["this_machine"] or _machine(_read_json(meta))
+        out["committed_machines"].add(_machine(committed_json(meta)) or _machine(old))  # or: committed before the meta split
         for header, name, key in columns:
             a, b = value_at(new, key), value_at(old, key)
             if name != path.name or not isinstance(a, (int, float)) or not isinstance(b, (int, float)):

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+PROBE, RETRIEVAL = "probe.json", "retrieval.json"  # a cell's metrics files (numbers only: `dvc metrics show`)
 _CELL = re.compile(r"(?:^|/)(models|features|metrics|checkpoints)/([^/]+)/([^/]+)/seed(\d+)(?:\.npz$|/|$)")
 
 
@@ -35,8 +36,23 @@ class RunPaths:
         return self._cell(root).with_suffix(".npz")
 
     def metrics_dir(self, root: Path = Path("metrics")) -> Path:
-        """probe.json and retrieval.json."""
+        """probe.json and retrieval.json (the numbers DVC compares) with their .meta.json records."""
         return self._cell(root)
+
+    def probe(self, root: Path = Path("metrics")) -> Path:
+        """probe's metrics file: top-1/top-5 only."""
+        return self._cell(root) / PROBE
+
+    def retrieval(self, root: Path = Path("metrics")) -> Path:
+        """retrieve's metrics file: Rank-k, mAP, kNN only."""
+        return self._cell(root) / RETRIEVAL
+
+    @staticmethod
+    def meta_of(metrics_file: Path) -> Path:
+        """The record next to a metrics file (protocol, hashes, versions, timings, per-class numbers):
+        probe.json -> probe.meta.json. An output, not a metric: `dvc metrics diff` compares numbers only."""
+        metrics_file = Path(metrics_file)
+        return metrics_file.with_name(f"{metrics_file.stem}.meta.json")
 
     @classmethod
     def of(cls, path: str | Path) -> tuple[str, RunPaths] | None:

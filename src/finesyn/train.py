@@ -143,6 +143,7 @@ def pretrain(
     num_classes: int | None = None,
     monitor: Callable[[Backbone], dict] | None = None,
     views: Views | None = None,
+    on_resume: Callable[[list[dict], list[dict]], None] | None = None,
 ) -> TrainResult:
     """Train on `images[indices]` ((N, S, S, 3) uint8, may be a memmap). Resumes from spec.ckpt_dir.
 
@@ -152,6 +153,8 @@ def pretrain(
     changes nothing in the run). `views` replaces the augmentation (benchmarks and tests feed
     fixed views). `dist`: this process's place in a torchrun job (default: an initialised process
     group if there is one, else a single process); `pretrain.batch_size` is then the global batch.
+    `on_resume(history, monitor)` receives a resumed run's checkpointed records (the steps before the
+    ones `on_log` will report), so live curves can start over from them.
     """
     set_threads(spec.cfg.threads)
     ctx = dist if dist is not None else distributed.current(spec.cfg.device)
@@ -165,6 +168,8 @@ def pretrain(
         return TrainResult(backbone, method, synth, 0, None, None, [])
     loop = _Loop.build(spec, ctx, images, indices, labels, backbone, method, synth)
     loop.resume()
+    if on_resume is not None and loop.resumed_from is not None:
+        on_resume(loop.history, loop.monitored)
     if progress:
         progress(loop.step, loop.total)  # the total (and where a resumed run starts) before the first step
     if loop.step == 0:

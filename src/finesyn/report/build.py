@@ -6,12 +6,12 @@ import logging
 from pathlib import Path
 
 from finesyn.config import Params
-from finesyn.io import atomic_write_text
+from finesyn.io import atomic_write_json, atomic_write_text
 from finesyn.report.figures import build_figures, mirror_curves, reconstruction_lines
 from finesyn.report.html import to_html
 from finesyn.report.references import compare_reference, load_reference_numbers
 from finesyn.report.roles import effective_settings
-from finesyn.report.rows import Row, collect, columns
+from finesyn.report.rows import Row, collect, columns, results_summary
 from finesyn.report.text import to_csv, to_markdown
 
 
@@ -48,10 +48,13 @@ def build_report(
         md += "\n## Fig. 4: does g(h) reconstruct its input?\n\n" + "\n".join(recon) + "\n"
     atomic_write_text(out / "results.md", md)
     atomic_write_text(out / "results.csv", to_csv(params, rows))
+    atomic_write_json(out / "results.json", results_summary(params, rows))
     for line in recon:
         log.info("Fig. 4 %s", line.removeprefix("- "))
     # the table itself is printed by `python -m finesyn.report` (what `make repro` ends with), once
-    log.info("wrote %s and %s (python -m finesyn.report prints the tables)", out / "results.md", out / "results.csv")
+    log.info(
+        "wrote %s, %s and %s (python -m finesyn.report prints the tables)", out / "results.md", out / "results.csv", out / "results.json"
+    )
     result = {"rows": rows, "refs": refs, "figures": []}
     if features_root is None or models_root is None or data_root is None:
         return result

@@ -10,7 +10,7 @@ from typing import TypedDict
 
 from finesyn.config import REFERENCE_METHODS, Params
 from finesyn.drift import value_at
-from finesyn.paths import RunPaths
+from finesyn.paths import PROBE, RETRIEVAL, RunPaths
 from finesyn.report.roles import module_pairs
 
 
@@ -18,7 +18,7 @@ class Source(TypedDict):
     """Where one seed's numbers of a row come from."""
 
     seed: int
-    files: list[str]  # its probe.json and retrieval.json
+    files: list[str]  # its probe.json, probe.meta.json, retrieval.json and retrieval.meta.json
     params_hash: dict[str, str | None]
     encoder_run_id: str | None
     code_version: str | None
@@ -36,12 +36,12 @@ class Row(TypedDict, total=False):
     n_test: int | None
 
 
-COLUMNS = [  # (header, file, key path)
-    ("linear top-1", "probe.json", ("top1",)),
-    ("linear top-5", "probe.json", ("top5",)),
-    ("Rank-1", "retrieval.json", ("rank1",)),
-    ("Rank-5", "retrieval.json", ("rank5",)),
-    ("mAP", "retrieval.json", ("mAP",)),
+COLUMNS = [  # (header, metrics file, key path)
+    ("linear top-1", PROBE, ("top1",)),
+    ("linear top-5", PROBE, ("top5",)),
+    ("Rank-1", RETRIEVAL, ("rank1",)),
+    ("Rank-5", RETRIEVAL, ("rank5",)),
+    ("mAP", RETRIEVAL, ("mAP",)),
 ]
 
 
@@ -49,36 +49,43 @@ TOP1 = "linear top-1"
 
 
 def columns(params: Params) -> list[tuple[str, str, tuple[str, ...]]]:
-    return COLUMNS + [(f"kNN-{k}", "retrieval.json", ("knn", f"top1_k{k}")) for k in params.retrieve.knn_ks]
+    return COLUMNS + [(f"kNN-{k}", RETRIEVAL, ("knn", f"top1_k{k}")) for k in params.retrieve.knn_ks]
+
+
+def _read_cell(cell: RunPaths, metrics_root: Path) -> tuple[dict[str, dict], dict[str, dict], list[Path]]:
+    """(metrics file name -> its numbers, metrics file name -> its meta record, every file read) of one grid cell."""
+    files = {name: cell.metrics_dir(metrics_root) / name for name in (PROBE, RETRIEVAL)}
+    metas = {name: RunPaths.meta_of(path) for name, path in files.items()}
+    missing = [str(p) for p in [*files.values(), *metas.values()] if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"report: missing metrics {missing} (run the probe/retrieve stages)")
+    numbers = {name: json.loads(p.read_text()) for name, p in files.items()}
+    records = {name: json.loads(p.read_text()) for name, p in metas.items()}
+    return numbers, records, [p for name in files for p in (files[name], metas[name])]
 
 
 def collect(params: Params, metrics_root: Path) -> list[Row]:
-    """One row per (dataset, experiment) of the grid, with per-seed values and their sources."""
+    """One row per (dataset, experiment) of the grid: per-seed values from the metrics files, sources from their meta files."""
     rows = []
     for dataset in params.grid.datasets:
         for experiment in params.grid.experiments:
             row = Row(dataset=dataset, experiment=experiment, values={}, sources=[], seeds=[])
             for seed in params.grid.seeds:
-                d = RunPaths(dataset, experiment, seed).metrics_dir(metrics_root)
-                files = {name: d / name for name in ("probe.json", "retrieval.json")}
-                missing = [str(p) for p in files.values() if not p.is_file()]
-                if missing:
-                    raise FileNotFoundError(f"report: missing metrics {missing} (run the probe/retrieve stages)")
-                loaded = {name: json.loads(p.read_text()) for name, p in files.items()}
+                numbers, records, read = _read_cell(RunPaths(dataset, experiment, seed), metrics_root)
                 row["seeds"].append(seed)
-                row["n_test"] = loaded["probe.json"].get("n_test")
+                row["n_test"] = records[PROBE].get("n_test")
                 for header, name, path in columns(params):
-                    v = value_at(loaded[name], path)
+                    v = value_at(numbers[name], path)
                     if v is not None:
                         row["values"].setdefault(header, []).append(float(v))
                 row["sources"].append(
                     Source(
                         seed=seed,
-                        files=[str(p) for p in files.values()],
-                        params_hash={n: loaded[n].get("params_hash") for n in loaded},
-                        encoder_run_id=loaded["probe.json"].get("encoder_run_id"),
-                        code_version=loaded["probe.json"].get("code_version"),
-                        protocol={n: loaded[n].get("protocol") for n in loaded},
+                        files=[str(p) for p in read],
+                        params_hash={n: records[n].get("params_hash") for n in records},
+                        encoder_run_id=records[PROBE].get("encoder_run_id"),
+                        code_version=records[PROBE].get("code_version"),
+                        protocol={n: records[n].get("protocol") for n in records},
                     )
                 )
             rows.append(row)
@@ -238,3 +245,18 @@ def _fmt_effect(e: dict) -> str:
     if e["half_width"] is None:
         return f"{e['mean']:+.2f} (1 seed: no interval)"
     return f"{e['mean']:+.2f} ± {e['half_width']:.2f} [{e['mean'] - e['half_width']:+.2f}, {e['mean'] + e['half_width']:+.2f}]"
+
+
+def results_summary(params: Params, rows: list[Row]) -> dict:
+    """reports/results.json: dataset -> experiment -> column -> {mean, std, values} over the seeds (std is
+    the sample std, None for one seed), plus the seeds: the tables' numbers for programs, nothing else."""
+    out: dict[str, dict] = {}
+    for row in rows:
+        cells: dict[str, object] = {"seeds": list(row["seeds"])}
+        for header, _, _ in columns(params):
+            values = row["values"].get(header)
+            if values:
+                std = statistics.stdev(values) if len(values) > 1 else None
+                cells[header] = {"mean": statistics.mean(values), "std": std, "values": list(values)}
+        out.setdefault(row["dataset"], {})[row["experiment"]] = cells
+    return out
