@@ -244,21 +244,14 @@ def sgd_probe(
             group["lr"] = lr_e
         perm = torch.randperm(n, generator=g_data).numpy()
         loss_sum, correct = _train_epoch(head, opt, backbone, images, train_rows, ytr_t, perm, batch_size, crop_size, g_aug, dev)
-        row = {"epoch": epoch + 1, "lr": lr_e, "train_loss": loss_sum / n, "train_top1": 100.0 * correct / n}
-        if not math.isfinite(row["train_loss"]):
-            raise FloatingPointError(f"sgd_paper probe: non-finite training loss at epoch {epoch + 1} (lr {lr_e:g})")
+        row = _epoch_row(epoch + 1, lr_e, loss_sum, correct, n)
         if report == "best_on_test":  # test-set selection: only when explicitly asked for
             with torch.no_grad():
                 sc = _scores(head.eval()(test_z), yte_t, num_classes)
             row["test_top1"] = sc["top1"]
-            if best is None or sc["top1"] > best[1]["top1"]:
-                best = (epoch + 1, sc)
+            best = best if best is not None and best[1]["top1"] >= sc["top1"] else (epoch + 1, sc)
         history.append(row)
-        info = f"lr {lr_e:g} loss {row['train_loss']:.4f} train top-1 {row['train_top1']:.2f}%"
-        if progress:
-            progress(epoch + 1, epochs, info)
-        else:
-            log.info("probe epoch %d/%d %s", epoch + 1, epochs, info)
+        _announce(progress, epochs, row)
 
     checked = verify_unchanged(backbone, before)  # raises BackboneChangedError naming the keys
 
@@ -269,6 +262,23 @@ def sgd_probe(
         epoch_reported, scores = best
     return _record(scores, n, len(yte), epoch_reported, epochs, report, checked, dev, history, lr=lr, momentum=momentum,
                    weight_decay=weight_decay, batch_size=batch_size, milestones=milestones, crop_size=crop_size)  # fmt: skip
+
+
+def _epoch_row(epoch: int, lr: float, loss_sum: float, correct: int, n: int) -> dict:
+    """One epoch of the probe's history; a non-finite loss stops the probe (a diverged lr, not a result)."""
+    row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / n, "train_top1": 100.0 * correct / n}
+    if not math.isfinite(row["train_loss"]):
+        raise FloatingPointError(f"sgd_paper probe: non-finite training loss at epoch {epoch} (lr {lr:g})")
+    return row
+
+
+def _announce(progress: Callable[[int, int, str], None] | None, epochs: int, row: dict) -> None:
+    """The epoch to the progress callback (a bar, or lines with an ETA), or as a log line without one."""
+    info = f"lr {row['lr']:g} loss {row['train_loss']:.4f} train top-1 {row['train_top1']:.2f}%"
+    if progress:
+        progress(row["epoch"], epochs, info)
+    else:
+        log.info("probe epoch %d/%d %s", row["epoch"], epochs, info)
 
 
 def _record(scores, n_train, n_test, epoch_reported, epochs, report, checked, dev, history, **recipe) -> dict:
