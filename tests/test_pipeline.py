@@ -207,11 +207,17 @@ def test_typo_in_unread_section_fails_dvc_repro(project):
         assert r.returncode != 0 and "report.refrence_numbers" in r.stdout + r.stderr
 
 
-def test_snakemake_after_dvc_repro_has_nothing_to_do(project):
-    """One graph, two executors: what DVC just produced is up to date for Snakemake too (it has no
-    metadata of its own yet, so it judges by the outputs' presence and times)."""
+def test_snakemake_agrees_with_dvc_after_touch(project):
+    """DVC judges inputs by content, Snakemake by modification time: after an edit DVC finds changes
+    nothing (params.yaml saved again, or edited and restored), Snakemake plans reruns. `snakemake --touch` (the
+    README's remedy) makes it agree with DVC without running anything, and DVC stays up to date."""
+    (project / "params.yaml").touch()  # a saved edit undone: new time, same content
+    assert "up to date" in run(["dvc", "status"], project).stdout
+    assert "Nothing to be done" not in run(["snakemake", "-n", "--cores", "1"], project).stdout
+    run(["snakemake", "--touch", "--cores", "1"], project)
     out = run(["snakemake", "-n", "--cores", "1"], project).stdout
     assert "Nothing to be done" in out, out[-3000:]
+    assert "up to date" in run(["dvc", "status"], project).stdout
 
 
 def test_snakemake_refuses_config_it_would_ignore(project):
