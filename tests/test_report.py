@@ -205,7 +205,10 @@ def test_provenance_comes_from_the_meta_records(report):
     _, _, res = report
     row = next(r for r in res["rows"] if r["experiment"] == "mocov2")
     src = row["sources"][1]
-    assert src["encoder_run_id"] == "run-mocov2-1" and src["protocol"] == {"probe.json": "lbfgs", "retrieval.json": {"retrieval": "test_loo", "knn": "cosine"}}
+    assert src["encoder_run_id"] == "run-mocov2-1" and src["protocol"] == {
+        "probe.json": "lbfgs",
+        "retrieval.json": {"retrieval": "test_loo", "knn": "cosine"},
+    }
     assert [Path(f).name for f in src["files"]] == ["probe.json", "probe.meta.json", "retrieval.json", "retrieval.meta.json"]
     assert row["n_test"] == TEST_PER * N_CLASSES
 
