@@ -306,7 +306,13 @@ def test_the_stage_writes_the_tables_and_make_repro_prints_them_once(tmp_path, t
     build_report(params, tree / "metrics", tmp_path / "out", LOG)
     assert (tmp_path / "out" / "results.md").is_file() and capsys.readouterr().out == ""
     print_table(params, collect(params, tree / "metrics"))
-    assert capsys.readouterr().out.count("random_init") == 1
+    out = capsys.readouterr().out
+    assert out.count("random_init") == 1
+    assert f"({len(SEEDS)} seeds, paired)" in out  # the module's effect under it
+    one = raw_params()
+    one["grid"]["seeds"] = SEEDS[:1]
+    print_table(parse_params(one), collect(parse_params(one), tree / "metrics"))
+    assert "(1 seed, paired)" in capsys.readouterr().out
 
 
 def test_stage_cli_reports_a_malformed_reference_file(tmp_path, tree, monkeypatch, capsys):
