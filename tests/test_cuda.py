@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from tolerances import SAME_STEP_REL, U32, float64_default
-from train_runner import tiny_images, tiny_spec
+from train_runner import tiny_images, tiny_spec, two_colour_images
 
 from finesyn.data.augment import ssl_view
 from finesyn.eval.features import extract_features
@@ -76,20 +76,10 @@ def test_a_cuda_step_is_the_cpu_step(tmp_path, method):
         assert (da - db).abs().max() <= SAME_STEP_REL * scale, k
 
 
-def _two_colour_images(n: int = 64):
-    """Class = dominant colour channel: random-init features separate it (a task every path must solve)."""
-    rng = np.random.default_rng(0)
-    labels = np.arange(n) % 2
-    x = rng.integers(0, 80, (n, 32, 32, 3), dtype=np.uint8)
-    x[labels == 0, :, :, 0] += 150
-    x[labels == 1, :, :, 2] += 150
-    return x, labels
-
-
 def test_amp_trains_in_bf16_with_float32_weights_and_the_monitor_votes(tmp_path):
     """The default's CUDA run: AMP + channels_last + the module + the learning monitor with
     `device: cuda` (whose vote took the torch device name and failed before knn_device)."""
-    images, labels = _two_colour_images()
+    images, labels = two_colour_images(64)
     fit, val = carve_validation(np.arange(len(images)), labels, 0.25, seed=0)
     monitor = KnnMonitor(images, labels, fit, val, 32, k=5, device="cuda", channels_last=True)
     seen: list = []
@@ -118,7 +108,7 @@ def test_amp_trains_in_bf16_with_float32_weights_and_the_monitor_votes(tmp_path)
 def test_extraction_on_cuda_is_the_cpu_extraction():
     """float64 backbone: the features (rounded to float32 by extract_features) differ by at most the
     float64 bound plus one float32 rounding on each side."""
-    images, _ = _two_colour_images(40)
+    images, _ = two_colour_images(40)
     torch.manual_seed(0)
     with float64_default():
         backbone = Backbone("convnet", "standard", "max")
@@ -151,7 +141,7 @@ def test_retrieval_on_cuda_equals_the_cpu_exactly(gallery):
 
 
 def test_the_sgd_probe_trains_on_cuda_and_leaves_the_backbone_bit_identical():
-    images, labels = _two_colour_images(96)
+    images, labels = two_colour_images(96)
     torch.manual_seed(0)
     backbone = Backbone("convnet", "standard", "max")
     train, test = np.arange(64), np.arange(64, 96)

@@ -10,7 +10,7 @@ from finesyn.config import PretrainConfig
 from finesyn.eval.monitor import KnnMonitor, bank_subset, carve_validation, knn_device
 from finesyn.eval.retrieval import DEVICES
 from finesyn.train import pretrain
-from tests.train_runner import final_state, tiny_spec
+from tests.train_runner import final_state, tiny_spec, two_colour_images
 
 
 def test_validation_is_a_stratified_seeded_part_of_train_and_leaves_it():
@@ -52,18 +52,8 @@ def test_every_pretrain_device_maps_to_a_knn_vote_device():
     assert knn_device("cuda") == "auto"  # GPU FAISS where installed, the CPU build otherwise (never an error)
 
 
-def _two_class_images(n: int = 48):
-    """Class = dominant colour channel: a kNN on random-init features already separates it."""
-    rng = np.random.default_rng(0)
-    labels = np.arange(n) % 2
-    x = rng.integers(0, 80, (n, 32, 32, 3), dtype=np.uint8)
-    x[labels == 0, :, :, 0] += 150
-    x[labels == 1, :, :, 2] += 150
-    return x, labels
-
-
 def test_monitor_scores_held_out_images_at_0_every_n_and_the_end_and_changes_nothing(tmp_path):
-    images, labels = _two_class_images()
+    images, labels = two_colour_images()
     fit, val = carve_validation(np.arange(len(images)), labels, 0.25, 0)
     monitor = KnnMonitor(images, labels, fit, val, 32, k=5, device="cpu")
     spec = tiny_spec(tmp_path / "a", epochs=2, batch_size=8, monitor_every_steps=3, checkpoint_every_steps=100)

@@ -56,6 +56,16 @@ def tiny_images(n: int = 40) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
 
 
+def two_colour_images(n: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """Class = dominant colour channel: a kNN (or linear probe) on random-init features already separates it."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 2
+    x = rng.integers(0, 80, (n, 32, 32, 3), dtype=np.uint8)
+    x[labels == 0, :, :, 0] += 150
+    x[labels == 1, :, :, 2] += 150
+    return x, labels
+
+
 def final_state(result) -> dict:
     state = {f"method.{k}": v for k, v in result.method.state_dict().items()}
     if result.synth is not None:

@@ -54,7 +54,7 @@ def columns(params: Params) -> list[tuple[str, str, tuple[str, ...]]]:
 
 def _read_cell(cell: RunPaths, metrics_root: Path) -> tuple[dict[str, dict], dict[str, dict], list[Path]]:
     """(metrics file name -> its numbers, metrics file name -> its meta record, every file read) of one grid cell."""
-    files = {name: cell.metrics_dir(metrics_root) / name for name in (PROBE, RETRIEVAL)}
+    files = {PROBE: cell.probe(metrics_root), RETRIEVAL: cell.retrieval(metrics_root)}
     metas = {name: RunPaths.meta_of(path) for name, path in files.items()}
     missing = [str(p) for p in [*files.values(), *metas.values()] if not p.is_file()]
     if missing:
@@ -101,10 +101,9 @@ def binomial_se(percent: float, n: int) -> float:
     return 100 * math.sqrt(p * (1 - p) / n)
 
 
-def _fmt(values: list[float], n: int | None = None, proportion: bool = False) -> str:
-    """Several seeds: mean ± sample std; one seed: the value ± its binomial standard error when it is a share of n test images."""
+def _fmt(values: list[float]) -> str:
     if len(values) == 1:
-        return f"{values[0]:.2f} ± {binomial_se(values[0], n):.2f}" if proportion and n else f"{values[0]:.2f}"
+        return f"{values[0]:.2f}"
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
@@ -179,9 +178,14 @@ def _row_index(rows: list[Row]) -> dict[tuple[str, str], dict]:
     return {(r["dataset"], r["experiment"]): r for r in rows}
 
 
-def _cells(row: dict, headers: list[str]) -> list[str]:
-    n = row.get("n_test")
-    return [_fmt(row["values"][h], n, h not in NOT_PROPORTIONS) if h in row["values"] else "–" for h in headers]
+def _cell(row: Row, header: str) -> str:
+    """Several seeds: mean ± sample std; one seed: the value ± its binomial standard error when it is a share of test images."""
+    mean, error = mean_and_error(row, header)
+    return f"{mean:.2f}" if error is None else f"{mean:.2f} ± {error:.2f}"
+
+
+def _cells(row: Row, headers: list[str]) -> list[str]:
+    return [_cell(row, h) if h in row["values"] else "–" for h in headers]
 
 
 def _delta_top1(row: dict, ref_row: dict | None) -> str:
