@@ -249,33 +249,35 @@ def reconstruction_lines(params: Params, models_root: Path) -> list[str]:
 
 def reconstruction_text(train_json: Path) -> str:
     """One sentence on g(h)'s PSNR against the mean-image yardstick, from the pretrain stage's train.json."""
+    return reconstruction_verdict(train_json)[0]
+
+
+def reconstruction_verdict(train_json: Path) -> tuple[str, bool]:
+    """(reconstruction_text's sentence, whether g(h) beats the mean image by 3 dB; False when unmeasured)."""
     rec = json.loads(train_json.read_text()).get("reconstruction") if train_json.is_file() else None
     if not rec:
-        return f"No reconstruction PSNR: {train_json} has none (a run from before it was recorded: rerun its pretrain stage)."
-    verdict = (
-        "renders more than the mean image"
-        if rec["gain_db"] >= 3
-        else "does not beat the mean image by 3 dB: it renders little of the content"
-    )
+        return f"No reconstruction PSNR: {train_json} has none (a run from before it was recorded: rerun its pretrain stage).", False
+    renders = rec["gain_db"] >= 3
+    verdict = "renders more than the mean image" if renders else "does not beat the mean image by 3 dB: it renders little of the content"
     return (
         f"Reconstruction on {rec['images']} test images ({rec['view']}): mean PSNR of g(h) {rec['psnr_db']:.2f} dB, of the mean "
         f"training image {rec['mean_image_psnr_db']:.2f} dB ({rec['gain_db']:+.2f} dB): g {verdict}."
-    )
+    ), renders
 
 
-def _warn_box(text: str) -> str:
-    """A reconstruction that renders little is a warning: shown in the report's note box."""
-    return f'<div class="note">{html.escape(text)}</div>' if "does not beat" in text or text.startswith("No ") else html.escape(text)
+def _warn_box(text: str, renders: bool) -> str:
+    """A reconstruction that renders little (or was not measured) is a warning: shown in the report's note box."""
+    return html.escape(text) if renders else f'<div class="note">{html.escape(text)}</div>'
 
 
-def _fig4_caption(exp: str, seed: int, diff: dict, recon_text: str) -> str:
+def _fig4_caption(exp: str, seed: int, diff: dict, recon: tuple[str, bool]) -> str:
     return (
         f"Generated pairs of <b>{exp}</b> (seed {seed}) at the end of pretraining: the pretrain stage's pairs.png, enlarged (pixels "
         "unchanged). Each row: the augmented input view, its reconstruction g(h), g(h̃) decoded from the feature with the selected "
         "non-discriminative dimensions perturbed, and |g(h) − g(h̃)| (mean over RGB, scaled so that the grid's largest difference is "
         "white; absent in a run from before it was drawn). The pair (g(h), g(h̃)) should differ only in non-discriminative content. "
         f"Measured on the PNG's {diff['rows']} rows: |g(h) − g(h̃)| is {diff['mean']:.4f} on average and at most {diff['max']:.4f} "
-        f"(pixel values in [0, 1]). {_warn_box(recon_text)}"
+        f"(pixel values in [0, 1]). {_warn_box(*recon)}"
     )
 
 
@@ -292,7 +294,7 @@ def fig_pairs(params: Params, models_root: Path, fig_dir: Path, log: logging.Log
             continue
         fig, diff = plots.pairs_figure(src.read_bytes(), f"{dataset}: {exp} (seed {seed})")
         path = plots.save_png(fig, fig_dir / f"{fid}.png")
-        caption = _fig4_caption(exp, seed, diff, reconstruction_text(src.parent / "train.json"))
+        caption = _fig4_caption(exp, seed, diff, reconstruction_verdict(src.parent / "train.json"))
         figs.append(
             Figure(id=fid, section="fig4", title=title, path=path, sources=[str(src), str(src.parent / "train.json")], caption=caption)
         )

@@ -12,7 +12,7 @@ from pathlib import Path
 from finesyn.config import Params
 from finesyn.report.figures import Figure
 from finesyn.report.roles import ablations
-from finesyn.report.rows import Row, _cells, _delta_top1, _protocol_text, _row_index, budget_check, chance_level, columns
+from finesyn.report.rows import Row, _cells, _delta_top1, _protocol_text, _row_index, budget_verdict, chance_level, columns
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1180px;margin:24px auto;padding:0 16px;color:#222;line-height:1.45}
@@ -131,15 +131,14 @@ def _results(params: Params, rows: list[Row]) -> list[str]:
         h.append("<table><tr><th>experiment</th>" + "".join(f"<th>{_e(c)}</th>" for c in headers) + "</tr>")
         h += [_html_row(r, headers) for r in rows if r["dataset"] == dataset]
         h.append("</table>")
-        check = budget_check(params, rows, dataset)
-        if check:
-            h.append(budget_box(check))
+        verdict = budget_verdict(params, rows, dataset)
+        if verdict:
+            h.append(budget_box(*verdict))
     return h
 
 
-def budget_box(check: str) -> str:
+def budget_box(check: str, learns: bool) -> str:
     """The budget check, the first thing to read under the table, in a box coloured by its verdict."""
-    learns = "does not learn on this data" not in check
     head = "Budget check: training learns on this data" if learns else "Budget check: even the labels do not help — read no SSL row"
     return f'<div class="check {"ok" if learns else "warn"}" role="note"><strong>{_e(head)}</strong>{_md_code(check.removeprefix("Budget check: "))}</div>'
 

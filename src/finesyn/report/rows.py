@@ -149,6 +149,13 @@ def budget_check(params: Params, rows: list[Row], dataset: str) -> str | None:
     """One sentence on what the two reference rows say about the training (recipe and budget), or None when the
     grid lacks one of them. Users read tables, not logs: a budget too short for any training to help
     must be stated next to the numbers, not left to be inferred from them."""
+    verdict = budget_verdict(params, rows, dataset)
+    return None if verdict is None else verdict[0]
+
+
+def budget_verdict(params: Params, rows: list[Row], dataset: str) -> tuple[str, bool] | None:
+    """(budget_check's sentence, whether the training learns: supervised ahead of random_init by more than
+    two binomial standard errors), or None when the grid lacks a reference row."""
     refs: dict[str, dict] = {}
     for r in rows:
         method = params.experiments[r["experiment"]].method
@@ -165,13 +172,13 @@ def budget_check(params: Params, rows: list[Row], dataset: str) -> str | None:
         return (
             f"{head}; +{s - r:.2f} points, more than two binomial standard errors, {margin:.2f}, on {n} test images): "
             "this training (its recipe and length) learns on this data, so the SSL rows can be read against both references."
-        )
+        ), True
     return (
         f"{head}; the supervised row is not ahead by more than two binomial standard errors, {margin:.2f} points on {n} test images): "
         "even with the labels, this training (its recipe and length) does not learn on this data, so the SSL rows say nothing about SSL. "
         "Check the recipe first (this row uses the SSL rows' augmentation, optimiser and schedule), then whether the "
         "backbone resolves the detail that separates the classes, then the length."
-    )
+    ), False
 
 
 def _row_index(rows: list[Row]) -> dict[tuple[str, str], dict]:
