@@ -1,5 +1,6 @@
 """Batched per-sample augmentations against torchvision's per-image reference implementations."""
 
+import numpy as np
 import pytest
 import torch
 from torchvision.transforms import v2
@@ -79,6 +80,34 @@ def test_eval_view_is_torchvision_center_crop_and_normalisation(src, size):
     # and the same through the uint8 torchvision pipeline
     pipe = v2.Compose([v2.CenterCrop(size), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     torch.testing.assert_close(got, pipe(img.permute(0, 3, 1, 2)), rtol=0, atol=1e-5)
+
+
+def test_extraction_builds_a_float64_models_view_in_float64():
+    """A float64 model (the device comparisons of tests/test_cuda.py) must see the view computed in
+    float64: a float32 view is off by float32 rounding, which CUDA and the CPU round differently
+    (CUDA divides by 255 as a multiplication by 1/255), far above a float64 bound."""
+    from tolerances import float64_default
+
+    from finesyn.eval.features import extract_features
+    from finesyn.models.backbone import Backbone
+
+    img = uint8_images(4, 20).numpy()
+    seen: list[torch.Tensor] = []
+    with float64_default():
+        backbone = Backbone("convnet", "standard", "max")
+    stem = next(m for m in backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    handle = stem.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+    try:
+        extract_features(backbone, img, np.arange(4), 16, device="cpu")
+    finally:
+        handle.remove()
+    x = img.transpose(0, 3, 1, 2)[:, :, 2:18, 2:18].astype(np.float64) / 255
+    exact = (x - np.array(IMAGENET_MEAN).reshape(1, 3, 1, 1)) / np.array(IMAGENET_STD).reshape(1, 3, 1, 1)
+    u64 = np.finfo(np.float64).eps / 2
+    assert seen[0].dtype == torch.float64
+    # three correctly rounded float64 operations: /255 (error <= u, |x| <= 1), -mean (<= u + u),
+    # /std (std >= 0.224, |result| < 2.7): 2u / 0.224 + 2.7u < 12u
+    assert (np.abs(seen[0].numpy() - exact) <= 12 * u64).all()
 
 
 # ----------------------------------------------------------------------------- crop + flip

@@ -84,11 +84,13 @@ def test_amp_trains_in_bf16_with_float32_weights_and_the_monitor_votes(tmp_path)
     monitor = KnnMonitor(images, labels, fit, val, 32, k=5, device="cuda", channels_last=True)
     seen: list = []
 
-    def hook(mod, args):
-        if isinstance(mod, torch.nn.Conv2d) and mod.in_channels == 3:
-            seen.append((args[0].dtype, args[0].is_contiguous(memory_format=torch.channels_last)))
+    def hook(mod, args, out):
+        # autocast casts inside the op, so the stem's *output* shows the precision; the monitor
+        # (eval mode) extracts in float32 on purpose and is left out
+        if isinstance(mod, torch.nn.Conv2d) and mod.in_channels == 3 and mod.training:
+            seen.append((out.dtype, out.is_contiguous(memory_format=torch.channels_last)))
 
-    handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
     try:
         spec = tiny_spec(tmp_path, epochs=2, device="cuda", amp=True, channels_last=True, monitor_every_steps=3, **DEFAULT_ENCODER)
         result = pretrain(images, spec, fit, monitor=monitor)

@@ -18,9 +18,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def to_float(images_uint8: torch.Tensor) -> torch.Tensor:
-    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [0, 1]."""
-    return images_uint8.permute(0, 3, 1, 2).float().div_(255)
+def to_float(images_uint8: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [0, 1].
+
+    CUDA divides by a scalar as a multiplication by its reciprocal (CPU divides), so the two devices'
+    float32 views differ by an ulp: a float64 model gets float64 views (`dtype`) to compare devices.
+    """
+    return images_uint8.permute(0, 3, 1, 2).to(dtype).div_(255)
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -144,9 +148,9 @@ def ssl_view(images_uint8: torch.Tensor, cfg, size: int, g: torch.Generator) -> 
     return normalize(x)
 
 
-def eval_view(images_uint8: torch.Tensor, size: int) -> torch.Tensor:
+def eval_view(images_uint8: torch.Tensor, size: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Deterministic view: centre crop `size` from the S×S cache (= Resize(S) + CenterCrop(size))."""
-    x = to_float(images_uint8)
+    x = to_float(images_uint8, dtype)
     top = int(round((x.shape[-2] - size) / 2.0))  # torchvision's CenterCrop rounding
     left = int(round((x.shape[-1] - size) / 2.0))
     return normalize(x[:, :, top : top + size, left : left + size].contiguous())

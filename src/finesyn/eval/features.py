@@ -41,8 +41,8 @@ def extract_features(
         progress(0, len(indices))
     for start in range(0, len(indices), batch_size):
         idx = indices[start : start + batch_size]
-        x = eval_view(host_to_device(torch.from_numpy(np.ascontiguousarray(images[idx])), dev), crop_size)
-        x = x.to(dtype).contiguous(memory_format=fmt)
+        x = eval_view(host_to_device(torch.from_numpy(np.ascontiguousarray(images[idx])), dev), crop_size, dtype)
+        x = x.contiguous(memory_format=fmt)
         h = model(x)
         out.append((head(h) if head is not None else h).float().cpu().numpy())
         if progress:
