@@ -9,8 +9,9 @@ out=${OUT:-benchmarks/gpu_study}
 mkdir -p "$out"
 study_s=${STUDY_S:-420}
 shards=${SHARDS:-12}
-# most decision-relevant first: the shards take every n-th (variant, seed) pair in this order
-variants=default_mocov2,default_mocov2_t01,default_mocov2_lr4e3,default_mocov2_lr1e3,default_mocov2_crop48,default_mocov2_b32_e8,default_mocov2_b32_e8_lr14,default_mocov2_scale06,default_mocov2_noblur,default_mocov2_hue0,default_mocov2_nogray,default_mocov2_m095,default_mocov2_t05,default_mocov2_wd1e4,default_supervised,default_supervised_b32_e8,img48_mocov2,img48_supervised,default_mocov2_b32,default_mocov2_e30,img48_mocov2_e30,default_mocov2_e60
+# most decision-relevant first: the shards take every n-th (variant, seed) pair in this order;
+# VARIANTS=... for another study (study 2 of docs/findings.md)
+variants=${VARIANTS:-default_mocov2,default_mocov2_t01,default_mocov2_lr4e3,default_mocov2_lr1e3,default_mocov2_crop48,default_mocov2_b32_e8,default_mocov2_b32_e8_lr14,default_mocov2_scale06,default_mocov2_noblur,default_mocov2_hue0,default_mocov2_nogray,default_mocov2_m095,default_mocov2_t05,default_mocov2_wd1e4,default_supervised,default_supervised_b32_e8,img48_mocov2,img48_supervised,default_mocov2_b32,default_mocov2_e30,img48_mocov2_e30,default_mocov2_e60}
 if compgen -G ".whl/*.whl" > /dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH=/tmp/site
