@@ -227,6 +227,8 @@ VARIANTS: dict[str, dict] = {
     "default_supervised_b32_e8_lr7e4": _v("supervised", {}, batch_size=32, epochs=8, lr=0.0007),
     "default_supervised_e8_lr1e3": _v("supervised", {}, epochs=8, lr=0.001),
     "default_mocov2_e30_lr1e3": _v("mocov2", {}, epochs=30, lr=0.001),
+    # study 3: more seeds of the half-compute candidates, and 10 epochs
+    "default_mocov2_b32_e10_lr7e4": _v("mocov2", {}, batch_size=32, epochs=10, lr=0.0007),
     "easy_mocov2_hue_t01": _v(
         "mocov2",
         {"look_bank": 16, "plain_background": True, **G1M14},
