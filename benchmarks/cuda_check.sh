@@ -18,7 +18,8 @@ export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 {
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version(), "bf16", torch.cuda.is_available() and torch.cuda.is_bf16_supported())'
-    git rev-parse HEAD 2>/dev/null || true
+    # the device tool copies the working tree with the .git of the session's start: the caller names the commit
+    echo "code ${FINESYN_CODE_VERSION:-$(git describe --always --dirty 2>/dev/null || echo unknown)}"
 } > "$out/machine.txt" 2>&1
 cat "$out/machine.txt"
 python3 -m pytest tests/test_cuda.py -v -p no:cacheprovider -o addopts= --junitxml "$out/junit.xml" 2>&1 | tee "$out/log.txt"
