@@ -350,6 +350,26 @@ def summary(path: Path = OUT) -> str:
     return "\n".join(lines)
 
 
+def gains(path: Path = OUT, device: str = "", variants: list[str] | None = None) -> str:
+    """Per variant: steps, the linear and kNN-20 gains (end - start) per seed and their mean, for the
+    rows whose device contains `device` (e.g. "H200"); the tables of docs/findings.md."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    by: dict[str, dict[int, dict]] = {}
+    for r in rows:
+        if device in str(r.get("device")) and (not variants or r["variant"] in variants):
+            by.setdefault(r["variant"], {})[r["seed"]] = r  # a repeated (variant, seed): the last row
+    lines = ["| variant | steps | linear gain per seed | mean | kNN-20 gain per seed | mean |", "|---|---|---|---|---|---|"]
+    for name in variants or by:
+        runs = [by[name][k] for k in sorted(by.get(name, {}))]
+        if not runs:
+            continue
+        lin = [r["end"]["linear_top1"] - r["start"]["linear_top1"] for r in runs]
+        knn = [r["end"]["knn20_top1"] - r["start"]["knn20_top1"] for r in runs]
+        fmt = lambda xs: " ".join(f"{x:+.1f}" for x in xs)  # noqa: E731
+        lines.append(f"| {name} | {runs[0]['steps']} | {fmt(lin)} | {np.mean(lin):+.1f} | {fmt(knn)} | {np.mean(knn):+.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.learning", description=__doc__.split("\n")[0])
     ap.add_argument("--variants", default="", help="comma-separated names (see --list)")
@@ -357,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--summary", action="store_true")
+    ap.add_argument("--gains", metavar="DEVICE", help="per-variant gains of the rows whose device contains DEVICE ('' = all)")
     ap.add_argument(
         "--pretrain", type=json.loads, default={}, help="JSON merged into every variant's pretrain settings, e.g. '{\"amp\": false}'"
     )
@@ -369,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.summary:
         print(summary(a.out))
+        return 0
+    if a.gains is not None:
+        print(gains(a.out, a.gains, [v for v in a.variants.split(",") if v] or None))
         return 0
     import tempfile
 
