@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One device call (docs/findings.md, "GPU study"): the CUDA tests (cuda_check.sh) beside the learning
-# study's variants x 3 seeds as parallel float32 processes on the one GPU, both under a deadline so
-# that whatever finished comes back (6 files: the device tool returns at most 8). Rows are appended to $OUT/learning.jsonl as each run ends.
+# One device call (docs/findings.md, "the GPU studies"): the CUDA tests (cuda_check.sh) beside the
+# learning study's variants x seeds as parallel float32 processes on the one GPU, both under a
+# deadline so that whatever finished comes back (6 files: the device tool returns at most 8).
+# Rows are appended to $OUT/learning.jsonl as each run ends.
 #   OUT=/some/dir STUDY_S=420 FINESYN_CODE_VERSION=<sha> bash benchmarks/gpu_study.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
