@@ -315,6 +315,23 @@ def test_the_stage_writes_the_tables_and_make_repro_prints_them_once(tmp_path, t
     assert "(1 seed, paired)" in capsys.readouterr().out
 
 
+def test_the_html_shows_the_module_effect_as_results_md_does(report, tree):
+    """index.html is what a researcher opens: the paired module − baseline table is there, in the nav,
+    with the same cells as results.md."""
+    import html
+
+    from finesyn.report.rows import module_effect_cells, module_effects
+
+    params, out, _ = report
+    md, page = ((out / f).read_text() for f in ("results.md", "index.html"))
+    effects = module_effects(params, collect(params, tree / "metrics"))
+    assert effects and 'href="#module-effect"' in page
+    for e in effects:
+        cells = module_effect_cells(e)
+        assert "| " + " | ".join(cells) + " |" in md
+        assert "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" in page
+
+
 def test_stage_cli_reports_a_malformed_reference_file(tmp_path, tree, monkeypatch, capsys):
     import yaml
 

@@ -12,7 +12,20 @@ from pathlib import Path
 from finesyn.config import Params
 from finesyn.report.figures import Figure
 from finesyn.report.roles import ablations
-from finesyn.report.rows import Row, _cells, _delta_top1, _protocol_text, _row_index, budget_verdict, chance_level, columns
+from finesyn.report.rows import (
+    MODULE_EFFECT_HEADERS,
+    MODULE_EFFECT_INTRO,
+    Row,
+    _cells,
+    _delta_top1,
+    _protocol_text,
+    _row_index,
+    budget_verdict,
+    chance_level,
+    columns,
+    module_effect_cells,
+    module_effects,
+)
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1180px;margin:24px auto;padding:0 16px;color:#222;line-height:1.45}
@@ -94,7 +107,8 @@ SECTIONS = [
 def to_html(
     params: Params, rows: list[Row], figs: list[Figure], out: Path, refs: list[dict] | None = None, settings: dict | None = None
 ) -> str:
-    h = _head(params, rows, refs) + _results(params, rows) + _ablations(params, rows) + _references(refs, rows, params)
+    h = _head(params, rows, refs) + _results(params, rows) + _module_effect(params, rows) + _ablations(params, rows)
+    h += _references(refs, rows, params)
     h += _figures(figs, out) + _provenance(rows, out, settings) + ["</body></html>"]
     return "\n".join(h) + "\n"
 
@@ -115,6 +129,7 @@ def _head(params: Params, rows: list[Row], refs) -> list[str]:
         f"code version {_e(', '.join(code))}; grid params hash <code>{params_hash(params.grid.model_dump(mode='json'))}</code>.</p>",
         f"<p>{_md_code(_protocol_text(params))} Hover a number for its metrics files and params hashes; the experiment name links to its provenance.</p>",
         '<nav><a href="#results">Results</a>'
+        + (' · <a href="#module-effect">The module\'s effect</a>' if module_effects(params, rows) else "")
         + (' · <a href="#ablations">Ablations</a>' if ablations(params) else "")
         + (' · <a href="#reference">Reference numbers</a>' if refs else "")
         + "".join(f' · <a href="#{sid}">{_e(t.split(":")[0])}</a>' for sid, t in SECTIONS)
@@ -141,6 +156,17 @@ def budget_box(check: str, learns: bool) -> str:
     """The budget check, the first thing to read under the table, in a box coloured by its verdict."""
     head = "Budget check: training learns on this data" if learns else "Budget check: even the labels do not help — read no SSL row"
     return f'<div class="check {"ok" if learns else "warn"}" role="note"><strong>{_e(head)}</strong>{_md_code(check.removeprefix("Budget check: "))}</div>'
+
+
+def _module_effect(params: Params, rows: list[Row]) -> list[str]:
+    """The paired module − baseline differences (the same table as results.md)."""
+    effects = module_effects(params, rows)
+    if not effects:
+        return []
+    h = ['<h2 id="module-effect">The module\'s effect</h2>', f"<p>{_e(MODULE_EFFECT_INTRO)}</p>"]
+    h.append("<table><tr>" + "".join(f"<th>{_e(c)}</th>" for c in MODULE_EFFECT_HEADERS) + "</tr>")
+    h += ["<tr>" + "".join(f"<td>{_e(c)}</td>" for c in module_effect_cells(e)) + "</tr>" for e in effects]
+    return h + ["</table>"]
 
 
 def _ablations(params: Params, rows: list[Row]) -> list[str]:

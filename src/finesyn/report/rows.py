@@ -252,6 +252,18 @@ def module_effects(params: Params, rows: list[Row]) -> list[dict]:
     return out
 
 
+MODULE_EFFECT_INTRO = (
+    "Baseline + module − baseline, per seed, then the mean and its two-sided 95 % Student-t interval over the seeds "
+    "(paired: the same seed's data order and initialisation on both sides)."
+)
+MODULE_EFFECT_HEADERS = ("dataset", "module − baseline", "metric", "seeds", "Δ mean ± 95 % half-width [interval]")
+
+
+def module_effect_cells(e: dict) -> list[str]:
+    """One row of the module-effect table (Markdown and HTML), in MODULE_EFFECT_HEADERS' order."""
+    return [e["dataset"], f"{e['module']} − {e['baseline']}", e["metric"], str(e["n"]), _fmt_effect(e)]
+
+
 def _fmt_effect(e: dict) -> str:
     if e["half_width"] is None:
         return f"{e['mean']:+.2f} (1 seed: no interval)"

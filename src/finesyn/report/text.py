@@ -10,6 +10,8 @@ from pathlib import Path
 from finesyn.config import Params
 from finesyn.report.roles import ablations
 from finesyn.report.rows import (
+    MODULE_EFFECT_HEADERS,
+    MODULE_EFFECT_INTRO,
     Row,
     _cells,
     _delta_top1,
@@ -19,6 +21,7 @@ from finesyn.report.rows import (
     budget_check,
     chance_level,
     columns,
+    module_effect_cells,
     module_effects,
     start_row_of,
 )
@@ -50,16 +53,8 @@ def to_markdown(params: Params, rows: list[Row], refs: list[dict] | None = None)
             out += ["> **" + check.replace(": ", ":** ", 1), ""]  # a block quote: the verdict stands out from the prose
     effects = module_effects(params, rows)
     if effects:
-        out += [
-            "## The module's effect",
-            "",
-            "Baseline + module − baseline, per seed, then the mean and its two-sided 95 % Student-t interval over the seeds "
-            "(paired: the same seed's data order and initialisation on both sides).",
-            "",
-            "| dataset | module − baseline | metric | seeds | Δ mean ± 95 % half-width [interval] |",
-            "|---|---|---|---|---|",
-        ]
-        out += [f"| {e['dataset']} | {e['module']} − {e['baseline']} | {e['metric']} | {e['n']} | {_fmt_effect(e)} |" for e in effects]
+        out += ["## The module's effect", "", MODULE_EFFECT_INTRO, "", "| " + " | ".join(MODULE_EFFECT_HEADERS) + " |", "|---" * 5 + "|"]
+        out += ["| " + " | ".join(module_effect_cells(e)) + " |" for e in effects]
         out.append("")
     abl = ablations(params)
     if abl:
