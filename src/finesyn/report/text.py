@@ -53,7 +53,14 @@ def to_markdown(params: Params, rows: list[Row], refs: list[dict] | None = None)
             out += ["> **" + check.replace(": ", ":** ", 1), ""]  # a block quote: the verdict stands out from the prose
     effects = module_effects(params, rows)
     if effects:
-        out += ["## The module's effect", "", MODULE_EFFECT_INTRO, "", "| " + " | ".join(MODULE_EFFECT_HEADERS) + " |", "|---" * 5 + "|"]
+        out += [
+            "## The module's effect",
+            "",
+            MODULE_EFFECT_INTRO,
+            "",
+            "| " + " | ".join(MODULE_EFFECT_HEADERS) + " |",
+            "|---" * len(MODULE_EFFECT_HEADERS) + "|",
+        ]
         out += ["| " + " | ".join(module_effect_cells(e)) + " |" for e in effects]
         out.append("")
     abl = ablations(params)
