@@ -1,6 +1,7 @@
 """MoCo v2 and SimSiam: loss formulas against hand-computed values, the queue, the momentum
 encoder, stop-gradient, and the method registry."""
 
+import logging
 import math
 import warnings
 
@@ -112,6 +113,18 @@ def test_a_queue_larger_than_the_dataset_is_kept_without_a_warning():
     assert torch.allclose(m.queue.norm(dim=1), torch.ones(100))  # initial keys are unit vectors
     assert torch.all(m.queue_idx == -1)  # no image
     assert "queue_idx" in m.state_dict()  # checkpointed with the queue: resume stays exact
+
+
+def test_a_queue_that_the_run_never_fills_is_reported_once_with_its_share(caplog):
+    """The default's 65,536-row queue receives 17,920 keys: the log says how much of it stays random."""
+    cfg = tiny_cfg(queue_size=100).model_copy(update={"batch_size": 4, "epochs": 3})
+    with caplog.at_level(logging.INFO, logger="finesyn.methods.mocov2"):
+        MoCoV2.from_config(TinyBackbone(), cfg, num_train=10)  # 2 batches x 4 keys x 3 epochs = 24 keys
+        MoCoV2.from_config(TinyBackbone(), cfg.model_copy(update={"epochs": 13}), num_train=10)  # 104 keys: fills
+    assert [r.getMessage() for r in caplog.records] == [
+        "mocov2 queue: 100 rows, this run enqueues 24 keys: 76 % of the rows stay the random unit vectors "
+        "they start as, negatives of every query for the whole run (pretrain.methods.mocov2.queue_size)"
+    ]
 
 
 def masked_reference_loss(m: MoCoV2, x1, x2, own: torch.Tensor) -> torch.Tensor:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import logging
 
 import torch
 import torch.nn.functional as F
 
 from finesyn.methods.base import SSLMethod, SSLOutput, register
 from finesyn.models.heads import mlp
+
+log = logging.getLogger(__name__)
 
 
 def info_nce(
@@ -71,6 +74,13 @@ class MoCoV2(SSLMethod):
     @classmethod
     def from_config(cls, backbone, cfg, num_train: int, num_classes: int | None = None) -> MoCoV2:
         m = cfg.methods.mocov2
+        keys = (num_train // cfg.batch_size) * cfg.batch_size * cfg.epochs  # drop_last batches, all ranks
+        if m.queue_size > keys:  # MoCo's queue is meant to fill early; a user of a small dataset should know it does not
+            log.info(
+                "mocov2 queue: %d rows, this run enqueues %d keys: %.0f %% of the rows stay the random unit vectors "
+                "they start as, negatives of every query for the whole run (pretrain.methods.mocov2.queue_size)",
+                m.queue_size, keys, 100 * (m.queue_size - keys) / m.queue_size,
+            )  # fmt: skip
         return cls(backbone, m.proj_hidden_dim, m.proj_dim, m.queue_size, m.momentum, m.temperature, shuffle_bn=m.shuffle_bn)
 
     def distribute(self, ctx) -> None:
