@@ -151,7 +151,8 @@ def print_table(params: Params, rows: list[Row]) -> None:
         for e in module_effects(params, rows):
             if e["dataset"] == dataset:
                 console.print(
-                    f"{e['module']} − {e['baseline']}, {e['metric']}: {_fmt_effect(e)}" + (f" ({e['n']} seeds, paired)" if e["n"] > 1 else ""),
+                    f"{e['module']} − {e['baseline']}, {e['metric']}: {_fmt_effect(e)}"
+                    + (f" ({e['n']} seeds, paired)" if e["n"] > 1 else ""),
                     markup=False,
                     highlight=False,
                     soft_wrap=True,
