@@ -1,10 +1,12 @@
 """The report stage: tables (mean ± std, ablations, reference numbers), figures, the HTML, Grad-CAM."""
 
 import base64
+import csv
 import importlib.util
 import io
 import json
 import logging
+import math
 import re
 from pathlib import Path
 
@@ -188,7 +190,10 @@ def test_tables_mean_std_over_seeds(report):
             re.M,
         ), (e, md)
     csv_text = (out / "results.csv").read_text()
-    assert "toy,mocov2,2,62.0000" in csv_text and ",2.8284," in csv_text
+    assert f"toy,mocov2,2,{N_TEST},62.0000" in csv_text and ",2.8284," in csv_text
+    row = next(r for r in csv.DictReader(io.StringIO(csv_text)) if r["experiment"] == "mocov2")
+    assert float(row["linear top-1 binomial se"]) == pytest.approx(100 * math.sqrt(0.62 * 0.38 / N_TEST), abs=1e-4)
+    assert "mAP binomial se" not in row  # a mean of APs is not a share of test images
 
 
 def test_results_json_holds_mean_std_and_values_per_dataset_and_experiment(report):

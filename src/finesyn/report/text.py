@@ -12,12 +12,14 @@ from finesyn.report.roles import ablations
 from finesyn.report.rows import (
     MODULE_EFFECT_HEADERS,
     MODULE_EFFECT_INTRO,
+    NOT_PROPORTIONS,
     Row,
     _cells,
     _delta_top1,
     _fmt_effect,
     _protocol_text,
     _row_index,
+    binomial_se,
     budget_check,
     chance_level,
     columns,
@@ -111,15 +113,25 @@ def to_csv(params: Params, rows: list[Row]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     headers = [h for h, _, _ in columns(params)]
-    w.writerow(["dataset", "experiment", "n_seeds"] + [f"{h} mean" for h in headers] + [f"{h} std" for h in headers] + ["sources"])
+    proportions = [h for h in headers if h not in NOT_PROPORTIONS]
+    w.writerow(
+        ["dataset", "experiment", "n_seeds", "n_test"]
+        + [f"{h} mean" for h in headers]
+        + [f"{h} std" for h in headers]
+        + [f"{h} binomial se" for h in proportions]  # the test set's share of the uncertainty, as results.md's one-seed ±
+        + ["sources"]
+    )
     for row in rows:
         vals = [row["values"].get(h, []) for h in headers]
         means = [f"{statistics.mean(v):.4f}" if v else "" for v in vals]
         stds = [f"{statistics.stdev(v):.4f}" if len(v) > 1 else "" for v in vals]
+        n, got = row.get("n_test"), [row["values"].get(h, []) for h in proportions]
+        ses = [f"{binomial_se(statistics.mean(v), n):.4f}" if v and n else "" for v in got]
         w.writerow(
-            [row["dataset"], row["experiment"], len(row["seeds"])]
+            [row["dataset"], row["experiment"], len(row["seeds"]), n or ""]
             + means
             + stds
+            + ses
             + [";".join(f for s in row["sources"] for f in s["files"])]
         )
     return buf.getvalue()
