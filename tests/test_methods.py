@@ -276,6 +276,7 @@ def test_registry_builds_every_registered_method():
         torch.manual_seed(0)
         m = build_method(name, TinyBackbone(), tiny_cfg(), num_train=100, num_classes=3)
         assert type(m) is cls and isinstance(m, SSLMethod) and m.name == name
+        assert cls.loss_kind  # the report names each curve panel by it
         if m.uses_labels:
             m.set_targets(torch.tensor([0, 1, 2, 0]))
         out = m.ssl_loss(images(4, 1), images(4, 2), update_state=False)

@@ -45,6 +45,7 @@ class SSLMethod(nn.Module):
     name: str = ""
     dist: DistContext = SINGLE  # set by `distribute`; a single process until then
     uses_labels: bool = False  # True only for the supervised reference: the loop then calls set_targets
+    loss_kind: str = ""  # what L_C is, named on the report's curves: losses of different methods are not on one scale
     views: int = 2  # views of each image that ssl_loss reads; the loop augments only these (x2 = x1 for 1)
     indices: torch.Tensor | None = None  # dataset index of each image of the batch (set_indices)
 

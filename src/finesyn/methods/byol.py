@@ -34,6 +34,8 @@ class BYOL(SSLMethod):
     communication.
     """
 
+    loss_kind = "2 − 2·cos"
+
     def __init__(self, backbone, proj_hidden_dim: int, proj_dim: int, pred_hidden_dim: int, base_momentum: float):
         super().__init__(backbone)
         self.projector_spec = {"dims": [backbone.dim, proj_hidden_dim, proj_dim]}  # Linear-BN-ReLU-Linear

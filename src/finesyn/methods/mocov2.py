@@ -56,6 +56,8 @@ class MoCoV2(SSLMethod):
       depends on the number of processes; with one process there is nothing to shuffle.
     """
 
+    loss_kind = "InfoNCE"
+
     def __init__(
         self, backbone, proj_hidden_dim: int, proj_dim: int, queue_size: int, momentum: float, temperature: float, shuffle_bn: bool = False
     ):

@@ -57,6 +57,8 @@ class SimCLR(SSLMethod):
     averages over its own 2N anchors; DDP's gradient average gives the global mean.
     """
 
+    loss_kind = "NT-Xent (InfoNCE)"
+
     def __init__(self, backbone, proj_hidden_dim: int, proj_dim: int, temperature: float):
         super().__init__(backbone)
         self.projector_spec = {"dims": [backbone.dim, proj_hidden_dim, proj_dim]}  # Linear-BN-ReLU-Linear

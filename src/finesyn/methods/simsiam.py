@@ -23,6 +23,8 @@ class SimSiam(SSLMethod):
     global mean (no 1/world_size anywhere).
     """
 
+    loss_kind = "negative cosine"
+
     def __init__(self, backbone, proj_dim: int, pred_hidden_dim: int, fix_pred_lr: bool = True):
         super().__init__(backbone)
         self.fix_pred_lr = fix_pred_lr

@@ -23,6 +23,7 @@ class Supervised(SSLMethod):
     default (SyncBN); the loss is a per-sample mean, so DDP's gradient average is the global mean.
     """
 
+    loss_kind = "cross-entropy with the labels"
     uses_labels = True
 
     def __init__(self, backbone, num_classes: int, label_smoothing: float = 0.0, views: int = 2):

@@ -364,20 +364,18 @@ def fig_alpha(params: Params, rows: list[Row], fig_dir: Path, log: logging.Logge
     return [Figure(id=fid, section="fig5", title=title, path=path, caption=caption, sources=[f"metrics of {u}" for u in used])]
 
 
-L_C_KIND = {  # what each method's L_C is: the loss terms of different methods are not on one scale
-    "supervised": "cross-entropy with the labels",
-    "mocov2": "InfoNCE",
-    "simclr": "NT-Xent (InfoNCE)",
-    "simsiam": "negative cosine",
-    "byol": "2 − 2·cos",
-}
+def loss_kind(method: str) -> str:
+    """What a method's L_C is, as its registry entry says (`SSLMethod.loss_kind`)."""
+    from finesyn.methods import METHODS  # torch: imported where curves are drawn, not by `python -m finesyn.report`
+
+    return METHODS[method].loss_kind if method in METHODS else method
 
 
 def _by_loss_kind(params: Params, experiment: str, curves: dict) -> dict:
     """A run's curves with loss, L_C and L_Cp renamed by the kind of its L_C (one panel per kind, never a
     cross-entropy beside an InfoNCE); the supervised row's total loss is its L_C, shown once."""
     method = params.experiments[experiment].method
-    kind = L_C_KIND.get(method, method)
+    kind = loss_kind(method)
     out = {}
     for metric, curve in curves.items():
         if method == "supervised" and metric == "loss":
@@ -395,7 +393,7 @@ def _curve_chance(params: Params, dataset: str, metrics) -> dict[str, tuple[floa
         return {}
     n = round(100 / level)
     out = {m: (level, f"chance {level:.1f}%") for m in metrics if m.startswith("val/") and "top1" in m}
-    ce = f"L_C — {L_C_KIND['supervised']}"
+    ce = f"L_C — {loss_kind('supervised')}"
     if ce in metrics:
         out[ce] = (math.log(n), f"chance: ln {n} = {math.log(n):.2f}")
     return out
