@@ -458,6 +458,11 @@ def test_variance_stats_picks_dimensions_and_pair():
     assert s["fisher"]["v_max"] > 100 * s["fisher"]["v_min"]
 
 
+def test_fisher_ratios_print_their_significant_digits():
+    """The default's ratios are ~0.001: two decimals printed both as 0.00, saying nothing."""
+    assert [plots.fmt_ratio(v) for v in (0.001234, 0.5, 1234.5)] == ["0.00123", "0.5", "1.23e+03"]
+
+
 def test_gradcam_shape_nonnegative_and_encoder_dependent():
     torch.manual_seed(0)
     x = torch.randn(3, 3, 32, 32)

@@ -79,7 +79,7 @@ def fig_variance(params: Params, features_root: Path, fig_dir: Path, log: loggin
             f"dimension v_min = {s['j_min']}{' (lowest non-constant; ' + str(s['n_constant']) + ' constant dims excluded)' if s['n_constant'] else ''} "
             f"and the maximum-variance dimension v_max = {s['j_max']}, with a Gaussian KDE of each class on each axis. "
             f"The paper's claim is that classes separate along v_max, not along v_min; here the Fisher ratio "
-            f"(squared mean difference / mean within-class variance) is {f['v_min']:.3f} along v_min and {f['v_max']:.3f} along v_max."
+            f"(squared mean difference / mean within-class variance) is {plots.fmt_ratio(f['v_min'])} along v_min and {plots.fmt_ratio(f['v_max'])} along v_max."
         )
         run = str(feats.get("encoder_run_id", ""))
         figs.append(Figure(id=fid, section="fig2", title=title, path=path, caption=caption, sources=[f"{src} (encoder run {run})"]))

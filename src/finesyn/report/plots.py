@@ -89,6 +89,11 @@ def _density(ax, values: np.ndarray, color, orientation: str) -> None:
         ax.hist(values, bins=10, color=color, alpha=0.4, density=True, orientation=orientation)
 
 
+def fmt_ratio(x: float) -> str:
+    """Three significant digits: a Fisher ratio of 0.001 (the default's) must not print as 0.00."""
+    return f"{x:.3g}"
+
+
 def variance_figure(features: np.ndarray, labels: np.ndarray, title: str, class_names: Sequence[str] | None = None):
     """Left: sorted per-dimension variance; right: two classes along v_min (x) and v_max (y) with a
     per-class density on each axis. Returns (figure, stats)."""
@@ -138,7 +143,7 @@ def variance_figure(features: np.ndarray, labels: np.ndarray, title: str, class_
     ax.text(
         0.02,
         0.98,
-        f"Fisher ratio\nalong v_min: {f['v_min']:.2f}\nalong v_max: {f['v_max']:.2f}",
+        f"Fisher ratio\nalong v_min: {fmt_ratio(f['v_min'])}\nalong v_max: {fmt_ratio(f['v_max'])}",
         transform=ax.transAxes,
         va="top",
         ha="left",
