@@ -11,7 +11,9 @@ docs/findings.md come from this script:
 
 Results are appended, one JSON object per run, to benchmarks/learning.jsonl (with the variant's
 full settings, seed, code version and machine), so a study can be continued and summarised with
-`--summary`.
+`--summary`. A variant overrides today's `params.yaml`: after a default changes, rerunning an old
+row's variant runs the new default unless the old value is pinned with `--pretrain` (a row's
+`code_version` names the commit whose params.yaml it ran on).
 """
 
 from __future__ import annotations
