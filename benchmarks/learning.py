@@ -47,8 +47,9 @@ DATA = {"num_classes": 10, "train_per_class": 200, "test_per_class": 100, "image
 QUICK_MOCO = {"methods": {"mocov2": {"queue_size": 4096}}}
 
 
-def _v(method: str, data: dict | None = None, crop: int = 64, init: str | None = None, **pretrain_overrides) -> dict:
-    return {"method": method, "data": data or {}, "crop": crop, "init": init, "pretrain": pretrain_overrides}
+def _v(method: str, data: dict | None = None, crop: int = 64, init: str | None = None, synth: bool = False, **pretrain_overrides) -> dict:
+    """A variant; `synth` adds the module (its settings: params.yaml's pretrain.synth / alpha / nu, or overrides)."""
+    return {"method": method, "data": data or {}, "crop": crop, "init": init, "synth": synth, "pretrain": pretrain_overrides}
 
 
 SMALL = {"backbone": "resnet_small"}
@@ -242,6 +243,10 @@ VARIANTS: dict[str, dict] = {
     "default_mocov2_b32_e10_lr5e4_t05": _v("mocov2", {}, batch_size=32, epochs=10, lr=0.0005, methods={"mocov2": {"temperature": 0.5}}),
     "default_mocov2_b32_e10_lr5e4_t01": _v("mocov2", {}, batch_size=32, epochs=10, lr=0.0005, methods={"mocov2": {"temperature": 0.1}}),
     "default_mocov2_b32_e10_lr5e4_m0999": _v("mocov2", {}, batch_size=32, epochs=10, lr=0.0005, methods={"mocov2": {"momentum": 0.999}}),
+    # the module on the T 0.1 default (the pipeline's mocov2_synth, all 2,000 train images): a base for ν / α / k studies
+    "default_mocov2_synth_b32_e10_lr5e4_t01": _v(
+        "mocov2", {}, synth=True, batch_size=32, epochs=10, lr=0.0005, methods={"mocov2": {"temperature": 0.1}}
+    ),
     "easy_mocov2_hue_t01": _v(
         "mocov2",
         {"look_bank": 16, "plain_background": True, **G1M14},
@@ -329,7 +334,12 @@ def run(name: str, seed: int, ckpt_root: Path) -> dict:
     cfg = pretrain_config(variant)
     ds = dataset(variant["data"])
     tr = np.nonzero(ds.split == "train")[0]
-    spec = lambda c: RunSpec(variant["method"], False, c, variant["crop"], seed, f"study-{name}-{seed}", ckpt_root / f"{name}-{seed}")  # noqa: E731
+
+    def spec(c: PretrainConfig) -> RunSpec:
+        return RunSpec(
+            variant["method"], variant.get("synth", False), c, variant["crop"], seed, f"study-{name}-{seed}", ckpt_root / f"{name}-{seed}"
+        )
+
     start = pretrain(ds.images, spec(cfg.model_copy(update={"epochs": 0})), tr, labels=ds.labels, num_classes=len(ds.class_names))
     t0 = time.perf_counter()
     result = pretrain(ds.images, spec(cfg), tr, labels=ds.labels, num_classes=len(ds.class_names))
