@@ -336,9 +336,7 @@ def run(name: str, seed: int, ckpt_root: Path) -> dict:
     tr = np.nonzero(ds.split == "train")[0]
 
     def spec(c: PretrainConfig) -> RunSpec:
-        return RunSpec(
-            variant["method"], variant.get("synth", False), c, variant["crop"], seed, f"study-{name}-{seed}", ckpt_root / f"{name}-{seed}"
-        )
+        return RunSpec(variant["method"], variant["synth"], c, variant["crop"], seed, f"study-{name}-{seed}", ckpt_root / f"{name}-{seed}")
 
     start = pretrain(ds.images, spec(cfg.model_copy(update={"epochs": 0})), tr, labels=ds.labels, num_classes=len(ds.class_names))
     t0 = time.perf_counter()

@@ -107,13 +107,14 @@ SECTIONS = [
 def to_html(
     params: Params, rows: list[Row], figs: list[Figure], out: Path, refs: list[dict] | None = None, settings: dict | None = None
 ) -> str:
-    h = _head(params, rows, refs) + _results(params, rows) + _module_effect(params, rows) + _ablations(params, rows)
+    effects = module_effects(params, rows)
+    h = _head(params, rows, refs, bool(effects)) + _results(params, rows) + _module_effect(effects) + _ablations(params, rows)
     h += _references(refs, rows, params)
     h += _figures(figs, out) + _provenance(rows, out, settings) + ["</body></html>"]
     return "\n".join(h) + "\n"
 
 
-def _head(params: Params, rows: list[Row], refs) -> list[str]:
+def _head(params: Params, rows: list[Row], refs, has_effects: bool) -> list[str]:
     from finesyn.provenance import params_hash
 
     code = sorted({str(s["code_version"]) for r in rows for s in r["sources"]})
@@ -129,7 +130,7 @@ def _head(params: Params, rows: list[Row], refs) -> list[str]:
         f"code version {_e(', '.join(code))}; grid params hash <code>{params_hash(params.grid.model_dump(mode='json'))}</code>.</p>",
         f"<p>{_md_code(_protocol_text(params))} Hover a number for its metrics files and params hashes; the experiment name links to its provenance.</p>",
         '<nav><a href="#results">Results</a>'
-        + (' · <a href="#module-effect">The module\'s effect</a>' if module_effects(params, rows) else "")
+        + (' · <a href="#module-effect">The module\'s effect</a>' if has_effects else "")
         + (' · <a href="#ablations">Ablations</a>' if ablations(params) else "")
         + (' · <a href="#reference">Reference numbers</a>' if refs else "")
         + "".join(f' · <a href="#{sid}">{_e(t.split(":")[0])}</a>' for sid, t in SECTIONS)
@@ -158,9 +159,8 @@ def budget_box(check: str, learns: bool) -> str:
     return f'<div class="check {"ok" if learns else "warn"}" role="note"><strong>{_e(head)}</strong>{_md_code(check.removeprefix("Budget check: "))}</div>'
 
 
-def _module_effect(params: Params, rows: list[Row]) -> list[str]:
-    """The paired module − baseline differences (the same table as results.md)."""
-    effects = module_effects(params, rows)
+def _module_effect(effects: list[dict]) -> list[str]:
+    """The paired module − baseline differences (`module_effects`; the same table as results.md)."""
     if not effects:
         return []
     h = ['<h2 id="module-effect">The module\'s effect</h2>', f"<p>{_e(MODULE_EFFECT_INTRO)}</p>"]

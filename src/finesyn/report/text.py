@@ -125,8 +125,8 @@ def to_csv(params: Params, rows: list[Row]) -> str:
         vals = [row["values"].get(h, []) for h in headers]
         means = [f"{statistics.mean(v):.4f}" if v else "" for v in vals]
         stds = [f"{statistics.stdev(v):.4f}" if len(v) > 1 else "" for v in vals]
-        n, got = row.get("n_test"), [row["values"].get(h, []) for h in proportions]
-        ses = [f"{binomial_se(statistics.mean(v), n):.4f}" if v and n else "" for v in got]
+        n = row.get("n_test")
+        ses = [f"{binomial_se(statistics.mean(v), n):.4f}" if v and n else "" for h, v in zip(headers, vals) if h not in NOT_PROPORTIONS]
         w.writerow(
             [row["dataset"], row["experiment"], len(row["seeds"]), n or ""]
             + means
