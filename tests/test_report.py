@@ -482,6 +482,34 @@ def test_gradcam_shape_nonnegative_and_encoder_dependent():
     assert cam4.shape == (1, 64, 64) and (cam4 >= 0).all()
 
 
+class _TwoChannelEncoder(torch.nn.Module):
+    """Its last conv block's maps are the input's first two channels; h is their average."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Module()
+        self.net.avgpool = torch.nn.AdaptiveAvgPool2d(1)
+
+    def forward_maps(self, x):
+        return x[:, :2]
+
+
+def test_class_gradcam_lies_on_the_evidence_for_the_class_it_explains():
+    """Channel 0 is lit top left, channel 1 bottom right; the probe reads class 0 from channel 0 and
+    class 1 from channel 1: each class's map must lie wholly on its own patch."""
+    x = torch.zeros(2, 3, 8, 8)
+    x[:, 0, :4, :4] = 1.0
+    x[:, 1, 4:, 4:] = 1.0
+    top_left = np.zeros((2, 8, 8))
+    top_left[:, :4, :4] = 1.0
+    weight, bias = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]), torch.zeros(2)
+    enc = _TwoChannelEncoder()
+    for label, share in ((0, 1.0), (1, 0.0)):
+        cam = gradcam.class_gradcam(enc, x, weight, bias, torch.full((2,), label), "layer4")
+        assert cam.amax() > 0
+        np.testing.assert_allclose(gradcam.mass_on(cam.numpy(), top_left), share, atol=1e-6)
+
+
 def test_grid_without_baselines_or_sweep_explains_missing_figures(tree, tmp_path):
     raw = raw_params()
     raw["grid"]["experiments"] = ["random_init", "mocov2_synth"]  # the pipeline tests' tiny grid
@@ -497,9 +525,11 @@ def test_grid_without_baselines_or_sweep_explains_missing_figures(tree, tmp_path
     assert (out / "figures").is_dir() and (out / "curves").is_dir()
 
 
-def test_gradcam_layers_pool_to_the_encoder_feature():
-    """The CAM's loss sees exactly f(x): maps at any block, run through the rest of the trunk and pooled."""
-    b = Backbone("resnet18").eval()
+@pytest.mark.parametrize("arch,pool", [("resnet18", "avg"), ("convnet", "max"), ("resnet_small", "max")])
+def test_gradcam_layers_pool_to_the_encoder_feature(arch, pool):
+    """The CAM's loss sees exactly f(x): maps at any block, run through the rest of the trunk and pooled
+    by the encoder's own pool (the default's max pool included)."""
+    b = Backbone(arch, pool=pool).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         for layer in gradcam.LAYERS:

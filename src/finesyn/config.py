@@ -276,6 +276,13 @@ class PretrainConfig(Section):
             raise ValueError(f"expected 'random', 'imagenet' or a path to a .pth/.pt state_dict, got {v!r}")
         return v
 
+    def steps_per_epoch(self, num_train: int) -> int:
+        """Full batches only (drop_last): a tiny last batch would wreck BN statistics."""
+        return num_train // self.batch_size
+
+    def total_steps(self, num_train: int) -> int:
+        return self.steps_per_epoch(num_train) * self.epochs
+
 
 REFERENCE_METHODS = ("none", "supervised")  # reference rows, not SSL: no module, never an SSL baseline in the report
 

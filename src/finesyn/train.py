@@ -271,13 +271,13 @@ class _Loop:
             spec, ctx, images, indices, labels, backbone, method, synth,
             distributed.data_parallel(objective, ctx), objective.pairs,  # DDP averages gradients, once
             make_optimizer(cfg, param_groups(method, synth)), torch.amp.GradScaler(device.type, enabled=dtype == torch.float16), dtype,
-            g_aug, g_data, g_synth, n // cfg.batch_size,  # drop_last: a tiny last batch would wreck BN statistics
+            g_aug, g_data, g_synth, cfg.steps_per_epoch(n),
             distributed.local_batch_size(cfg.batch_size, ctx.world_size),
         )  # fmt: skip
 
     @property
     def total(self) -> int:
-        return self.steps_per_epoch * self.spec.cfg.epochs
+        return self.spec.cfg.total_steps(len(self.indices))
 
     # -- one step ---------------------------------------------------------------------
     def next_batch(self) -> tuple[np.ndarray, torch.Tensor]:

@@ -9,9 +9,12 @@
 A is the last conv block (`Backbone.forward_maps`, layer4) when its maps are at least
 `min_size` (4) pixels on a side; at low resolution (layer4 is 1×1 for 32-px and 2×2 for 64-px
 inputs with the standard stem) the deepest block that is that large is used, and the figure
-says which. The cosine is scale-invariant, so at layer4 Σ_c w_c h_c = 0: the map before the
-ReLU has zero spatial mean and shows where the features agree with the other views *more than
-the image's average* — the regions the SSL objective relies on.
+says which. h is pooled from the maps by the encoder's own global pool (`pretrain.pool`), so the
+CAM explains the feature the probes read. With average pooling the cosine's scale invariance
+gives Σ_c w_c h_c = 0 at layer4: the map before the ReLU has zero spatial mean and shows where
+the features agree with the other views *more than the image's average*. With max pooling the
+gradient reaches each channel only at its maximum, so w_c weighs the whole map A_c by how much
+that channel's peak serves the similarity — the regions the SSL objective relies on either way.
 """
 
 from __future__ import annotations
@@ -34,10 +37,11 @@ def _maps_at(backbone, x, layer: str):
 
 
 def _pool_from(backbone, a, layer: str):
-    """The pooled feature h computed from the maps after `layer` (the rest of the trunk + mean pool)."""
+    """The pooled feature h computed from the maps after `layer`: the rest of the trunk and the encoder's
+    own global pool (average or maximum), so the CAM explains the h the probes see."""
     for name in LAYERS[LAYERS.index(layer) + 1 :]:
         a = getattr(backbone.net, name)(a)
-    return a.mean(dim=(2, 3))
+    return backbone.net.avgpool(a).flatten(1)
 
 
 def cam_layer(backbone, input_size: int, min_size: int = 4) -> str:
@@ -63,34 +67,55 @@ def cam_layer(backbone, input_size: int, min_size: int = 4) -> str:
     return "layer1"
 
 
-def ssl_gradcam(backbone, x, views, layer: str = "layer4"):
-    """Spatial Grad-CAM of `x` (N,3,H,W, normalised) induced from L = −mean_k cos(f(x), f(views[k])).
-
-    `views`: (K,N,3,h,w) other views of the same images (or (N,3,h,w) for K=1). Returns the
-    non-negative CAM upsampled to (N,H,W). The backbone is used in eval mode and not modified.
-    """
+def gradcam(backbone, x, score, layer: str = "layer4"):
+    """Spatial Grad-CAM of `x` (N,3,H,W, normalised) explaining `score(h)`: (N,) scores of the pooled
+    features h, one per image. Weights = spatial mean of ∂score/∂A; CAM = ReLU(Σ w·A) upsampled to
+    (N,H,W). The backbone is used in eval mode and not modified."""
     import torch
     import torch.nn.functional as F
 
     was_training = backbone.training
     backbone.eval()
     try:
-        if views.dim() == 4:
-            views = views.unsqueeze(0)
-        with torch.no_grad():
-            targets = backbone(views.flatten(0, 1)).view(views.shape[0], views.shape[1], -1)  # (K,N,d), one batch
         with torch.enable_grad():
             maps = _maps_at(backbone, x, layer)
             if not maps.requires_grad:
                 maps.requires_grad_(True)
-            h = _pool_from(backbone, maps, layer)
-            loss = -torch.stack([F.cosine_similarity(h, t, dim=1) for t in targets]).mean(0).sum()
-            (grad,) = torch.autograd.grad(loss, maps)
-        weights = (-grad).mean(dim=(2, 3), keepdim=True)
+            (grad,) = torch.autograd.grad(score(_pool_from(backbone, maps, layer)).sum(), maps)
+        weights = grad.mean(dim=(2, 3), keepdim=True)
         cam = F.relu((weights * maps.detach()).sum(dim=1, keepdim=True))
         return F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     finally:
         backbone.train(was_training)
+
+
+def ssl_gradcam(backbone, x, views, layer: str = "layer4"):
+    """Grad-CAM of `x` explaining the similarity mean_k cos(f(x), f(views[k])) (the negative of the
+    SSL-style loss L). `views`: (K,N,3,h,w) other views of the same images (or (N,3,h,w) for K=1)."""
+    import torch
+    import torch.nn.functional as F
+
+    if views.dim() == 4:
+        views = views.unsqueeze(0)
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            targets = backbone(views.flatten(0, 1)).view(views.shape[0], views.shape[1], -1)  # (K,N,d), one batch
+    finally:
+        backbone.train(was_training)
+    return gradcam(backbone, x, lambda h: torch.stack([F.cosine_similarity(h, t, dim=1) for t in targets]).mean(0), layer)
+
+
+def class_gradcam(backbone, x, weight, bias, labels, layer: str = "layer4"):
+    """Classic Grad-CAM of `x` explaining each image's class logit under a linear probe on the
+    L2-normalised features (`weight` (d,C), `bias` (C,), as `eval.probe` fits them): where the
+    evidence for the class lies, the yardstick for the SSL-induced maps."""
+    import torch
+    import torch.nn.functional as F
+
+    rows = torch.arange(len(x))
+    return gradcam(backbone, x, lambda h: (F.normalize(h, dim=1) @ weight + bias)[rows, labels], layer)
 
 
 def augmented_views(images_uint8, augment_cfg, size: int, n_views: int, seed: int = 0):

@@ -76,7 +76,7 @@ class MoCoV2(SSLMethod):
     @classmethod
     def from_config(cls, backbone, cfg, num_train: int, num_classes: int | None = None) -> MoCoV2:
         m = cfg.methods.mocov2
-        keys = (num_train // cfg.batch_size) * cfg.batch_size * cfg.epochs  # drop_last batches, all ranks
+        keys = cfg.total_steps(num_train) * cfg.batch_size  # the global batch's keys, every step
         if m.queue_size > keys:  # MoCo's queue is meant to fill early; a user of a small dataset should know it does not
             log.info(
                 "mocov2 queue: %d rows, this run enqueues %d keys: %.0f %% of the rows stay the random unit vectors "

@@ -1,0 +1,158 @@
+"""Where do the encoders look? The paper's Fig. 3 claim, measured on every test image.
+
+The report's Fig. 3 shows six images. Here, for each encoder of a finished grid on the generated
+data (models/<dataset>/<experiment>/seed<k>/encoder.pt) and each of its 1,000 test images, two
+Grad-CAM maps at the report's layer, and the share of each map's mass on the bird and on its
+class-defining marking (the generator knows both masks; `finesyn.eval.gradcam.mass_on`):
+* ssl: the report's map, explaining the similarity of the image to 8 augmented views of itself
+  (`ssl_gradcam`): what the SSL objective relies on;
+* class: the classic map, explaining the true class's logit under the pipeline's linear probe
+  (refit on the stage's features at the l2 that probe.meta.json records; `class_gradcam`): where
+  the evidence the probe reads lies.
+An even map puts the region's area share on it (bird ~18 %, marking ~1.1 % here). The paper says
+the module moves the map onto the discriminative detail: the module's row should then put more
+mass on the marking than its baseline's, paired per seed.
+
+    python -m benchmarks.gradcam_marking --root . --seeds 0            # the committed default
+    python -m benchmarks.gradcam_marking --root ../clone --seeds 3 4 5 --append
+
+Rows go to benchmarks/gradcam_marking.jsonl (one per encoder, with its run id, the code version
+and machine); `--summary` prints the table docs/findings.md quotes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from finesyn.artifacts import load_features
+from finesyn.config import load_params
+from finesyn.data.augment import eval_view
+from finesyn.data.cache import open_cache
+from finesyn.eval import gradcam
+from finesyn.eval.features import load_encoder
+from finesyn.eval.probe import _fit, normalize
+from finesyn.paths import RunPaths
+from finesyn.provenance import code_version, machine
+from finesyn.report.figures import GRADCAM_VIEWS, generator_masks
+
+OUT = Path(__file__).resolve().parent / "gradcam_marking.jsonl"
+BATCH = 250
+
+
+def probe_weights(features: dict, l2: float, max_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pipeline's final probe fit: all train features, L2-normalised, at the selected l2."""
+    x = torch.from_numpy(normalize(features["train_features"]))
+    y = torch.from_numpy(features["train_labels"].astype(np.int64))
+    return _fit(x, y, int(features["num_classes"]), l2, max_iter)
+
+
+def shares(root: Path, params, dataset: str, experiment: str, seed: int, ds, idx, masks) -> dict:
+    """Mean share (%) of ssl and class Grad-CAM mass on the bird and the marking, with its standard error over images."""
+    run = RunPaths(dataset, experiment, seed)
+    backbone, _, state = load_encoder(run.model_dir(root / "models"))
+    feats = load_features(run.features(root / "features"))
+    if list(feats["test_ids"]) != [ds.ids[i] for i in idx]:
+        raise SystemExit(f"{experiment} seed {seed}: the features' test images are not the prepared data's")
+    meta = json.loads(run.probe(root / "metrics").with_suffix(".meta.json").read_text())
+    weight, bias = probe_weights(feats, meta["l2"], params.probe.max_iter)
+    raw = torch.from_numpy(np.ascontiguousarray(ds.images[idx]))
+    crop = params.datasets[dataset].crop_size
+    x, labels = eval_view(raw, crop), torch.from_numpy(ds.labels[idx].astype(np.int64))
+    layer = gradcam.cam_layer(backbone, crop)
+    cams: dict[str, list] = {"ssl": [], "class": []}
+    for s in range(0, len(idx), BATCH):
+        views = gradcam.augmented_views(raw[s : s + BATCH], params.pretrain.augment, crop, GRADCAM_VIEWS, seed=0)
+        cams["ssl"].append(gradcam.ssl_gradcam(backbone, x[s : s + BATCH], views, layer).numpy())
+        cams["class"].append(gradcam.class_gradcam(backbone, x[s : s + BATCH], weight, bias, labels[s : s + BATCH], layer).numpy())
+    row = {"dataset": dataset, "experiment": experiment, "seed": seed, "layer": layer, "encoder_run_id": state.get("run_id"), "n": len(idx)}
+    for kind, parts in cams.items():
+        cam = np.concatenate(parts)
+        for region, mask in (("bird", masks[0]), ("marking", masks[1])):
+            v = 100 * gradcam.mass_on(cam, mask)
+            ok = v[np.isfinite(v)]
+            row[f"{kind}_{region}"] = round(float(ok.mean()), 3)
+            row[f"{kind}_{region}_se"] = round(float(ok.std(ddof=1) / np.sqrt(len(ok))), 3)
+        row[f"{kind}_empty_maps"] = int((~np.isfinite(v)).sum())
+    row["area_bird"], row["area_marking"] = round(100 * float(masks[0].mean()), 3), round(100 * float(masks[1].mean()), 3)
+    return row
+
+
+def measure(root: Path, seeds: list[int], experiments: list[str] | None) -> list[dict]:
+    params = load_params(root / "params.yaml")
+    rows = []
+    for dataset in params.grid.datasets:
+        ds = open_cache(root / "data" / "prepared" / dataset)
+        idx = ds.indices("test")
+        masks = generator_masks(ds, idx, params.datasets[dataset].crop_size)
+        if masks is None:
+            print(f"{dataset}: not generated data, the masks are unknown: skipped")
+            continue
+        for seed in seeds:
+            for exp in experiments or params.grid.experiments:
+                row = shares(root, params, dataset, exp, seed, ds, idx, masks)
+                row.update(code_version=code_version(), machine=machine())
+                print(json.dumps({k: v for k, v in row.items() if k != "machine"}), flush=True)
+                rows.append(row)
+    return rows
+
+
+def summary(rows: list[dict]) -> str:
+    """Per experiment: mean over seeds of the per-seed mean shares; the module's paired difference per seed."""
+    by: dict[str, dict[int, dict]] = {}
+    for r in rows:
+        by.setdefault(r["experiment"], {})[r["seed"]] = r
+    cols = ("ssl_bird", "ssl_marking", "class_bird", "class_marking")
+    area = rows[0]
+    lines = [
+        f"Share (%) of Grad-CAM mass, mean over each seed's {area['n']} test images, then over seeds (± std over seeds; "
+        f"one seed: ± SE over images). An even map: bird {area['area_bird']:.1f}, marking {area['area_marking']:.2f}.",
+        "",
+        "| experiment | seeds | " + " | ".join(c.replace("_", " on ") for c in cols) + " |",
+        "|---|---|" + "---|" * len(cols),
+    ]
+    for exp, per_seed in by.items():
+        seeds = sorted(per_seed)
+        cells = []
+        for c in cols:
+            vals = [per_seed[s][c] for s in seeds]
+            spread = statistics.stdev(vals) if len(vals) > 1 else per_seed[seeds[0]][f"{c}_se"]
+            cells.append(f"{statistics.mean(vals):.2f} ± {spread:.2f}")
+        lines.append(f"| {exp} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " |")
+    for exp in by:
+        base = exp.removesuffix("_synth")
+        if exp == base or base not in by:
+            continue
+        common = sorted(set(by[exp]) & set(by[base]))
+        for c in ("ssl_marking", "class_marking"):
+            d = [by[exp][s][c] - by[base][s][c] for s in common]
+            lines.append(f"\n{exp} − {base}, {c.replace('_', ' on ')}: " + ", ".join(f"{v:+.2f}" for v in d) + f" (seeds {common})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--root", type=Path, default=Path("."), help="a checkout whose grid has run (models/, features/, metrics/, data/prepared/)"
+    )
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--experiments", nargs="+", default=None, help="default: the grid's")
+    ap.add_argument("--append", action="store_true", help=f"add to {OUT.name} instead of replacing it")
+    ap.add_argument("--summary", action="store_true", help=f"only print the table of {OUT.name}")
+    a = ap.parse_args(argv)
+    if not a.summary:
+        torch.manual_seed(0)
+        rows = measure(a.root.resolve(), a.seeds, a.experiments)
+        old = OUT.read_text() if a.append and OUT.exists() else ""
+        OUT.write_text(old + "".join(json.dumps(r) + "\n" for r in rows))
+    print(summary([json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
