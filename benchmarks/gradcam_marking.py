@@ -36,20 +36,14 @@ from finesyn.data.augment import eval_view
 from finesyn.data.cache import open_cache
 from finesyn.eval import gradcam
 from finesyn.eval.features import load_encoder
-from finesyn.eval.probe import _fit, normalize
+from finesyn.eval.probe import fit_linear
 from finesyn.paths import RunPaths
 from finesyn.provenance import code_version, machine
 from finesyn.report.figures import GRADCAM_VIEWS, generator_masks
+from finesyn.report.rows import paired_difference
 
 OUT = Path(__file__).resolve().parent / "gradcam_marking.jsonl"
 BATCH = 250
-
-
-def probe_weights(features: dict, l2: float, max_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The pipeline's final probe fit: all train features, L2-normalised, at the selected l2."""
-    x = torch.from_numpy(normalize(features["train_features"]))
-    y = torch.from_numpy(features["train_labels"].astype(np.int64))
-    return _fit(x, y, int(features["num_classes"]), l2, max_iter)
 
 
 def shares(root: Path, params, dataset: str, experiment: str, seed: int, ds, idx, masks) -> dict:
@@ -60,7 +54,7 @@ def shares(root: Path, params, dataset: str, experiment: str, seed: int, ds, idx
     if list(feats["test_ids"]) != [ds.ids[i] for i in idx]:
         raise SystemExit(f"{experiment} seed {seed}: the features' test images are not the prepared data's")
     meta = json.loads(run.probe(root / "metrics").with_suffix(".meta.json").read_text())
-    weight, bias = probe_weights(feats, meta["l2"], params.probe.max_iter)
+    weight, bias = fit_linear(feats["train_features"], feats["train_labels"], int(feats["num_classes"]), meta["l2"], params.probe.max_iter)
     raw = torch.from_numpy(np.ascontiguousarray(ds.images[idx]))
     crop = params.datasets[dataset].crop_size
     x, labels = eval_view(raw, crop), torch.from_numpy(ds.labels[idx].astype(np.int64))
@@ -124,14 +118,22 @@ def summary(rows: list[dict]) -> str:
             spread = statistics.stdev(vals) if len(vals) > 1 else per_seed[seeds[0]][f"{c}_se"]
             cells.append(f"{statistics.mean(vals):.2f} ± {spread:.2f}")
         lines.append(f"| {exp} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " |")
+    lines.append("")
     for exp in by:
         base = exp.removesuffix("_synth")
         if exp == base or base not in by:
             continue
         common = sorted(set(by[exp]) & set(by[base]))
-        for c in ("ssl_marking", "class_marking"):
-            d = [by[exp][s][c] - by[base][s][c] for s in common]
-            lines.append(f"\n{exp} − {base}, {c.replace('_', ' on ')}: " + ", ".join(f"{v:+.2f}" for v in d) + f" (seeds {common})")
+        for c in ("ssl_bird", "ssl_marking", "class_bird", "class_marking"):
+            a, b = [by[exp][s][c] for s in common], [by[base][s][c] for s in common]
+            eff = paired_difference(a, b)
+            ci = (
+                ""
+                if eff["half_width"] is None
+                else f", 95 % interval [{eff['mean'] - eff['half_width']:+.2f}, {eff['mean'] + eff['half_width']:+.2f}]"
+            )
+            per_seed = ", ".join(f"{x - y:+.2f}" for x, y in zip(a, b))
+            lines.append(f"- {exp} − {base}, {c.replace('_', ' on ')}: mean {eff['mean']:+.2f}{ci} (seeds {common}: {per_seed})")
     return "\n".join(lines)
 
 

@@ -45,6 +45,11 @@ def test_dvc_repro_writes_metrics_with_provenance(project):
     table = (project / "reports/results.md").read_text()
     assert "## Fig. 4" in table and "mean PSNR of g(h)" in table
     assert "| random_init |" in table and "| mocov2_synth |" in table and "probe.json" in table
+    # the class-logit Grad-CAM of every encoder on every test image: shares (%) of its mass on the bird and the marking
+    evidence = table.split("## Where the class evidence lies: synthetic")[1]
+    for exp in ("random_init", "mocov2_synth"):
+        bird, marking = re.search(rf"\| {exp} \| 0 \| ([\d.]+) ± [\d.]+ \| ([\d.]+) ± [\d.]+ \|", evidence).groups()
+        assert 0 < float(marking) < float(bird) < 100
 
 
 def test_dvc_repro_logs_read_in_a_file(project):

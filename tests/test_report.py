@@ -510,6 +510,32 @@ def test_class_gradcam_lies_on_the_evidence_for_the_class_it_explains():
         np.testing.assert_allclose(gradcam.mass_on(cam.numpy(), top_left), share, atol=1e-6)
 
 
+def test_class_evidence_table_spreads_over_seeds_and_pairs_the_module_with_its_baseline():
+    """Several seeds: mean ± std over seeds and the paired shift with its t interval; one seed: ± the SE over images."""
+    from finesyn.report import attention
+
+    raw = raw_params()
+    raw["grid"]["experiments"], raw["grid"]["seeds"] = ["mocov2", "mocov2_synth"], [0, 1, 2]
+    params = parse_params(raw)
+    run = lambda bird, marking: {"bird": bird, "bird_se": 0.5, "marking": marking, "marking_se": 0.1}  # noqa: E731
+    m = {
+        "dataset": "synthetic",
+        "n": 1000,
+        "area": {"bird": 18.0, "marking": 1.0},
+        "runs": {
+            "mocov2": {0: run(20, 2.0), 1: run(22, 2.2), 2: run(24, 2.4)},
+            "mocov2_synth": {0: run(21, 2.5), 1: run(23, 2.5), 2: run(25, 3.1)},
+        },
+    }
+    rows, shifts = attention.table_rows(params, m)
+    assert rows[0] == ["mocov2", "0,1,2", "22.00 ± 2.00", "2.20 ± 0.20"]
+    # marking shifts +0.5, +0.3, +0.7: mean +0.5, half-width t(0.975, 2) * 0.2 / sqrt(3) = 4.303 * 0.1155 = 0.497
+    assert shifts == ["mocov2_synth − mocov2: on the bird +1.00 [+1.00, +1.00] (3 seeds), on the marking +0.50 [+0.00, +1.00] (3 seeds)"]
+    one = {**m, "runs": {e: {0: r[0]} for e, r in m["runs"].items()}}
+    rows, shifts = attention.table_rows(params, one)
+    assert rows[1] == ["mocov2_synth", "0", "21.00 ± 0.50", "2.50 ± 0.10"] and "+0.50 (1 seed: no interval)" in shifts[0]
+
+
 def test_grid_without_baselines_or_sweep_explains_missing_figures(tree, tmp_path):
     raw = raw_params()
     raw["grid"]["experiments"] = ["random_init", "mocov2_synth"]  # the pipeline tests' tiny grid

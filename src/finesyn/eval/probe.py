@@ -69,6 +69,13 @@ def _fit(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, max_iter
     return w.detach(), b.detach()
 
 
+def fit_linear(train_feats: np.ndarray, train_labels: np.ndarray, num_classes: int, l2: float, max_iter: int = 300):
+    """The probe's final fit at a chosen l2 (e.g. the one probe.meta.json records): (W (d,C), b (C,))
+    on the L2-normalised features, for reading the probe back (its Grad-CAM)."""
+    x = torch.from_numpy(normalize(train_feats))
+    return _fit(x, torch.from_numpy(np.asarray(train_labels, dtype=np.int64)), num_classes, l2, max_iter)
+
+
 def _logits(x: torch.Tensor, wb) -> torch.Tensor:
     return x @ wb[0] + wb[1]
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from finesyn.config import Params
 from finesyn.io import atomic_write_json, atomic_write_text
+from finesyn.report import attention
 from finesyn.report.figures import build_figures, mirror_curves, reconstruction_lines
 from finesyn.report.html import to_html
 from finesyn.report.references import compare_reference, load_reference_numbers
@@ -62,9 +63,13 @@ def build_report(
     for d in (out / "figures", out / "curves"):  # declared outputs: exist even when a grid draws nothing
         d.mkdir(parents=True, exist_ok=True)
     figs = build_figures(params, rows, out / "figures", log, features_root=features_root, models_root=models_root, data_root=data_root)
+    roots = {"metrics": metrics_root, "features": features_root, "models": models_root, "data": data_root}
+    evidence = attention.measure(params, roots, log)
+    if evidence:
+        atomic_write_text(out / "results.md", md + attention.to_markdown(params, evidence))
     curves = mirror_curves(params, models_root, out / "curves")
     log.info("mirrored %d training-curve TSVs to %s (dvc plots show)", len(curves), out / "curves")
-    atomic_write_text(out / "index.html", to_html(params, rows, figs, out, refs, settings))
+    atomic_write_text(out / "index.html", to_html(params, rows, figs, out, refs, settings, attention.to_html(params, evidence)))
     log.info("wrote %s (%d figures)", out / "index.html", sum(f["path"] is not None for f in figs))
-    result["figures"] = figs
+    result["figures"], result["attention"] = figs, evidence
     return result

@@ -226,7 +226,9 @@ def _fig3_caption(pairs, seed: int, layers: set[str], crop: int, masks) -> str:
     truth = (
         " The generator knows where the bird and its class-defining marking are: the marking is outlined in white (solid), the bird "
         "in white (dashed), and under each map, and in the table below, is the share of the map's mass on the bird and on the marking "
-        "(a map spread evenly would put their area share there; a map that reads the class has its mass on the marking)."
+        "(a map spread evenly would put their area share there). This map explains what makes the views agree, which need not be what "
+        "decides the class: docs/findings.md compares it, over all test images, with the map of the linear probe's class logit "
+        "(benchmarks/gradcam_marking.py)."
         if masks is not None
         else " These are real images: where the detail that decides the class lies is not known, so no share of the map is measured."
     )
@@ -234,8 +236,9 @@ def _fig3_caption(pairs, seed: int, layers: set[str], crop: int, masks) -> str:
         f"Spatial Grad-CAM on {GRADCAM_IMAGES} test images (centre crops; one per class where possible; each row names its image and class), "
         f"baseline vs +module encoders ({'; '.join(f'{b} vs {m}' for b, m in pairs)}; seed {seed}). "
         f"The loss is L = −mean_k cos(f(x), f(v_k)) over {GRADCAM_VIEWS} views v_k of the same image made with the pretraining "
-        "augmentation (fixed seed, no gradient through the views); channel weights = spatial mean of −∂L/∂A over the last conv block's "
-        f"maps A; CAM = ReLU(Σ w·A), bilinearly upsampled, each map scaled to its own maximum (colour bar).{low_res}{truth}"
+        "augmentation (fixed seed, no gradient through the views), with f(x) pooled from the last conv block's maps A by the encoder's own "
+        "global pool (as the probes see it); channel weights = spatial mean of −∂L/∂A; "
+        f"CAM = ReLU(Σ w·A), bilinearly upsampled, each map scaled to its own maximum (colour bar).{low_res}{truth}"
     )
 
 

@@ -105,12 +105,19 @@ SECTIONS = [
 
 
 def to_html(
-    params: Params, rows: list[Row], figs: list[Figure], out: Path, refs: list[dict] | None = None, settings: dict | None = None
+    params: Params,
+    rows: list[Row],
+    figs: list[Figure],
+    out: Path,
+    refs: list[dict] | None = None,
+    settings: dict | None = None,
+    evidence: list[str] = (),
 ) -> str:
+    """`evidence`: the HTML of report.attention, placed after Fig. 3 (whose question it answers on every test image)."""
     effects = module_effects(params, rows)
     h = _head(params, rows, refs, bool(effects)) + _results(params, rows) + _module_effect(effects) + _ablations(params, rows)
     h += _references(refs, rows, params)
-    h += _figures(figs, out) + _provenance(rows, out, settings) + ["</body></html>"]
+    h += _figures(figs, out, {"fig3": list(evidence)}) + _provenance(rows, out, settings) + ["</body></html>"]
     return "\n".join(h) + "\n"
 
 
@@ -226,7 +233,8 @@ def _references(refs, rows: list[Row], params: Params) -> list[str]:
     return h
 
 
-def _figures(figs: list[Figure], out: Path) -> list[str]:
+def _figures(figs: list[Figure], out: Path, after: dict[str, list[str]]) -> list[str]:
+    """Each section's figures, then the HTML `after` holds for it."""
     h = []
     for sid, stitle in SECTIONS:
         h.append(f'<h2 id="{sid}">{_e(stitle)}</h2>')
@@ -244,6 +252,7 @@ def _figures(figs: list[Figure], out: Path) -> list[str]:
                     + "</div>"
                 )
             h.append("</figcaption></figure>")
+        h += after.get(sid, [])
     return h
 
 
