@@ -22,8 +22,8 @@ HEADERS = ("experiment", "seeds", "on bird (%)", "on marking (%)")
 
 
 def _probe_l2(run: RunPaths, roots: dict[str, Path]) -> float | None:
-    """The L2 strength the probe stage chose for this run; None when a run is incomplete (no encoder,
-    features or probe record: a partial grid, `python -m finesyn.report` mid-run)."""
+    """The L2 strength the lbfgs probe chose for this run; None without an encoder, features or such a
+    record (a partial grid, `python -m finesyn.report` mid-run; the sgd_paper probe keeps no weights to refit)."""
     meta = RunPaths.meta_of(run.probe(roots["metrics"]))
     if not (run.model_dir(roots["models"]) / "encoder.pt").is_file() or not run.features(roots["features"]).is_file() or not meta.is_file():
         return None
@@ -79,7 +79,9 @@ def measure(params: Params, roots: dict[str, Path], log: logging.Logger) -> list
                 run = RunPaths(dataset, exp, seed)
                 l2 = _probe_l2(run, roots)
                 if l2 is None:
-                    log.info("%s/%s seed %d: no encoder, features or probe l2 yet: its class evidence is not measured", dataset, exp, seed)
+                    log.info(
+                        "%s/%s seed %d: no encoder, features or lbfgs probe record: its class evidence is not measured", dataset, exp, seed
+                    )
                     continue
                 runs.setdefault(exp, {})[seed] = _run_shares(params, run, roots, ds, idx, masks, l2)
         if not runs:
@@ -97,7 +99,7 @@ def _cell(per_seed: dict[int, dict], region: str) -> str:
     return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
 
 
-def _shift(params: Params, m: dict, base: str, synth: str, region: str) -> str:
+def _shift(m: dict, base: str, synth: str, region: str) -> str:
     seeds = sorted(set(m["runs"][base]) & set(m["runs"][synth]))
     eff = paired_difference([m["runs"][synth][s][region] for s in seeds], [m["runs"][base][s][region] for s in seeds])
     if eff["half_width"] is None:
@@ -118,7 +120,7 @@ def intro(m: dict) -> str:
 def table_rows(params: Params, m: dict) -> tuple[list[list[str]], list[str]]:
     rows = [[exp, ",".join(map(str, sorted(per))), _cell(per, "bird"), _cell(per, "marking")] for exp, per in m["runs"].items()]
     shifts = [
-        f"{synth} − {base}: on the bird {_shift(params, m, base, synth, 'bird')}, on the marking {_shift(params, m, base, synth, 'marking')}"
+        f"{synth} − {base}: on the bird {_shift(m, base, synth, 'bird')}, on the marking {_shift(m, base, synth, 'marking')}"
         for base, synth in module_pairs(params)
         if base in m["runs"] and synth in m["runs"]
     ]
