@@ -247,6 +247,13 @@ VARIANTS: dict[str, dict] = {
     "default_mocov2_synth_b32_e10_lr5e4_t01": _v(
         "mocov2", {}, synth=True, batch_size=32, epochs=10, lr=0.0005, methods={"mocov2": {"temperature": 0.1}}
     ),
+    # ν, the weight of L_Cp (params.yaml: 0.5): a tenth and twice as much
+    "default_mocov2_synth_b32_e10_lr5e4_t01_nu01": _v(
+        "mocov2", {}, synth=True, batch_size=32, epochs=10, lr=0.0005, nu=0.1, methods={"mocov2": {"temperature": 0.1}}
+    ),
+    "default_mocov2_synth_b32_e10_lr5e4_t01_nu1": _v(
+        "mocov2", {}, synth=True, batch_size=32, epochs=10, lr=0.0005, nu=1.0, methods={"mocov2": {"temperature": 0.1}}
+    ),
     "easy_mocov2_hue_t01": _v(
         "mocov2",
         {"look_bank": 16, "plain_background": True, **G1M14},
