@@ -50,6 +50,8 @@ def test_dvc_repro_writes_metrics_with_provenance(project):
     for exp in ("random_init", "mocov2_synth"):
         bird, marking = re.search(rf"\| {exp} \| 0 \| ([\d.]+) ± [\d.]+ \| ([\d.]+) ± [\d.]+ \|", evidence).groups()
         assert 0 < float(marking) < float(bird) < 100
+        cells = json.loads((project / "reports/results.json").read_text())["synthetic"][exp]  # the same numbers, for programs
+        assert f"{cells['class-logit Grad-CAM on marking (%)']['mean']:.2f}" == marking
 
 
 def test_dvc_repro_logs_read_in_a_file(project):

@@ -531,6 +531,10 @@ def test_class_evidence_table_spreads_over_seeds_and_pairs_the_module_with_its_b
     assert rows[0] == ["mocov2", "0,1,2", "22.00 ± 2.00", "2.20 ± 0.20"]
     # marking shifts +0.5, +0.3, +0.7: mean +0.5, half-width t(0.975, 2) * 0.2 / sqrt(3) = 4.303 * 0.1155 = 0.497
     assert shifts == ["mocov2_synth − mocov2: on the bird +1.00 [+1.00, +1.00] (3 seeds), on the marking +0.50 [+0.00, +1.00] (3 seeds)"]
+    cells = attention.add_to_summary({"synthetic": {"mocov2": {"seeds": [0, 1, 2]}}}, [m])["synthetic"]["mocov2"]
+    marking = cells["class-logit Grad-CAM on marking (%)"]
+    assert cells["seeds"] == [0, 1, 2] and marking["values"] == [2.0, 2.2, 2.4]
+    assert marking["mean"] == pytest.approx(2.2, abs=1e-12) and marking["std"] == pytest.approx(0.2, abs=1e-12)
     one = {**m, "runs": {e: {0: r[0]} for e, r in m["runs"].items()}}
     rows, shifts = attention.table_rows(params, one)
     assert rows[1] == ["mocov2_synth", "0", "21.00 ± 0.50", "2.50 ± 0.10"] and "+0.50 (1 seed: no interval)" in shifts[0]

@@ -92,6 +92,18 @@ def measure(params: Params, roots: dict[str, Path], log: logging.Logger) -> list
     return out
 
 
+def add_to_summary(summary: dict, measured: list[dict]) -> dict:
+    """results.json's cells for these shares: `class-logit Grad-CAM on <region> (%)` -> {mean, std, values} over the seeds."""
+    for m in measured:
+        for exp, per_seed in m["runs"].items():
+            cells = summary.setdefault(m["dataset"], {}).setdefault(exp, {})
+            for region in ("bird", "marking"):
+                values = [per_seed[s][region] for s in sorted(per_seed)]
+                std = statistics.stdev(values) if len(values) > 1 else None
+                cells[f"class-logit Grad-CAM on {region} (%)"] = {"mean": statistics.mean(values), "std": std, "values": values}
+    return summary
+
+
 def _cell(per_seed: dict[int, dict], region: str) -> str:
     vals = [r[region] for r in per_seed.values()]
     if len(vals) == 1:

@@ -67,6 +67,7 @@ def build_report(
     evidence = attention.measure(params, roots, log)
     if evidence:
         atomic_write_text(out / "results.md", md + attention.to_markdown(params, evidence))
+        atomic_write_json(out / "results.json", attention.add_to_summary(results_summary(params, rows), evidence))
     curves = mirror_curves(params, models_root, out / "curves")
     log.info("mirrored %d training-curve TSVs to %s (dvc plots show)", len(curves), out / "curves")
     atomic_write_text(out / "index.html", to_html(params, rows, figs, out, refs, settings, attention.to_html(params, evidence)))

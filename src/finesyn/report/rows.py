@@ -272,7 +272,8 @@ def _fmt_effect(e: dict) -> str:
 
 def results_summary(params: Params, rows: list[Row]) -> dict:
     """reports/results.json: dataset -> experiment -> column -> {mean, std, values} over the seeds (std is
-    the sample std, None for one seed), plus the seeds: the tables' numbers for programs, nothing else."""
+    the sample std, None for one seed), plus the seeds: the tables' numbers for programs (the report adds
+    report.attention's Grad-CAM shares when it draws the figures)."""
     out: dict[str, dict] = {}
     for row in rows:
         cells: dict[str, object] = {"seeds": list(row["seeds"])}
