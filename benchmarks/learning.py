@@ -47,9 +47,19 @@ DATA = {"num_classes": 10, "train_per_class": 200, "test_per_class": 100, "image
 QUICK_MOCO = {"methods": {"mocov2": {"queue_size": 4096}}}
 
 
-def _v(method: str, data: dict | None = None, crop: int = 64, init: str | None = None, synth: bool = False, **pretrain_overrides) -> dict:
-    """A variant; `synth` adds the module (its settings: params.yaml's pretrain.synth / alpha / nu, or overrides)."""
-    return {"method": method, "data": data or {}, "crop": crop, "init": init, "synth": synth, "pretrain": pretrain_overrides}
+def _v(
+    method: str,
+    data: dict | None = None,
+    crop: int = 64,
+    init: str | None = None,
+    synth: bool = False,
+    module: dict | None = None,
+    **pretrain_overrides,
+) -> dict:
+    """A variant; `synth` adds the module (its settings: params.yaml's pretrain.synth / alpha / nu, `module`
+    overriding pretrain.synth, and alpha / nu as pretrain overrides)."""
+    pretrain = {**pretrain_overrides, **({"synth": module} if module else {})}
+    return {"method": method, "data": data or {}, "crop": crop, "init": init, "synth": synth, "pretrain": pretrain}
 
 
 SMALL = {"backbone": "resnet_small"}
@@ -253,6 +263,27 @@ VARIANTS: dict[str, dict] = {
     ),
     "default_mocov2_synth_b32_e10_lr5e4_t01_nu1": _v(
         "mocov2", {}, synth=True, batch_size=32, epochs=10, lr=0.0005, nu=1.0, methods={"mocov2": {"temperature": 0.1}}
+    ),
+    # the pair itself: every image of the batch decoded into a pair (params.yaml: half), half the dimensions perturbed (a quarter)
+    "default_mocov2_synth_b32_e10_lr5e4_t01_pf1": _v(
+        "mocov2",
+        {},
+        synth=True,
+        module={"pair_fraction": 1.0},
+        batch_size=32,
+        epochs=10,
+        lr=0.0005,
+        methods={"mocov2": {"temperature": 0.1}},
+    ),
+    "default_mocov2_synth_b32_e10_lr5e4_t01_k05": _v(
+        "mocov2",
+        {},
+        synth=True,
+        module={"k_var": 0.5, "k_cam": 0.5},
+        batch_size=32,
+        epochs=10,
+        lr=0.0005,
+        methods={"mocov2": {"temperature": 0.1}},
     ),
     "easy_mocov2_hue_t01": _v(
         "mocov2",
