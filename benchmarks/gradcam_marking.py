@@ -53,7 +53,7 @@ def shares(root: Path, params, dataset: str, experiment: str, seed: int, ds, idx
     feats = load_features(run.features(root / "features"))
     if list(feats["test_ids"]) != [ds.ids[i] for i in idx]:
         raise SystemExit(f"{experiment} seed {seed}: the features' test images are not the prepared data's")
-    meta = json.loads(run.probe(root / "metrics").with_suffix(".meta.json").read_text())
+    meta = json.loads(RunPaths.meta_of(run.probe(root / "metrics")).read_text())
     weight, bias = fit_linear(feats["train_features"], feats["train_labels"], int(feats["num_classes"]), meta["l2"], params.probe.max_iter)
     raw = torch.from_numpy(np.ascontiguousarray(ds.images[idx]))
     crop = params.datasets[dataset].crop_size
