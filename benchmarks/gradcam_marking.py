@@ -30,49 +30,43 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from finesyn.artifacts import load_features
 from finesyn.config import load_params
 from finesyn.data.augment import eval_view
 from finesyn.data.cache import open_cache
 from finesyn.eval import gradcam
 from finesyn.eval.features import load_encoder
-from finesyn.eval.probe import fit_linear
 from finesyn.paths import RunPaths
 from finesyn.provenance import code_version, machine
+from finesyn.report import attention
 from finesyn.report.figures import GRADCAM_VIEWS, generator_masks
 from finesyn.report.rows import paired_difference
 
 OUT = Path(__file__).resolve().parent / "gradcam_marking.jsonl"
-BATCH = 250
+BATCH = attention.BATCH
 
 
 def shares(root: Path, params, dataset: str, experiment: str, seed: int, ds, idx, masks) -> dict:
     """Mean share (%) of ssl and class Grad-CAM mass on the bird and the marking, with its standard error over images."""
     run = RunPaths(dataset, experiment, seed)
-    backbone, _, state = load_encoder(run.model_dir(root / "models"))
-    feats = load_features(run.features(root / "features"))
-    if list(feats["test_ids"]) != [ds.ids[i] for i in idx]:
-        raise SystemExit(f"{experiment} seed {seed}: the features' test images are not the prepared data's")
-    meta = json.loads(RunPaths.meta_of(run.probe(root / "metrics")).read_text())
-    weight, bias = fit_linear(feats["train_features"], feats["train_labels"], int(feats["num_classes"]), meta["l2"], params.probe.max_iter)
+    roots = {"metrics": root / "metrics", "features": root / "features", "models": root / "models"}
+    l2 = attention.probe_l2(run, roots)
+    if l2 is None:
+        raise SystemExit(f"{experiment} seed {seed}: no encoder, features or lbfgs probe record under {root}")
+    stats = {"class": attention.class_shares(params, run, roots, ds, idx, masks, l2)}  # the report's own measurement
+    backbone, _, state = load_encoder(run.model_dir(roots["models"]))
     raw = torch.from_numpy(np.ascontiguousarray(ds.images[idx]))
     crop = params.datasets[dataset].crop_size
-    x, labels = eval_view(raw, crop), torch.from_numpy(ds.labels[idx].astype(np.int64))
-    layer = gradcam.cam_layer(backbone, crop)
-    cams: dict[str, list] = {"ssl": [], "class": []}
+    x, layer = eval_view(raw, crop), gradcam.cam_layer(backbone, crop)
+    cams = []
     for s in range(0, len(idx), BATCH):
         views = gradcam.augmented_views(raw[s : s + BATCH], params.pretrain.augment, crop, GRADCAM_VIEWS, seed=0)
-        cams["ssl"].append(gradcam.ssl_gradcam(backbone, x[s : s + BATCH], views, layer).numpy())
-        cams["class"].append(gradcam.class_gradcam(backbone, x[s : s + BATCH], weight, bias, labels[s : s + BATCH], layer).numpy())
+        cams.append(gradcam.ssl_gradcam(backbone, x[s : s + BATCH], views, layer).numpy())
+    stats["ssl"] = attention.share_stats(np.concatenate(cams), masks)
     row = {"dataset": dataset, "experiment": experiment, "seed": seed, "layer": layer, "encoder_run_id": state.get("run_id"), "n": len(idx)}
-    for kind, parts in cams.items():
-        cam = np.concatenate(parts)
-        for region, mask in (("bird", masks[0]), ("marking", masks[1])):
-            v = 100 * gradcam.mass_on(cam, mask)
-            ok = v[np.isfinite(v)]
-            row[f"{kind}_{region}"] = round(float(ok.mean()), 3)
-            row[f"{kind}_{region}_se"] = round(float(ok.std(ddof=1) / np.sqrt(len(ok))), 3)
-        row[f"{kind}_empty_maps"] = int((~np.isfinite(v)).sum())
+    for kind in ("ssl", "class"):
+        for key in ("bird", "bird_se", "marking", "marking_se"):
+            row[f"{kind}_{key}"] = round(stats[kind][key], 3)
+        row[f"{kind}_empty_maps"] = stats[kind]["empty"]
     row["area_bird"], row["area_marking"] = round(100 * float(masks[0].mean()), 3), round(100 * float(masks[1].mean()), 3)
     return row
 

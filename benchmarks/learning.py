@@ -62,6 +62,21 @@ def _v(
     return {"method": method, "data": data or {}, "crop": crop, "init": init, "synth": synth, "pretrain": pretrain}
 
 
+def _t01_module(module: dict | None = None, **pretrain_overrides) -> dict:
+    """MoCo v2 + the module on the pipeline's default recipe (batch 32, 10 epochs, lr 5e-4, T 0.1)."""
+    return _v(
+        "mocov2",
+        {},
+        synth=True,
+        module=module,
+        batch_size=32,
+        epochs=10,
+        lr=0.0005,
+        methods={"mocov2": {"temperature": 0.1}},
+        **pretrain_overrides,
+    )
+
+
 SMALL = {"backbone": "resnet_small"}
 G1M14 = {"slots": 1, "mark_scale": 1.4}
 CROP04 = {"crop_scale": [0.4, 1.0]}
@@ -254,37 +269,13 @@ VARIANTS: dict[str, dict] = {
     "default_mocov2_b32_e10_lr5e4_t01": _v("mocov2", {}, batch_size=32, epochs=10, lr=0.0005, methods={"mocov2": {"temperature": 0.1}}),
     "default_mocov2_b32_e10_lr5e4_m0999": _v("mocov2", {}, batch_size=32, epochs=10, lr=0.0005, methods={"mocov2": {"momentum": 0.999}}),
     # the module on the T 0.1 default (the pipeline's mocov2_synth, all 2,000 train images): a base for ν / α / k studies
-    "default_mocov2_synth_b32_e10_lr5e4_t01": _v(
-        "mocov2", {}, synth=True, batch_size=32, epochs=10, lr=0.0005, methods={"mocov2": {"temperature": 0.1}}
-    ),
+    "default_mocov2_synth_b32_e10_lr5e4_t01": _t01_module(),
     # ν, the weight of L_Cp (params.yaml: 0.5): a tenth and twice as much
-    "default_mocov2_synth_b32_e10_lr5e4_t01_nu01": _v(
-        "mocov2", {}, synth=True, batch_size=32, epochs=10, lr=0.0005, nu=0.1, methods={"mocov2": {"temperature": 0.1}}
-    ),
-    "default_mocov2_synth_b32_e10_lr5e4_t01_nu1": _v(
-        "mocov2", {}, synth=True, batch_size=32, epochs=10, lr=0.0005, nu=1.0, methods={"mocov2": {"temperature": 0.1}}
-    ),
+    "default_mocov2_synth_b32_e10_lr5e4_t01_nu01": _t01_module(nu=0.1),
+    "default_mocov2_synth_b32_e10_lr5e4_t01_nu1": _t01_module(nu=1.0),
     # the pair itself: every image of the batch decoded into a pair (params.yaml: half), half the dimensions perturbed (a quarter)
-    "default_mocov2_synth_b32_e10_lr5e4_t01_pf1": _v(
-        "mocov2",
-        {},
-        synth=True,
-        module={"pair_fraction": 1.0},
-        batch_size=32,
-        epochs=10,
-        lr=0.0005,
-        methods={"mocov2": {"temperature": 0.1}},
-    ),
-    "default_mocov2_synth_b32_e10_lr5e4_t01_k05": _v(
-        "mocov2",
-        {},
-        synth=True,
-        module={"k_var": 0.5, "k_cam": 0.5},
-        batch_size=32,
-        epochs=10,
-        lr=0.0005,
-        methods={"mocov2": {"temperature": 0.1}},
-    ),
+    "default_mocov2_synth_b32_e10_lr5e4_t01_pf1": _t01_module(module={"pair_fraction": 1.0}),
+    "default_mocov2_synth_b32_e10_lr5e4_t01_k05": _t01_module(module={"k_var": 0.5, "k_cam": 0.5}),
     "easy_mocov2_hue_t01": _v(
         "mocov2",
         {"look_bank": 16, "plain_background": True, **G1M14},

@@ -21,7 +21,7 @@ BATCH = 250  # images per Grad-CAM pass: bounds the activations kept for the bac
 HEADERS = ("experiment", "seeds", "on bird (%)", "on marking (%)")
 
 
-def _probe_l2(run: RunPaths, roots: dict[str, Path]) -> float | None:
+def probe_l2(run: RunPaths, roots: dict[str, Path]) -> float | None:
     """The L2 strength the lbfgs probe chose for this run; None without an encoder, features or such a
     record (a partial grid, `python -m finesyn.report` mid-run; the sgd_paper probe keeps no weights to refit)."""
     meta = RunPaths.meta_of(run.probe(roots["metrics"]))
@@ -30,8 +30,24 @@ def _probe_l2(run: RunPaths, roots: dict[str, Path]) -> float | None:
     return json.loads(meta.read_text()).get("l2")
 
 
-def _run_shares(params: Params, run: RunPaths, roots: dict[str, Path], ds, idx, masks, l2: float) -> dict:
-    """One encoder: mean share (%) of class-logit CAM mass on the bird and the marking, with its SE over images."""
+def share_stats(cam, masks) -> dict:
+    """Mean share (%) of each map's mass on the bird and on the marking, its SE over the images, and the
+    number of all-zero maps (no mass to share: left out of the means)."""
+    import numpy as np
+
+    from finesyn.eval import gradcam
+
+    out = {}
+    for region, mask in zip(("bird", "marking"), masks):
+        v = 100 * gradcam.mass_on(cam, mask)
+        ok = v[np.isfinite(v)]
+        out[region], out[f"{region}_se"] = float(ok.mean()), float(ok.std(ddof=1) / np.sqrt(len(ok)))
+    out["empty"] = int((~np.isfinite(v)).sum())
+    return out
+
+
+def class_shares(params: Params, run: RunPaths, roots: dict[str, Path], ds, idx, masks, l2: float) -> dict:
+    """One encoder's class-logit Grad-CAM on the test images `idx`: `share_stats` of its maps."""
     import numpy as np
     import torch
 
@@ -53,12 +69,7 @@ def _run_shares(params: Params, run: RunPaths, roots: dict[str, Path], ds, idx, 
         x = eval_view(torch.from_numpy(np.ascontiguousarray(ds.images[rows])), crop)
         labels = torch.from_numpy(ds.labels[rows].astype(np.int64))
         cams.append(gradcam.class_gradcam(backbone, x, weight, bias, labels, layer).numpy())
-    cam, out = np.concatenate(cams), {}
-    for region, mask in zip(("bird", "marking"), masks):
-        v = 100 * gradcam.mass_on(cam, mask)
-        v = v[np.isfinite(v)]  # an all-zero map has no mass to share
-        out[region], out[f"{region}_se"] = float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v)))
-    return out
+    return share_stats(np.concatenate(cams), masks)
 
 
 def measure(params: Params, roots: dict[str, Path], log: logging.Logger) -> list[dict]:
@@ -77,13 +88,13 @@ def measure(params: Params, roots: dict[str, Path], log: logging.Logger) -> list
         for exp in params.grid.experiments:
             for seed in params.grid.seeds:
                 run = RunPaths(dataset, exp, seed)
-                l2 = _probe_l2(run, roots)
+                l2 = probe_l2(run, roots)
                 if l2 is None:
                     log.info(
                         "%s/%s seed %d: no encoder, features or lbfgs probe record: its class evidence is not measured", dataset, exp, seed
                     )
                     continue
-                runs.setdefault(exp, {})[seed] = _run_shares(params, run, roots, ds, idx, masks, l2)
+                runs.setdefault(exp, {})[seed] = class_shares(params, run, roots, ds, idx, masks, l2)
         if not runs:
             continue
         area = {"bird": 100 * float(masks[0].mean()), "marking": 100 * float(masks[1].mean())}

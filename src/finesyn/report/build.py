@@ -49,7 +49,8 @@ def build_report(
         md += "\n## Fig. 4: does g(h) reconstruct its input?\n\n" + "\n".join(recon) + "\n"
     atomic_write_text(out / "results.md", md)
     atomic_write_text(out / "results.csv", to_csv(params, rows))
-    atomic_write_json(out / "results.json", results_summary(params, rows))
+    summary = results_summary(params, rows)
+    atomic_write_json(out / "results.json", summary)  # the tables stand even if a figure below fails
     for line in recon:
         log.info("Fig. 4 %s", line.removeprefix("- "))
     # the table itself is printed by `python -m finesyn.report` (what `make repro` ends with), once
@@ -65,9 +66,9 @@ def build_report(
     figs = build_figures(params, rows, out / "figures", log, features_root=features_root, models_root=models_root, data_root=data_root)
     roots = {"metrics": metrics_root, "features": features_root, "models": models_root, "data": data_root}
     evidence = attention.measure(params, roots, log)
-    if evidence:
+    if evidence:  # the tables again, with the class evidence added
         atomic_write_text(out / "results.md", md + attention.to_markdown(params, evidence))
-        atomic_write_json(out / "results.json", attention.add_to_summary(results_summary(params, rows), evidence))
+        atomic_write_json(out / "results.json", attention.add_to_summary(summary, evidence))
     curves = mirror_curves(params, models_root, out / "curves")
     log.info("mirrored %d training-curve TSVs to %s (dvc plots show)", len(curves), out / "curves")
     atomic_write_text(out / "index.html", to_html(params, rows, figs, out, refs, settings, attention.to_html(params, evidence)))
