@@ -107,8 +107,7 @@ def restore_generators(state: dict, ctx: distributed.DistContext, seed: int, g_a
     saved_world = state.get("world_size", 1)
     if saved_world == ctx.world_size:
         g_aug.set_state(state["g_aug_ranks"][ctx.rank] if "g_aug_ranks" in state else state["g_aug"])
-        if g_synth is not g_aug:
-            g_synth.set_state(state["g_synth"])
+        g_synth.set_state(state["g_synth"])
         return
     warnings.warn(
         f"resuming a {saved_world}-process checkpoint with {ctx.world_size} processes: augmentation and module "
@@ -116,5 +115,4 @@ def restore_generators(state: dict, ctx: distributed.DistContext, seed: int, g_a
         stacklevel=3,
     )
     g_aug.manual_seed(distributed.aug_seed(seed, ctx, salt=1 + state["step"]))
-    if g_synth is not g_aug:
-        g_synth.manual_seed(distributed.aug_seed(seed, distributed.SINGLE, salt=1 + state["step"]))
+    g_synth.manual_seed(distributed.synth_seed(seed, salt=1 + state["step"]))

@@ -215,11 +215,18 @@ def aug_seed(seed: int, ctx: DistContext, salt: int = 0) -> int:
 
     One process: seed + 1 (unchanged from the single-process trainer). Several: derived from
     (seed, rank, salt) by numpy's SeedSequence. A plain seed + rank would make rank 1's stream
-    the module's shared stream (seed + 1) and rank 2's the data order's (seed + 2).
+    the data order's (seed + 2).
     """
     if not ctx.enabled and salt == 0:
         return seed + 1
     return int(np.random.SeedSequence([seed, 7919, ctx.rank, salt]).generate_state(1)[0])
+
+
+def synth_seed(seed: int, salt: int = 0) -> int:
+    """Seed of the module's generator (its 'random' dims, perturbation noise, swap shift): one stream of
+    its own in every process layout, shared by all ranks. Never the augmentation's: a baseline and its
+    +module run of one seed then draw byte-identical views and data order at every step (paired runs)."""
+    return int(np.random.SeedSequence([seed, 4241, salt]).generate_state(1)[0])
 
 
 # ----------------------------------------------------------------------------- SyncBN on any device

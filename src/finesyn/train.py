@@ -237,7 +237,7 @@ class _Loop:
     dtype: torch.dtype | None  # autocast's, None = full precision
     g_aug: torch.Generator  # augmentation: one stream per rank
     g_data: torch.Generator  # data order: the same on every rank
-    g_synth: torch.Generator  # the module's draws for the global batch: the same on every rank (g_aug in one process)
+    g_synth: torch.Generator  # the module's draws for the global batch: the same on every rank, never g_aug (paired runs)
     steps_per_epoch: int
     local_bs: int
     step: int = 0
@@ -266,7 +266,7 @@ class _Loop:
         dtype = amp_dtype(device, cfg.amp)
         g_aug = torch.Generator(device=device).manual_seed(distributed.aug_seed(spec.seed, ctx))
         g_data = torch.Generator().manual_seed(spec.seed + 2)
-        g_synth = torch.Generator(device=device).manual_seed(spec.seed + 1) if ctx.enabled else g_aug
+        g_synth = torch.Generator(device=device).manual_seed(distributed.synth_seed(spec.seed))
         return cls(
             spec, ctx, images, indices, labels, backbone, method, synth,
             distributed.data_parallel(objective, ctx), objective.pairs,  # DDP averages gradients, once

@@ -147,6 +147,22 @@ class SynthPairs(nn.Module):
         h_all = d.all_gather_with_grad(h_src) if h_src.requires_grad else d.all_gather(h_src)
         return d.local_rows(perturb(h_all, mask, cfg.perturbation, cfg.beta, mean, std, g))
 
+    def _decode_pair(self, x_hat, h_src, h_tilde, whole_batch: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(g(h), g(h̃)) of the pair rows, with a graph only where a gradient needs one."""
+        cfg = self.cfg
+        if cfg.detach_h and not cfg.decoder_grad_from_pairs:
+            # Nothing upstream of the pair needs a gradient: decode without a graph. g(h) from L_R is
+            # reused only for the whole batch: train-mode BN makes g(h)[:n] differ from g(h[:n]).
+            with torch.no_grad():
+                return (x_hat.detach() if whole_batch else self.decoder(h_src)), self.decoder(h_tilde)
+        if cfg.decoder_grad_from_pairs:
+            return self.decoder(h_src), self.decoder(h_tilde)
+        self.decoder.requires_grad_(False)  # gradient reaches h through a decoder that does not learn from L_Cp
+        try:
+            return self.decoder(h_src), self.decoder(h_tilde)
+        finally:
+            self.decoder.requires_grad_(True)
+
     # -- the module ------------------------------------------------------------------
     def forward(self, method: SSLMethod, out: SSLOutput, x1: torch.Tensor, g: torch.Generator, pairs: bool = True) -> SynthLosses:
         """`g` must be in the same state on every rank under DDP (the trainer's shared generator).
@@ -168,20 +184,8 @@ class SynthPairs(nn.Module):
         h_src = h.detach()[:n] if cfg.detach_h else h[:n]
         h_tilde = self._perturb(h_src, mask, mean.to(h.dtype), var.sqrt().to(h.dtype), g)
 
-        if cfg.detach_h and not cfg.decoder_grad_from_pairs:
-            # Nothing upstream of the pair needs a gradient: decode without a graph. g(h) from L_R is
-            # reused only for the whole batch: train-mode BN makes g(h)[:n] differ from g(h[:n]).
-            with torch.no_grad():
-                x_a = x_hat.detach() if n == len(h) else self.decoder(h_src)
-                x_b = self.decoder(h_tilde)
-        elif cfg.decoder_grad_from_pairs:
-            x_a, x_b = self.decoder(h_src), self.decoder(h_tilde)
-        else:  # gradient reaches h through a decoder that does not learn from L_Cp
-            self.decoder.requires_grad_(False)
-            try:
-                x_a, x_b = self.decoder(h_src), self.decoder(h_tilde)
-            finally:
-                self.decoder.requires_grad_(True)
+        with running_stats_kept(self.decoder):  # g's running statistics are those of L_R's real-image h (eval: PSNR, figures)
+            x_a, x_b = self._decode_pair(x_hat, h_src, h_tilde, n == len(h))
         with running_stats_kept(method):  # the key encoder's too: its buffers are copied from the online ones anyway
             loss_cp = method.ssl_loss(x_a, x_b, update_state=False).loss
         return SynthLosses(loss_r, loss_cp, int(mask.sum()), mask, (x1[:n].detach(), x_a.detach(), x_b.detach()))
