@@ -44,8 +44,8 @@ bench: setup $(BENCH_DEPS)/.lightly-$(LIGHTLY_VERSION)  ## benchmarks -> benchma
 
 # ruff (pinned in .[test]; settings in pyproject.toml): the formatter's check and the linter.
 lint: setup  ## ruff format --check + ruff check (what .ci/run runs before the tests)
-	$(BIN)/ruff format --check src stages tests benchmarks
-	$(BIN)/ruff check src stages tests benchmarks
+	$(BIN)/ruff format --check src stages tests benchmarks studies
+	$(BIN)/ruff check src stages tests benchmarks studies
 
 clean-venv:
 	rm -rf $(VENV)

@@ -80,6 +80,7 @@ def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out:
         from finesyn.live_curves import LiveCurves
         from finesyn.provenance import params_hash
         from finesyn.run_identity import RunSpec, run_settings
+        from finesyn.synth.health import batch_health
         from finesyn.train import pretrain
 
         check_dataset_root(p, dataset)
@@ -95,6 +96,7 @@ def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out:
         run_id = params_hash({"settings": settings, "seed": seed, "data": params_hash(ds.meta)})
         spec = RunSpec(exp.method, exp.synth, cfg, crop, seed, run_id, checkpoints)
         train_idx, monitor = _monitor_split(ds, cfg, crop, p.datasets[dataset])
+        health = batch_health(ds.images, monitor.val_idx, cfg.augment, crop, cfg.nu) if monitor is not None and exp.synth else None
         if exp.method != "none" and cfg.batch_size > len(train_idx):
             raise ParamsError(
                 f"pretrain.batch_size ({cfg.batch_size}) exceeds the {len(train_idx)} images {dataset}/{experiment} pretrains on "
@@ -120,6 +122,7 @@ def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out:
             result = pretrain(
                 ds.images, spec, train_idx, on_log=_live_logger(steps.on_log, live), progress=steps.progress, dist=ctx,
                 labels=ds.labels, num_classes=len(ds.classes), monitor=monitor, on_resume=live.restart if live else None,
+                health=health,
             )  # fmt: skip
         wall = time.perf_counter() - t0
         if ctx.is_main:
@@ -144,7 +147,7 @@ def _live_logger(on_log, live):
 
 
 def _write_outputs(out: Path, result, spec, record: dict, ds, train_idx, log) -> None:
-    """encoder.pt, and with the module pairs.png and g(h)'s PSNR; train.json last (live/ is written while training)."""
+    """encoder.pt, and with the module pairs.png, g(h)'s PSNR and its health; train.json last (live/ is written while training)."""
     from finesyn.io import atomic_write_bytes, atomic_write_json
     from finesyn.provenance import provenance
     from finesyn.train import encoder_artifact
@@ -157,14 +160,33 @@ def _write_outputs(out: Path, result, spec, record: dict, ds, train_idx, log) ->
     atomic_write_bytes(out / "encoder.pt", encoder_artifact(result, spec, {"provenance": stable}))
     recon_record = {}
     if result.synth is not None:  # Fig. 4's yardstick: does g(h) render more than the mean image?
+        from finesyn.synth.health import end_subset
         from finesyn.synth.reconstruction import reconstruction_psnr
 
-        recon = reconstruction_psnr(result.backbone, result.synth.decoder, ds.images, ds.indices("test"), train_idx, spec.crop_size)
+        recon = reconstruction_psnr(
+            result.backbone, result.synth.decoder, ds.images, end_subset(ds.indices("test")), train_idx, spec.crop_size
+        )
         log.info(
             "g(h) on %d test images: PSNR %.2f dB, the mean training image %.2f dB (%+.2f dB)",
             recon["images"], recon["psnr_db"], recon["mean_image_psnr_db"], recon["gain_db"],
         )  # fmt: skip
         recon_record = {"reconstruction": recon}
+        if spec.cfg.nu > 0 and record["processes"] > 1:
+            log.info("module health: not measured under torchrun (the pair's train-mode forward synchronises BatchNorm across ranks)")
+        elif spec.cfg.nu > 0:  # what the pair gives L_Cp to learn (synth/health.py)
+            from finesyn.synth.health import end_of_run_health
+
+            health = end_of_run_health(
+                result, ds.images, ds.labels, train_idx, ds.indices("test"), spec.cfg, spec.crop_size, len(ds.classes)
+            )
+            recon_record["health"] = health
+            pair, cls = health["pair"], health["class"]
+            log.info(
+                "module health: pair differs by %.3f px (two views %.3f, as many random dims %.3f), cos %.2f (two views %.2f); "
+                "probe on g(h) %.1f %% vs real %.1f %%; |grad nu*L_Cp| / |grad L_C| %.2f",
+                pair["pair_pixel_gap"], pair["views_pixel_gap"], pair["random_dims_pixel_gap"], pair["pair_cos"], pair["views_cos"],
+                cls["decoded_top1"], cls["real_top1"], pair["grad_ratio_cp_to_c"],
+            )  # fmt: skip
     if result.pair_images is not None:
         atomic_write_bytes(out / "pairs.png", pair_grid_png(result.pair_images))
     final = result.history[-1] if result.history else None

@@ -186,7 +186,10 @@ def test_bad_inputs():
 def test_engines_rank_identically_on_many_ties():
     """Float32 scores collide in big galleries: both engines must break ties the same way."""
     rng = np.random.default_rng(3)
-    x = rng.integers(-2, 3, (400, 4)).astype(np.float32)  # few distinct directions: many exact ties
+    # ±e_i: 8 directions whose cosines are exactly -1, 0 or 1 in any summation order (BLAS, FAISS, AVX-512 or
+    # not), so the ties are ties on every CPU; directions such as (1, 2, 0, -1) tie only up to rounding
+    x = np.zeros((400, 4), np.float32)
+    x[np.arange(400), rng.integers(0, 4, 400)] = rng.choice([-1.0, 1.0], 400)
     x[rng.integers(0, 400, 20)] = 0  # zero vectors: similarity 0 to everything
     y = rng.integers(0, 6, 400)
     a = retrieval_metrics(x, y, ks=(1, 5), map_at_r=True, chunk_size=37, engine="sort")

@@ -144,6 +144,7 @@ def pretrain(
     monitor: Callable[[Backbone], dict] | None = None,
     views: Views | None = None,
     on_resume: Callable[[list[dict], list[dict]], None] | None = None,
+    health: Callable[[SSLMethod, SynthPairs], dict] | None = None,
 ) -> TrainResult:
     """Train on `images[indices]` ((N, S, S, 3) uint8, may be a memmap). Resumes from spec.ckpt_dir.
 
@@ -154,7 +155,9 @@ def pretrain(
     fixed views). `dist`: this process's place in a torchrun job (default: an initialised process
     group if there is one, else a single process); `pretrain.batch_size` is then the global batch.
     `on_resume(history, monitor)` receives a resumed run's checkpointed records (the steps before the
-    ones `on_log` will report), so live curves can start over from them.
+    ones `on_log` will report), so live curves can start over from them. `health(method, synth)` (e.g.
+    synth.health.pair_health on a fixed batch) joins the monitor's points as health/<key> in a module
+    run with pairs, one process only; it must leave the run unchanged (it works on copies).
     """
     set_threads(spec.cfg.threads)
     ctx = dist if dist is not None else distributed.current(spec.cfg.device)
@@ -172,6 +175,7 @@ def pretrain(
         on_resume(loop.history, loop.monitored)
     if progress:
         progress(loop.step, loop.total)  # the total (and where a resumed run starts) before the first step
+    loop.health = health if loop.pairs and not ctx.enabled else None  # on rank 0 alone, a copy's SyncBN would wait for the others
     if loop.step == 0:
         loop.maybe_monitor(monitor, on_log)
     loop.objective.train()
@@ -246,6 +250,7 @@ class _Loop:
     monitored: list[dict] = field(default_factory=list)
     pair_images: tuple | None = None
     resumed_from: int | None = None
+    health: Callable | None = None  # the module's health at the monitor points (pretrain's `health`)
 
     @classmethod
     def build(cls, spec, ctx, images, indices, labels, backbone, method, synth) -> _Loop:
@@ -346,6 +351,8 @@ class _Loop:
         if monitor is None or not self.ctx.is_main or every == 0 or (self.step % every and self.step != self.total):
             return
         rec = {"step": self.step, **{f"val/{k}": v for k, v in monitor(self.backbone).items()}}
+        if self.health is not None:
+            rec.update({f"health/{k}": v for k, v in self.health(self.method, self.synth).items()})
         self.objective.train()  # extraction switched the encoder to eval mode
         self.monitored.append(rec)
         if on_log:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from finesyn.eval.paired import pack_hits
 from finesyn.eval.retrieval import normalize
 
 # For unit-norm features l2 >= 0.1 already collapses to constant predictions; sklearn's default
@@ -146,6 +147,7 @@ def _select_and_fit(xtr, ytr, xte, yte, num_classes, l2_grid, val_fraction, seed
         "top1": float(100.0 * hit1.mean()),
         "top5": float(100.0 * hit5.mean()),
         "per_class_top1": per_class,
+        "test_hits": pack_hits(hit1),  # per image, for paired comparisons of two encoders (eval/paired.py)
         "l2": l2,
         "val_top1": [{"l2": v, "top1": a} for v, a in sorted(val_acc.items())],
         "n_train": int(len(ytr)),

@@ -36,6 +36,7 @@ def run_probe(
 def _lbfgs_on_features(cfg, seed: int, features: Path, model: Path | None) -> tuple[dict, dict, dict]:
     """(probe result, its encoder run, the settings it depends on)"""
     from finesyn.artifacts import check_same_run, load_features
+    from finesyn.eval.paired import ids_digest
     from finesyn.eval.probe import lbfgs_probe
 
     f = load_features(features)
@@ -45,6 +46,7 @@ def _lbfgs_on_features(cfg, seed: int, features: Path, model: Path | None) -> tu
         f["train_features"], f["train_labels"], f["test_features"], f["test_labels"], num_classes=int(f["num_classes"]),
         l2_grid=cfg.l2_grid, val_fraction=cfg.val_fraction, seed=seed, max_iter=cfg.max_iter,
     )  # fmt: skip
+    res["test_hits"]["ids_digest"] = ids_digest(f["test_ids"])
     run = {"encoder_run_id": str(f["encoder_run_id"]), "feature": str(f["feature"])}
     return res, run, {"probe": cfg.model_dump(mode="json"), "encoder_run_id": run["encoder_run_id"]}
 

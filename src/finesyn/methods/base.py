@@ -70,6 +70,11 @@ class SSLMethod(nn.Module):
     def ssl_loss(self, x1: torch.Tensor, x2: torch.Tensor, update_state: bool = True) -> SSLOutput:
         raise NotImplementedError
 
+    def pair_forces(self, x1: torch.Tensor, x2: torch.Tensor) -> dict | None:
+        """A contrastive method's pull towards the positive and push from the negatives on the pair
+        (x1, x2) (MoCo's `info_nce_forces`); None for methods without negatives."""
+        return None
+
     @torch.no_grad()
     def after_step(self, progress: float) -> None:
         """Called after each optimiser step with training progress in [0, 1] (momentum updates)."""

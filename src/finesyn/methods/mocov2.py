@@ -29,6 +29,31 @@ def info_nce(
     return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
 
 
+@torch.no_grad()
+def info_nce_forces(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float, exclude: torch.Tensor | None = None) -> dict:
+    """What InfoNCE does to each query, split in two: ∂L/∂q = (−(1 − p⁺)·k + Σ_j p_j·n_j) / T, the pull
+    towards its positive and the push away from the negatives, each projected on the sphere's tangent
+    at q (the part that moves a unit query) and averaged over the queries; with the positive's cos and
+    the nearest negative's. A pair the encoder already maps together has a small pull."""
+    pos = (q * k).sum(dim=1, keepdim=True)
+    neg = q @ queue.T
+    if exclude is not None:
+        neg = neg.masked_fill(exclude, float("-inf"))
+    p = torch.softmax(torch.cat([pos, neg], dim=1) / temperature, dim=1)
+    pull = -(1 - p[:, :1]) * k / temperature
+    push = (p[:, 1:] @ queue) / temperature
+
+    def tangent_norm(v: torch.Tensor) -> float:
+        return float((v - (v * q).sum(1, keepdim=True) * q).norm(dim=1).mean())
+
+    return {
+        "pull": tangent_norm(pull),
+        "push": tangent_norm(push),
+        "pos_cos": float(pos.mean()),
+        "max_neg_cos": float(neg.max(1).values.mean()),
+    }
+
+
 @register("mocov2")
 class MoCoV2(SSLMethod):
     """Queries from the online encoder, keys from its EMA copy, negatives from a FIFO queue of keys.
@@ -108,6 +133,14 @@ class MoCoV2(SSLMethod):
             own = torch.full((len(k),), -1, dtype=torch.long, device=k.device) if own is None else own
             self._pending = (k_all, self.dist.all_gather(own))
         return SSLOutput(loss, h1)
+
+    @torch.no_grad()
+    def pair_forces(self, x1: torch.Tensor, x2: torch.Tensor) -> dict:
+        """`info_nce_forces` of the queries of x1 against the keys of x2 and the queue (the module's health)."""
+        q = F.normalize(self.projector(self.backbone(x1)), dim=1)
+        own = self._own_indices(len(x1))
+        exclude = None if own is None else own[:, None] == self.queue_idx[None, :]
+        return info_nce_forces(q, self._keys(x2), self.queue, self.temperature, exclude)
 
     def _own_indices(self, n: int) -> torch.Tensor | None:
         """Dataset indices of the n queries; a batch shorter than the indexed one is its first n

@@ -8,6 +8,7 @@ from pathlib import Path
 from finesyn.config import Params
 from finesyn.io import atomic_write_json, atomic_write_text
 from finesyn.report import attention
+from finesyn.report import health as module_health
 from finesyn.report.figures import build_figures, mirror_curves, reconstruction_lines
 from finesyn.report.html import to_html
 from finesyn.report.references import compare_reference, load_reference_numbers
@@ -47,9 +48,11 @@ def build_report(
     md = to_markdown(params, rows, refs)
     if recon:
         md += "\n## Fig. 4: does g(h) reconstruct its input?\n\n" + "\n".join(recon) + "\n"
+    healthy = module_health.collect(params, models_root) if models_root is not None else []
+    md += module_health.to_markdown(healthy)
     atomic_write_text(out / "results.md", md)
     atomic_write_text(out / "results.csv", to_csv(params, rows))
-    summary = results_summary(params, rows)
+    summary = module_health.add_to_summary(results_summary(params, rows), healthy)
     atomic_write_json(out / "results.json", summary)  # the tables stand even if a figure below fails
     for line in recon:
         log.info("Fig. 4 %s", line.removeprefix("- "))
@@ -71,7 +74,8 @@ def build_report(
         atomic_write_json(out / "results.json", attention.add_to_summary(summary, evidence))
     curves = mirror_curves(params, models_root, out / "curves")
     log.info("mirrored %d training-curve TSVs to %s (dvc plots show)", len(curves), out / "curves")
-    atomic_write_text(out / "index.html", to_html(params, rows, figs, out, refs, settings, attention.to_html(params, evidence)))
+    page = to_html(params, rows, figs, out, refs, settings, attention.to_html(params, evidence), module_health.to_html(healthy))
+    atomic_write_text(out / "index.html", page)
     log.info("wrote %s (%d figures)", out / "index.html", sum(f["path"] is not None for f in figs))
     result["figures"], result["attention"] = figs, evidence
     return result

@@ -15,6 +15,7 @@ from finesyn.report.roles import ablations
 from finesyn.report.rows import (
     MODULE_EFFECT_HEADERS,
     MODULE_EFFECT_INTRO,
+    TOP1,
     Row,
     _cells,
     _delta_top1,
@@ -23,6 +24,7 @@ from finesyn.report.rows import (
     budget_verdict,
     chance_level,
     columns,
+    effect_verdict,
     module_effect_cells,
     module_effects,
 )
@@ -112,12 +114,14 @@ def to_html(
     refs: list[dict] | None = None,
     settings: dict | None = None,
     evidence: list[str] = (),
+    health: list[str] = (),
 ) -> str:
-    """`evidence`: the HTML of report.attention, placed after Fig. 3 (whose question it answers on every test image)."""
+    """`evidence`: the HTML of report.attention, placed after Fig. 3 (whose question it answers on every test image);
+    `health`: report.health's, after Fig. 4's pairs."""
     effects = module_effects(params, rows)
     h = _head(params, rows, refs, bool(effects)) + _results(params, rows) + _module_effect(effects) + _ablations(params, rows)
     h += _references(refs, rows, params)
-    h += _figures(figs, out, {"fig3": list(evidence)}) + _provenance(rows, out, settings) + ["</body></html>"]
+    h += _figures(figs, out, {"fig3": list(evidence), "fig4": list(health)}) + _provenance(rows, out, settings) + ["</body></html>"]
     return "\n".join(h) + "\n"
 
 
@@ -170,7 +174,9 @@ def _module_effect(effects: list[dict]) -> list[str]:
     """The paired module − baseline differences (`module_effects`; the same table as results.md)."""
     if not effects:
         return []
-    h = ['<h2 id="module-effect">The module\'s effect</h2>', f"<p>{_e(MODULE_EFFECT_INTRO)}</p>"]
+    h = ['<h2 id="module-effect">The module\'s effect</h2>']
+    h += [f"<p><strong>Verdict:</strong> {_e(effect_verdict(e))}</p>" for e in effects if e["metric"] == TOP1]
+    h.append(f"<p>{_e(MODULE_EFFECT_INTRO)}</p>")
     h.append("<table><tr>" + "".join(f"<th>{_e(c)}</th>" for c in MODULE_EFFECT_HEADERS) + "</tr>")
     h += ["<tr>" + "".join(f"<td>{_e(c)}</td>" for c in module_effect_cells(e)) + "</tr>" for e in effects]
     return h + ["</table>"]

@@ -34,6 +34,7 @@ class Row(TypedDict, total=False):
     sources: list[Source]
     seeds: list[int]
     n_test: int | None
+    hits: list[dict | None]  # per seed: probe.meta.json's per-image top-1 hits (eval/paired.py), None where it has none
 
 
 COLUMNS = [  # (header, metrics file, key path)
@@ -69,11 +70,12 @@ def collect(params: Params, metrics_root: Path) -> list[Row]:
     rows = []
     for dataset in params.grid.datasets:
         for experiment in params.grid.experiments:
-            row = Row(dataset=dataset, experiment=experiment, values={}, sources=[], seeds=[])
+            row = Row(dataset=dataset, experiment=experiment, values={}, sources=[], seeds=[], hits=[])
             for seed in params.grid.seeds:
                 numbers, records, read = _read_cell(RunPaths(dataset, experiment, seed), metrics_root)
                 row["seeds"].append(seed)
                 row["n_test"] = records[PROBE].get("n_test")
+                row["hits"].append(records[PROBE].get("test_hits"))
                 for header, name, path in columns(params):
                     v = value_at(numbers[name], path)
                     if v is not None:
@@ -230,7 +232,8 @@ def paired_difference(a: list[float], b: list[float]) -> dict:
 
 
 def module_effects(params: Params, rows: list[Row]) -> list[dict]:
-    """For every (baseline, baseline + module) pair and headline metric: the paired difference over seeds."""
+    """For every (baseline, baseline + module) pair and headline metric: the paired difference over seeds;
+    with one seed, linear top-1's over the test images (`per_image_difference`)."""
     index = _row_index(rows)
     out = []
     for dataset in params.grid.datasets:
@@ -240,21 +243,54 @@ def module_effects(params: Params, rows: list[Row]) -> list[dict]:
                 continue
             headline = [TOP1] + [f"kNN-{k}" for k in params.retrieve.knn_ks]
             for metric in [h for h in headline if h in rb["values"] and h in rs["values"]]:
-                out.append(
-                    {
-                        "dataset": dataset,
-                        "baseline": base,
-                        "module": synth,
-                        "metric": metric,
-                        **paired_difference(rs["values"][metric], rb["values"][metric]),
-                    }
-                )
+                effect = paired_difference(rs["values"][metric], rb["values"][metric])
+                if metric == TOP1 and effect["n"] == 1:
+                    effect = per_image_difference(rs, rb) or effect
+                out.append({"dataset": dataset, "baseline": base, "module": synth, "metric": metric, **effect})
     return out
+
+
+def per_image_difference(a: Row, b: Row) -> dict | None:
+    """Linear top-1 of `a` minus `b` on the first seed's test images, paired per image (eval/paired.py);
+    None where either probe record has no hits or they were scored on other test images."""
+    from finesyn.eval.paired import paired_accuracy_difference, unpack_hits
+
+    ha, hb = a.get("hits", [None])[0], b.get("hits", [None])[0]
+    if not ha or not hb or ha.get("ids_digest") != hb.get("ids_digest") or ha["n"] != hb["n"]:
+        return None
+    d = paired_accuracy_difference(unpack_hits(ha), unpack_hits(hb))
+    return {"n": 1, "mean": d["mean"], "half_width": d["half_width"], "over": "images", **{k: d[k] for k in ("n_images", "mcnemar_p")}}
+
+
+def effect_verdict(e: dict) -> str:
+    """The decision rules of docs/studies: an effect only where the 95 % interval lies above (below) 0; no
+    effect of 1 point or more only where it lies inside (−1, +1); otherwise undecided."""
+    what = f"{e['module']} − {e['baseline']} on {e['dataset']}, {e['metric']}: {_fmt_effect(e)}"
+    if e["half_width"] is None:
+        return f"{what}: one seed and no per-image hits, so no interval and no verdict."
+    lo, hi = e["mean"] - e["half_width"], e["mean"] + e["half_width"]
+    one_seed = e.get("over") == "images"
+    if lo > 0:
+        verdict = f"{'on this seed ' if one_seed else ''}the module helps (the interval lies above 0)"
+    elif hi < 0:
+        verdict = f"{'on this seed ' if one_seed else ''}the module hurts (the interval lies below 0)"
+    elif -1 < lo and hi < 1:
+        verdict = "no effect of 1 point or more (the interval lies inside ±1)"
+    else:
+        verdict = "undecided (the interval includes 0 and effects of 1 point or more)"
+    scope = (
+        "the test images' sampling only, one training seed: whether it holds over seeds is the module study's question"
+        if one_seed
+        else f"over {e['n']} training seeds"
+    )
+    return f"{what} ({scope}): {verdict}."
 
 
 MODULE_EFFECT_INTRO = (
     "Baseline + module − baseline, per seed, then the mean and its two-sided 95 % Student-t interval over the seeds "
-    "(paired: the same seed's data order and initialisation on both sides)."
+    "(paired: the same seed's initialisation, data order and augmented views on both sides). With one seed, linear top-1 "
+    "is paired per test image instead: the mean of the per-image differences (−1, 0, +1) with its 95 % normal interval "
+    "and McNemar's exact p; that interval covers the test set's sampling, not another training seed's."
 )
 MODULE_EFFECT_HEADERS = ("dataset", "module − baseline", "metric", "seeds", "Δ mean ± 95 % half-width [interval]")
 
@@ -267,7 +303,10 @@ def module_effect_cells(e: dict) -> list[str]:
 def _fmt_effect(e: dict) -> str:
     if e["half_width"] is None:
         return f"{e['mean']:+.2f} (1 seed: no interval)"
-    return f"{e['mean']:+.2f} ± {e['half_width']:.2f} [{e['mean'] - e['half_width']:+.2f}, {e['mean'] + e['half_width']:+.2f}]"
+    interval = f"{e['mean']:+.2f} ± {e['half_width']:.2f} [{e['mean'] - e['half_width']:+.2f}, {e['mean'] + e['half_width']:+.2f}]"
+    if e.get("over") == "images":
+        return f"{interval} over {e['n_images']} test images, McNemar p {e['mcnemar_p']:.2g}"
+    return interval
 
 
 def results_summary(params: Params, rows: list[Row]) -> dict:

@@ -13,6 +13,7 @@ from finesyn.report.rows import (
     MODULE_EFFECT_HEADERS,
     MODULE_EFFECT_INTRO,
     NOT_PROPORTIONS,
+    TOP1,
     Row,
     _cells,
     _delta_top1,
@@ -23,6 +24,7 @@ from finesyn.report.rows import (
     budget_check,
     chance_level,
     columns,
+    effect_verdict,
     module_effect_cells,
     module_effects,
     start_row_of,
@@ -57,6 +59,8 @@ def to_markdown(params: Params, rows: list[Row], refs: list[dict] | None = None)
     if effects:
         out += [
             "## The module's effect",
+            "",
+            *[f"**Verdict:** {effect_verdict(e)}" for e in effects if e["metric"] == TOP1],
             "",
             MODULE_EFFECT_INTRO,
             "",

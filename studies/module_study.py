@@ -1,0 +1,145 @@
+"""The pre-registered module study (protocol: studies/module_study_protocol.md, committed before any row).
+
+Each run trains one arm on one seed exactly as the pipeline's default does (params.yaml's `pretrain`
+and `datasets.synthetic`, the same 90 % of the train split the pretrain stage trains on), then scores
+the encoder with the pipeline's own evaluation on all 10,000 test images: the lbfgs linear probe
+(with its per-image hits, for paired tests), test_loo retrieval (Rank-1, mAP) and kNN-20; a module arm
+also records its health (synth/health.py). One JSON row per run is appended to
+studies/module_study.jsonl with the arm's settings, seed, code version, threads and machine.
+
+    python -m studies.module_study --arms baseline_t01,module_t01,random_t01 --seeds 100 101 --shard 0/2
+    python -m studies.module_study --analyse          # the protocol's contrasts over the rows
+
+Arms run in seed-major order (every arm of a seed before the next seed), so an interrupted study
+leaves complete paired sets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS = ROOT / "studies" / "module_study.jsonl"
+
+# arm -> (module on, pretrain overrides merged onto params.yaml's pretrain section)
+ARMS: dict[str, tuple[bool, dict]] = {
+    "baseline_t01": (False, {}),
+    "module_t01": (True, {}),
+    "random_t01": (True, {"synth": {"criteria": ["random"], "k_random": 0.42}}),
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def settings(arm: str) -> tuple[bool, dict, dict]:
+    """(module on, pretrain settings, dataset settings) of an arm on today's params.yaml."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    synth, over = ARMS[arm]
+    quiet = {"checkpoint_every_steps": 10**9, "log_every_steps": 10**9, "monitor_every_steps": 0, "threads": 1}
+    return synth, _merge(params["pretrain"], {**over, **quiet}), params["datasets"]["synthetic"]
+
+
+def prepared(data: dict, root: Path):
+    """The default dataset as the prepare stage writes it (one cache per process)."""
+    from finesyn.config import DatasetConfig
+    from finesyn.data.cache import open_cache
+    from finesyn.data.prepare import prepare_dataset
+
+    out = root / "prepared"
+    if not (out / "meta.json").is_file():
+        prepare_dataset("synthetic", DatasetConfig(**data), out)
+    return open_cache(out)
+
+
+def run(arm: str, seed: int, tmp: Path) -> dict:
+    from finesyn.config import PretrainConfig
+    from finesyn.eval.features import extract_features
+    from finesyn.eval.knn import knn_accuracy
+    from finesyn.eval.monitor import carve_validation
+    from finesyn.eval.paired import ids_digest
+    from finesyn.eval.probe import lbfgs_probe
+    from finesyn.eval.retrieval import retrieval_metrics
+    from finesyn.provenance import code_version, cpuinfo
+    from finesyn.synth.health import end_of_run_health
+    from finesyn.train import RunSpec, pretrain
+
+    synth, pre, data = settings(arm)
+    cfg = PretrainConfig(**pre)
+    ds = prepared(data, tmp)
+    crop, k = data["crop_size"], len(ds.classes)
+    train, test = ds.indices("train"), ds.indices("test")
+    fit, _ = carve_validation(train, ds.labels, cfg.monitor_val_fraction, data.get("split_seed", 0))
+    t0 = time.perf_counter()
+    spec = RunSpec("mocov2", synth, cfg, crop, seed, f"study-{arm}-{seed}", tmp / f"{arm}-{seed}")
+    result = pretrain(ds.images, spec, fit, labels=ds.labels)
+    train_s = time.perf_counter() - t0
+    ftr, fte = (extract_features(result.backbone, ds.images, idx, crop) for idx in (train, test))
+    ytr, yte = ds.labels[train], ds.labels[test]
+    probe = lbfgs_probe(ftr, ytr, fte, yte, num_classes=k, seed=seed)
+    ret = retrieval_metrics(fte, yte, ks=(1,))
+    knn = knn_accuracy(ftr, ytr, fte, yte, ks=(20,))
+    row = {
+        "arm": arm,
+        "seed": seed,
+        "linear_top1": probe["top1"],
+        "mAP": ret["mAP"],
+        "rank1": ret["rank1"],
+        "knn20_top1": knn["top1_k20"],
+        "test_hits": {**probe["test_hits"], "ids_digest": ids_digest(np.asarray(ds.ids)[test])},
+        "n_test": int(len(test)),
+        "steps": result.steps,
+        "train_s": round(train_s, 1),
+        "module": synth,
+        "overrides": ARMS[arm][1],
+        "code_version": os.environ.get("FINESYN_CODE_VERSION") or code_version(),
+        "threads": torch.get_num_threads(),
+        "machine": cpuinfo().get("cpu_model"),
+    }
+    if synth:
+        row["health"] = end_of_run_health(result, ds.images, ds.labels, train, test, cfg, crop, k)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m studies.module_study", description=__doc__.split("\n")[0])
+    ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(range(100, 116)))
+    ap.add_argument("--shard", default="0/1", help="i/n: every n-th (seed, arm) pair from the i-th (parallel processes)")
+    ap.add_argument("--out", type=Path, default=ROWS)
+    ap.add_argument("--analyse", action="store_true", help="print the protocol's contrasts over the rows in --out")
+    a = ap.parse_args(argv)
+    if a.analyse:
+        from studies.module_study_analysis import analyse
+
+        print(analyse(a.out))
+        return 0
+    torch.set_num_threads(1)
+    i, n = (int(x) for x in a.shard.split("/"))
+    done = {(r["arm"], r["seed"]) for r in map(json.loads, a.out.read_text().splitlines())} if a.out.is_file() else set()
+    jobs = [(arm, seed) for seed in a.seeds for arm in a.arms.split(",") if (arm, seed) not in done][i::n]
+    with tempfile.TemporaryDirectory(prefix="finesyn-module-study-") as tmp:
+        for arm, seed in jobs:
+            row = run(arm, seed, Path(tmp))
+            with a.out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(json.dumps({k: row[k] for k in ("arm", "seed", "linear_top1", "mAP", "knn20_top1", "train_s")}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

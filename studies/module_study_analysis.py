@@ -1,0 +1,92 @@
+"""The module study's pre-registered analysis (studies/module_study_protocol.md): paired contrasts over the
+seeds every arm of the contrast completed, Bonferroni-corrected Student-t intervals for the primary family,
+and the decision each rule gives. Secondary metrics are reported with uncorrected 95 % intervals."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+CONTRASTS = [  # (name, arm a, arm b): a − b
+    ("module − baseline", "module_t01", "baseline_t01"),
+    ("module − random dims", "module_t01", "random_t01"),
+    ("random dims − baseline", "random_t01", "baseline_t01"),
+]
+PRIMARY = ["linear_top1", "mAP"]  # the corrected family: every contrast on each
+SECONDARY = ["knn20_top1", "rank1"]
+FAMILY_ALPHA = 0.05
+
+
+def rows_by_arm(path: Path) -> dict[str, dict[int, dict]]:
+    out: dict[str, dict[int, dict]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            out.setdefault(r["arm"], {})[r["seed"]] = r  # a repeated (arm, seed): the last row
+    return out
+
+
+def paired(a: dict[int, dict], b: dict[int, dict], metric: str, level: float) -> dict:
+    """Mean of a − b over the seeds both have, its two-sided Student-t interval at `level`."""
+    from scipy import stats
+
+    seeds = sorted(set(a) & set(b))
+    d = [a[s][metric] - b[s][metric] for s in seeds]
+    if len(d) < 2:
+        return {"n": len(d), "mean": statistics.mean(d) if d else math.nan, "lo": math.nan, "hi": math.nan, "sd": math.nan}
+    half = float(stats.t.ppf(0.5 + level / 2, len(d) - 1)) * statistics.stdev(d) / math.sqrt(len(d))
+    m = statistics.mean(d)
+    return {"n": len(d), "mean": m, "lo": m - half, "hi": m + half, "sd": statistics.stdev(d)}
+
+
+def decision(e: dict, min_seeds: int = 16) -> str:
+    """The protocol's rules, applied to a corrected interval."""
+    if e["n"] < min_seeds:
+        return f"no decision: {e['n']} of {min_seeds} seeds"
+    if e["lo"] > 0:
+        return "effect: a > b"
+    if e["hi"] < 0:
+        return "effect: a < b"
+    if -1 < e["lo"] and e["hi"] < 1:
+        return "no effect of 1 point or more"
+    return "undecided"
+
+
+def analyse(path: Path) -> str:
+    arms = rows_by_arm(path)
+    m = len(CONTRASTS) * len(PRIMARY)
+    level = 1 - FAMILY_ALPHA / m
+    lines = [
+        f"Rows: {path} ({', '.join(f'{a}: {len(s)} seeds' for a, s in sorted(arms.items()))}).",
+        "",
+        f"Primary family ({m} tests, Bonferroni: each interval at {100 * level:.2f} %):",
+        "",
+        "| contrast | metric | seeds | mean | corrected interval | sd of per-seed differences | decision |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, a, b in CONTRASTS:
+        for metric in PRIMARY:
+            e = paired(arms.get(a, {}), arms.get(b, {}), metric, level)
+            lines.append(
+                f"| {name} | {metric} | {e['n']} | {e['mean']:+.2f} | [{e['lo']:+.2f}, {e['hi']:+.2f}] | {e['sd']:.2f} | {decision(e)} |"
+            )
+    lines += [
+        "",
+        "Secondary (uncorrected 95 %, no decision rule):",
+        "",
+        "| contrast | metric | seeds | mean | 95 % interval |",
+        "|---|---|---|---|---|",
+    ]
+    for name, a, b in CONTRASTS:
+        for metric in SECONDARY:
+            e = paired(arms.get(a, {}), arms.get(b, {}), metric, 0.95)
+            lines.append(f"| {name} | {metric} | {e['n']} | {e['mean']:+.2f} | [{e['lo']:+.2f}, {e['hi']:+.2f}] |")
+    means = [
+        f"| {arm} | {len(s)} | {statistics.mean(r['linear_top1'] for r in s.values()):.2f} | {statistics.mean(r['mAP'] for r in s.values()):.2f} | "
+        f"{statistics.mean(r['knn20_top1'] for r in s.values()):.2f} |"
+        for arm, s in sorted(arms.items())
+    ]
+    lines += ["", "| arm | seeds | linear top-1 | mAP | kNN-20 |", "|---|---|---|---|---|", *means]
+    return "\n".join(lines)
