@@ -312,7 +312,7 @@ def test_the_stage_writes_the_tables_and_make_repro_prints_them_once(tmp_path, t
     assert (tmp_path / "out" / "results.md").is_file() and capsys.readouterr().out == ""
     print_table(params, collect(params, tree / "metrics"))
     out = capsys.readouterr().out
-    assert out.count("random_init") == 1
+    assert sum(line.lstrip("│ ").startswith("random_init ") for line in out.splitlines()) == 1  # one table row
     assert f"({len(SEEDS)} seeds, paired)" in out  # the module's effect under it
     one = raw_params()
     one["grid"]["seeds"] = SEEDS[:1]
@@ -754,3 +754,19 @@ def test_direct_labels_keep_apart_inside_the_panel():
     top = sorted(heights[1:4])
     assert top[-1] == pytest.approx(1.0) and all(b - a >= 0.07 - 1e-9 for a, b in zip(top, top[1:]))
     assert min(top) - 0.5 >= 0.07 - 1e-9
+
+
+def test_retrieval_check_names_an_ssl_row_that_does_not_beat_its_start_on_retrieval():
+    from finesyn.report.rows import retrieval_check
+
+    def row(e, rank1, map_, knn):
+        return {"dataset": D, "experiment": e, "values": {"linear top-1": [20.0], "Rank-1": [rank1], "mAP": [map_], "kNN-20": [knn]},
+                "n_test": 1000, "seeds": [0], "sources": []}  # fmt: skip
+
+    params = _budget_params()
+    worse = [row("random_init", 12.66, 10.10, 10.41), row("supervised", 55.0, 31.0, 52.0), row("mocov2", 12.19, 10.15, 11.60)]
+    msg = retrieval_check(params, worse, D)
+    assert msg.startswith("Retrieval check: `mocov2` is not above `random_init` on Rank-1 12.19 vs 12.66")
+    assert "mAP" not in msg.split(".")[0] and "supervised" not in msg  # mAP is above; the labelled row is a reference
+    better = [row("random_init", 12.66, 10.10, 10.41), row("mocov2", 13.0, 10.2, 11.6)]
+    assert retrieval_check(params, better, D) is None

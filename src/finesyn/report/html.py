@@ -27,6 +27,7 @@ from finesyn.report.rows import (
     effect_verdict,
     module_effect_cells,
     module_effects,
+    retrieval_check,
 )
 
 CSS = """
@@ -161,6 +162,11 @@ def _results(params: Params, rows: list[Row]) -> list[str]:
         verdict = budget_verdict(params, rows, dataset)
         if verdict:
             h.append(budget_box(*verdict))
+        retrieval = retrieval_check(params, rows, dataset)
+        if retrieval:
+            h.append(
+                f'<div class="check warn" role="note"><strong>Retrieval check</strong>{_md_code(retrieval.removeprefix("Retrieval check:"))}</div>'
+            )
     return h
 
 

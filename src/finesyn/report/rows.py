@@ -197,6 +197,32 @@ def _cells(row: Row, headers: list[str]) -> list[str]:
     return [_cell(row, h) if h in row["values"] else "–" for h in headers]
 
 
+RETRIEVAL_CHECK = ("Rank-1", "mAP", "kNN-20")  # what invariance to non-discriminative content should improve
+
+
+def retrieval_check(params: Params, rows: list[Row], dataset: str) -> str | None:
+    """One sentence on each SSL row's retrieval and kNN against the untrained encoder it started from: linear
+    top-1 alone can rise while the features get worse for retrieval (SSL that learned the nuisance). None
+    when no SSL row has a start row in the grid."""
+    index, notes = _row_index(rows), []
+    for row in rows:
+        start = start_row_of(params, row["experiment"])
+        if row["dataset"] != dataset or start is None or params.experiments[row["experiment"]].method in REFERENCE_METHODS:
+            continue
+        ref = index.get((dataset, start))
+        metrics = [m for m in RETRIEVAL_CHECK if ref is not None and m in row["values"] and m in ref["values"]]
+        below = [m for m in metrics if statistics.mean(row["values"][m]) <= statistics.mean(ref["values"][m])]
+        if below:
+            diffs = ", ".join(f"{m} {statistics.mean(row['values'][m]):.2f} vs {statistics.mean(ref['values'][m]):.2f}" for m in below)
+            notes.append(f"`{row['experiment']}` is not above `{start}` on {diffs}")
+    if not notes:
+        return None
+    return (
+        "Retrieval check: " + "; ".join(notes) + ". Where an SSL row does not beat its untrained start on retrieval or kNN, "
+        "its training has not made the features better at finding images of the same class, whatever its linear top-1."
+    )
+
+
 def _delta_top1(row: dict, ref_row: dict | None) -> str:
     if ref_row is None or TOP1 not in row["values"] or TOP1 not in ref_row["values"]:
         return "–"

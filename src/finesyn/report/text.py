@@ -27,6 +27,7 @@ from finesyn.report.rows import (
     effect_verdict,
     module_effect_cells,
     module_effects,
+    retrieval_check,
     start_row_of,
 )
 
@@ -55,6 +56,9 @@ def to_markdown(params: Params, rows: list[Row], refs: list[dict] | None = None)
         check = budget_check(params, rows, dataset)
         if check:
             out += ["> **" + check.replace(": ", ":** ", 1), ""]  # a block quote: the verdict stands out from the prose
+        retrieval = retrieval_check(params, rows, dataset)
+        if retrieval:
+            out += ["> **" + retrieval.replace(": ", ":** ", 1), ""]
     effects = module_effects(params, rows)
     if effects:
         out += [
@@ -161,9 +165,9 @@ def print_table(params: Params, rows: list[Row]) -> None:
         console = Console()
         need = t.__rich_measure__(console, console.options.update(max_width=10_000)).maximum
         Console(width=max(console.width, need)).print(t)  # wider than the terminal beats truncated numbers
-        check = budget_check(params, rows, dataset)
-        if check:
-            console.print(check, markup=False, highlight=False, soft_wrap=True)  # a file gets whole lines
+        for check in (budget_check(params, rows, dataset), retrieval_check(params, rows, dataset)):
+            if check:
+                console.print(check, markup=False, highlight=False, soft_wrap=True)  # a file gets whole lines
         for e in module_effects(params, rows):
             if e["dataset"] == dataset:
                 console.print(
