@@ -41,6 +41,15 @@ def paired(a: dict[int, dict], b: dict[int, dict], metric: str, level: float) ->
     return {"n": len(d), "mean": m, "lo": m - half, "hi": m + half, "sd": statistics.stdev(d)}
 
 
+def per_image(ra: dict, rb: dict) -> dict:
+    """Linear top-1 of run a minus run b of one seed, paired over the test images (finesyn.eval.paired)."""
+    from finesyn.eval.paired import paired_accuracy_difference, unpack_hits
+
+    if ra["test_hits"]["ids_digest"] != rb["test_hits"]["ids_digest"]:
+        raise ValueError(f"{ra['arm']} and {rb['arm']} of seed {ra['seed']} were scored on other test images")
+    return paired_accuracy_difference(unpack_hits(ra["test_hits"]), unpack_hits(rb["test_hits"]))
+
+
 def decision(e: dict, min_seeds: int = 16) -> str:
     """The protocol's rules, applied to a corrected interval."""
     if e["n"] < min_seeds:
@@ -83,6 +92,14 @@ def analyse(path: Path) -> str:
         for metric in SECONDARY:
             e = paired(arms.get(a, {}), arms.get(b, {}), metric, 0.95)
             lines.append(f"| {name} | {metric} | {e['n']} | {e['mean']:+.2f} | [{e['lo']:+.2f}, {e['hi']:+.2f}] |")
+    lines += ["", "Per seed, linear top-1 paired per test image (the test set's share of the spread; 95 % normal interval):", ""]
+    lines += ["| contrast | seed | a − b | per-image interval | McNemar p |", "|---|---|---|---|---|"]
+    for name, a, b in CONTRASTS:
+        for seed in sorted(set(arms.get(a, {})) & set(arms.get(b, {}))):
+            d = per_image(arms[a][seed], arms[b][seed])
+            lines.append(
+                f"| {name} | {seed} | {d['mean']:+.2f} | [{d['mean'] - d['half_width']:+.2f}, {d['mean'] + d['half_width']:+.2f}] | {d['mcnemar_p']:.2g} |"
+            )
     means = [
         f"| {arm} | {len(s)} | {statistics.mean(r['linear_top1'] for r in s.values()):.2f} | {statistics.mean(r['mAP'] for r in s.values()):.2f} | "
         f"{statistics.mean(r['knn20_top1'] for r in s.values()):.2f} |"
