@@ -26,8 +26,8 @@ INTRO = (
     "the run's linear probe (lbfgs, fit on the real train images) on decoded test images g(h) against the real ones; g(h)'s PSNR "
     "over that of the mean training image (Fig. 4's yardstick); the gradient "
     "norm of ν·L_Cp on the encoder relative to L_C's; and for contrastive methods L_Cp's pull towards the pair's other half against its "
-    "push away from the negatives (tangent gradient norms per query). The same numbers at every monitor point are in live/ "
-    "(health/*, `dvc plots show`)."
+    "push away from the negatives (tangent gradient norms per query). The same numbers at every monitor point are in each run's "
+    "live/plots/metrics/health/*.tsv (not among dvc.yaml's plots)."
 )
 
 
