@@ -120,6 +120,30 @@ def test_other_runs_are_kept_up_to_keep_other_runs_most_recently_used_first(tmp_
     assert sorted(d.name for d in tmp_path.iterdir()) == ["r5"]
 
 
+def test_pruning_sets_aside_foreign_and_unreadable_files_and_keeps_this_runs_checkpoints(tmp_path):
+    """Another run's file and a corrupt one, both named above this run's steps, used to survive pruning
+    by file name while this run's own checkpoints were deleted (a resume then restarted at step 0)."""
+    run_dir = tmp_path / "mine"
+    run_dir.mkdir()
+    torch.save({"run_id": "theirs", "step": 900}, run_dir / "step_00000900.pt")
+    (run_dir / "step_00000950.pt").write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="moved to"):
+        _save(tmp_path, "mine", [1, 2, 3])
+    assert sorted(p.name for p in run_dir.glob("step_*.pt")) == ["step_00000002.pt", "step_00000003.pt"]
+    assert sorted(p.name for p in (run_dir / "set_aside").iterdir()) == ["step_00000900.pt", "step_00000950.pt"]
+    assert torch.load(run_dir / "set_aside" / "step_00000900.pt")["run_id"] == "theirs"  # moved, not rewritten
+    assert load_latest_checkpoint(replace(tiny_spec(tmp_path), run_id="mine"))["step"] == 3
+
+
+def test_a_checkpoint_that_does_not_read_back_is_not_reported_saved(tmp_path, monkeypatch):
+    import finesyn.checkpoints as checkpoints
+
+    write = checkpoints.atomic_write_bytes
+    monkeypatch.setattr(checkpoints, "atomic_write_bytes", lambda path, data: write(path, data[: len(data) // 2]))
+    with pytest.raises(RuntimeError, match="does not read back"):
+        _save(tmp_path, "mine", [1])
+
+
 def test_checkpoints_of_the_flat_layout_resume_their_run_and_count_as_one_other_run(tmp_path):
     """Directories written before per-run subdirectories: the run that wrote them still resumes
     (dvc repro after the upgrade reuses finished runs), whatever other runs' files sort after them."""

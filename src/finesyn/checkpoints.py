@@ -2,7 +2,9 @@
 
 Layout: <ckpt_dir>/<run_id>/step_<step>.pt, ckpt_dir being checkpoints/<dataset>/<experiment>/seed<k>.
 A run prunes and resumes only its own directory, so a settings change never deletes the new run's
-checkpoints, and changing back finds the old run's. Other runs are kept up to
+checkpoints, and changing back finds the old run's. Within it, pruning counts only readable files of this
+run id; anything else named step_*.pt (another run's file copied in, a corrupt file) is moved to
+<run_id>/set_aside/ with a warning, never deleted and never kept in place of this run's. Other runs are kept up to
 pretrain.keep_other_runs (the most recently written or resumed); the oldest are deleted.
 What a checkpoint holds is the loop's train state (finesyn.train: `_Loop.state_dict`).
 """
@@ -38,12 +40,39 @@ def save_checkpoint(spec: RunSpec, state: dict, keep: int) -> Path:
     torch.save({"run_id": spec.run_id, **state}, buf)
     run_dir = run_checkpoint_dir(spec)
     path = atomic_write_bytes(_ckpt_path(run_dir, state["step"]), buf.getvalue())
-    for old in sorted(run_dir.glob("step_*.pt"))[:-keep]:
+    if _run_id_of(path) != spec.run_id:
+        raise RuntimeError(f"checkpoint {path} was written but does not read back as run {spec.run_id!r}: check the disk and rerun")
+    for old in sorted(_own_checkpoints(run_dir, spec.run_id))[:-keep]:
         old.unlink(missing_ok=True)
     for tmp in run_dir.glob(".step_*.tmp"):  # left by a write that was killed (stage locks: no other writer)
         tmp.unlink(missing_ok=True)
     _prune_other_runs(spec.ckpt_dir, run_dir, spec.cfg.keep_other_runs)
     return path
+
+
+def _run_id_of(path: Path) -> str | None:
+    """The run id a checkpoint file holds, None if it does not load (tensors are mapped, not read)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:  # noqa: BLE001 - whatever fails to load is not a checkpoint of this run
+        return None
+    return state.get("run_id") if isinstance(state, dict) else None
+
+
+def _own_checkpoints(run_dir: Path, run_id: str) -> list[Path]:
+    """This run's checkpoint files; every other step_*.pt in its directory is set aside, loudly."""
+    own = []
+    for f in run_dir.glob("step_*.pt"):
+        found = _run_id_of(f)
+        if found == run_id:
+            own.append(f)
+            continue
+        aside = run_dir / "set_aside" / f.name
+        aside.parent.mkdir(exist_ok=True)
+        os.replace(f, aside)
+        why = "is unreadable" if found is None else f"belongs to run {found!r}"
+        warnings.warn(f"{f} {why}, not run {run_id!r}: moved to {aside} so that pruning cannot drop this run's checkpoints for it", stacklevel=3)
+    return own
 
 
 def _other_runs(root: Path, current: Path) -> list[tuple[float, Path, list[Path]]]:

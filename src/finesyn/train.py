@@ -198,7 +198,7 @@ def pretrain(
                 loop.checkpoint()
             if stopping:
                 raise Interrupted(
-                    f"stopped by signal {stop.signum or 'on another rank'} at step {loop.step}/{loop.total}; checkpoint saved in {spec.ckpt_dir}"
+                    f"stopped by signal {stop.signum or 'on another rank'} at step {loop.step}/{loop.total}; checkpoint saved in {run_checkpoint_dir(spec)}"
                 )
     return loop.result()
 
