@@ -13,8 +13,9 @@ import pytest
 import torch
 from train_runner import final_state, nan_loss_at_step, tiny_images, tiny_spec
 
+from finesyn.finite import nonfinite_tensors
 from finesyn.run_identity import run_settings
-from finesyn.train import NonFiniteLossError, load_latest_checkpoint, pretrain, run_checkpoint_dir, save_checkpoint
+from finesyn.train import NonFiniteLossError, NonFiniteWeightsError, load_latest_checkpoint, pretrain, run_checkpoint_dir, save_checkpoint
 
 RUNNER = Path(__file__).with_name("train_runner.py")
 
@@ -161,6 +162,33 @@ def test_nonfinite_loss_names_term_and_step_and_keeps_checkpoint(tmp_path):
         pretrain(tiny_images(), spec)
     newest = sorted(run_checkpoint_dir(spec).glob("step_*.pt"))[-1]
     assert torch.load(newest, weights_only=False)["step"] == 3  # the last good state, intact
+
+
+def test_weights_gone_inf_with_a_finite_loss_stop_the_run_and_no_checkpoint_keeps_them(tmp_path, monkeypatch):
+    """Too high an lr overflows BN's running statistics while the loss (batch statistics) stays finite:
+    the run used to finish, and its checkpoints and encoder held inf."""
+    from finesyn.objective import Objective
+
+    real, calls = Objective.forward, [0]
+
+    def forward(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        calls[0] += 1
+        if calls[0] == 4:  # during step 3 (0-based): the statistics overflow, L stays finite
+            next(b for n, b in self.method.named_buffers() if n.endswith("running_var")).data.fill_(float("inf"))
+        return out
+
+    monkeypatch.setattr(Objective, "forward", forward)
+    spec = tiny_spec(tmp_path)
+    with pytest.raises(NonFiniteWeightsError, match=r"method\.\S*running_var hold inf/NaN at step 4 .*Lower pretrain\.lr"):
+        pretrain(tiny_images(), spec)
+    newest = sorted(run_checkpoint_dir(spec).glob("step_*.pt"))[-1]
+    state = torch.load(newest, weights_only=False)
+    assert state["step"] == 3 and not nonfinite_tensors(state["method"])  # the last good checkpoint is a good one
+    poisoned = {**state, "step": 9, "method": {**state["method"], "x": torch.tensor(float("nan"))}}
+    torch.save(poisoned, run_checkpoint_dir(spec) / "step_00000009.pt")  # as written before this check
+    with pytest.warns(UserWarning, match=r"step_00000009\.pt holds inf/NaN in method\.x: skipped"):
+        assert load_latest_checkpoint(spec)["step"] == 3
 
 
 def test_run_identity_ignores_settings_a_baseline_does_not_use(repo_root):

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from finesyn import distributed
+from finesyn.finite import named, nonfinite_tensors
 from finesyn.io import atomic_write_bytes
 from finesyn.run_identity import RunSpec
 
@@ -71,7 +72,9 @@ def _own_checkpoints(run_dir: Path, run_id: str) -> list[Path]:
         aside.parent.mkdir(exist_ok=True)
         os.replace(f, aside)
         why = "is unreadable" if found is None else f"belongs to run {found!r}"
-        warnings.warn(f"{f} {why}, not run {run_id!r}: moved to {aside} so that pruning cannot drop this run's checkpoints for it", stacklevel=3)
+        warnings.warn(
+            f"{f} {why}, not run {run_id!r}: moved to {aside} so that pruning cannot drop this run's checkpoints for it", stacklevel=3
+        )
     return own
 
 
@@ -115,6 +118,10 @@ def load_latest_checkpoint(spec: RunSpec) -> dict | None:
         if state.get("run_id") != spec.run_id:
             if path.parent == run_dir:
                 warnings.warn(f"checkpoint {path} belongs to run {state.get('run_id')!r}, not {spec.run_id!r}: skipped", stacklevel=2)
+            continue
+        bad = nonfinite_tensors({k: state.get(k) or {} for k in ("method", "synth")})
+        if bad:  # written before checkpoints were checked: resuming would continue a diverged run
+            warnings.warn(f"checkpoint {path} holds inf/NaN in {named(bad)}: skipped", stacklevel=2)
             continue
         with contextlib.suppress(OSError):
             os.utime(path)

@@ -28,6 +28,7 @@ from finesyn.checkpoints import load_latest_checkpoint, restore_generators, run_
 from finesyn.data.augment import ssl_view
 from finesyn.device import amp_dtype, autocast, host_to_device, set_threads
 from finesyn.errors import UserError
+from finesyn.finite import named, nonfinite_tensors
 from finesyn.methods import SSLMethod, build_method
 from finesyn.models.backbone import Backbone, load_init
 from finesyn.objective import Objective, StepLosses
@@ -42,6 +43,10 @@ PAIR_ROWS = 8  # generated pairs kept for pairs.png (the first rows of the last 
 
 class NonFiniteLossError(UserError, RuntimeError):
     pass
+
+
+class NonFiniteWeightsError(NonFiniteLossError):
+    """Weights or BN statistics hold inf/NaN while the loss is still finite: the run diverged."""
 
 
 class Interrupted(UserError, RuntimeError):
@@ -404,6 +409,17 @@ class _Loop:
             log.info("resumed from step %d of %d (%s)", self.step, self.total, self.spec.ckpt_dir)
 
     def checkpoint(self) -> None:
+        """Save the loop's state; a diverged model is refused, so every kept checkpoint is a good one."""
+        models = {"method": self.method.state_dict(), "synth": self.synth.state_dict() if self.synth is not None else {}}
+        bad = nonfinite_tensors(models)
+        if self.ctx.any(bool(bad)):
+            cfg = self.spec.cfg
+            raise NonFiniteWeightsError(
+                f"the run diverged: {named(bad) or 'another rank'} hold inf/NaN at step {self.step} (epoch "
+                f"{self.step // self.steps_per_epoch}) while the loss is finite; no checkpoint or encoder is written. "
+                f"Lower pretrain.lr (now {cfg.lr}) or raise pretrain.warmup_epochs (now {cfg.warmup_epochs}); "
+                f"the last good checkpoint is kept in {run_checkpoint_dir(self.spec)}"
+            )
         state = self.state_dict()
         if self.ctx.is_main:
             save_checkpoint(self.spec, state, self.spec.cfg.keep_checkpoints)
@@ -438,6 +454,9 @@ def _compile_backbones(method: SSLMethod) -> None:
 def encoder_artifact(result: TrainResult, spec: RunSpec, extra: dict) -> bytes:
     """The final encoder file that extract reads: backbone (+ projector) weights and how to rebuild them."""
     m = result.method
+    bad = nonfinite_tensors({"backbone": result.backbone.state_dict(), "projector": m.projector.state_dict() if m is not None else {}})
+    if bad:
+        raise NonFiniteWeightsError(f"the trained encoder of {spec.run_id} holds inf/NaN in {named(bad)}: not written; lower pretrain.lr")
     state = {
         "arch": result.backbone.arch,
         "stem": result.backbone.stem,
@@ -457,6 +476,6 @@ def encoder_artifact(result: TrainResult, spec: RunSpec, extra: dict) -> bytes:
 
 
 __all__ = [
-    "RunSpec", "TrainResult", "pretrain", "encoder_artifact", "NonFiniteLossError", "Interrupted",
+    "RunSpec", "TrainResult", "pretrain", "encoder_artifact", "NonFiniteLossError", "NonFiniteWeightsError", "Interrupted",
     "load_latest_checkpoint", "run_checkpoint_dir", "save_checkpoint",  # finesyn.checkpoints', here for callers of the loop
 ]  # fmt: skip
