@@ -29,6 +29,11 @@ def main(
 
         for name in p.grid.datasets:
             check_dataset_root(p, name)
+        for init, arch in sorted({(p.pretrain_for(e).init, p.pretrain_for(e).backbone) for e in p.grid.experiments}):
+            if init not in ("random", "imagenet"):  # a file: it must load now, not after an hour of other stages
+                from finesyn.models.backbone import read_init_state
+
+                read_init_state(init, arch)
         resolved = {
             "grid": p.grid.model_dump(mode="json"),
             "runs": {f"{d}/{e}": run_settings(p, d, e) for d in p.grid.datasets for e in p.grid.experiments},

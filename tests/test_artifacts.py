@@ -91,12 +91,14 @@ def test_truncated_artifacts_name_the_file_and_the_rebuild_command(tmp_path):
         load_encoder_state(model)
 
 
-def test_a_diverged_encoder_is_refused_naming_the_tensor(tmp_path):
+def test_a_diverged_encoder_is_refused_by_extraction_naming_the_tensor(tmp_path):
+    from finesyn.eval.features import load_encoder
+
     model = _encoder(tmp_path, "mocov2", "run-A")
     stats = {"bn1.running_var": torch.tensor([1.0, float("inf")]), "conv.weight": torch.ones(2), "bn1.num_batches_tracked": torch.tensor(3)}
     torch.save({"run_id": "run-A", "backbone": stats, "projector": None, "arch": "resnet_small"}, model / "encoder.pt")
     with pytest.raises(ArtifactError, match=r"encoder\.pt: backbone\.bn1\.running_var hold inf/NaN .*lower pretrain\.lr"):
-        load_encoder_state(model)
+        load_encoder(model)
 
 
 def test_rebuild_command_outside_the_layout():

@@ -51,3 +51,11 @@ def test_convnet_narrow_is_the_same_layout_at_half_width(tmp_path):
     torch.save(narrow.net.state_dict(), tmp_path / "narrow.pth")
     with pytest.raises(ValueError, match="does not fit convnet"):  # a narrow init in the wide net names the mismatch
         load_init(Backbone("convnet"), str(tmp_path / "narrow.pth"))
+
+
+def test_a_missing_init_file_suggests_only_what_exists(tmp_path):
+    with pytest.raises(FileNotFoundError, match="convnet has no published ImageNet weights") as e:
+        load_init(Backbone("convnet"), str(tmp_path / "missing.pth"))
+    assert "torchvision.models.convnet" not in str(e.value)
+    with pytest.raises(FileNotFoundError, match=r"torchvision\.models\.resnet18\(weights="):
+        load_init(Backbone("resnet18"), str(tmp_path / "missing.pth"))

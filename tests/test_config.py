@@ -188,3 +188,51 @@ def test_batch_larger_than_the_generated_train_split_is_rejected_before_any_work
 def test_batch_override_is_named_when_it_is_the_one_too_large(raw):
     raw["experiments"]["mocov2"]["overrides"] = {"batch_size": 4000}
     assert "experiments.mocov2.overrides.batch_size: 4000 exceeds" in error_of(raw)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("probe.l2_grid", [], "at least 1 item"),
+        ("probe.l2_grid", [float("nan")], "finite number"),
+        ("probe.l2_grid", [-1e-3], "greater than or equal to 0"),
+        ("retrieve.ks", [0, 5], "greater than 0"),
+        ("retrieve.knn_ks", [], "at least 1 item"),
+        ("pretrain.augment.crop_ratio", [-1.0, 2.0], "0 < low <= high"),
+        ("pretrain.augment.color_jitter", [-0.4, 0.4, 0.4, 0.1], "brightness, contrast, saturation >= 0"),
+        ("pretrain.augment.color_jitter", [0.4, 0.4, 0.4, 0.7], "0 <= hue <= 0.5"),
+        ("datasets.synthetic.object_scale", [0.3, -0.2], "0 < low <= high"),
+        ("pretrain.lr", float("inf"), "finite number"),
+    ],
+)
+def test_values_that_used_to_validate_and_fail_inside_a_stage_are_refused_naming_the_key(raw, path, value, expected):
+    *parents, key = path.split(".")
+    node = raw
+    for p in parents:
+        node = node[p]
+    node[key] = value
+    msg = error_of(raw)
+    assert path in msg and expected in msg
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint at all", b"pickle"])
+def test_validate_refuses_an_init_file_that_is_not_a_state_dict(repo_root, tmp_path, raw, content):
+    import torch
+
+    init = tmp_path / "init.pth"
+    if content == b"pickle":
+        torch.save([1, 2, 3], init)  # loads, but is no state_dict
+    else:
+        init.write_bytes(content)
+    raw["pretrain"]["init"] = str(init)
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "r.json"
+    r = subprocess.run(
+        [sys.executable, str(repo_root / "stages" / "validate.py"), "--params", str(bad), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=repo_root,
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"pretrain.init: {init}" in " ".join(r.stderr.split()) and not out.exists()

@@ -325,3 +325,12 @@ def test_every_stage_locks_its_outputs(repo_root):
     assert stages
     missing = [s.name for s in stages if "output_lock(" not in s.read_text()]
     assert not missing, f"stages without output_lock: {missing}"
+
+
+def test_json_with_nan_is_refused_naming_the_key_and_the_old_file_stays(tmp_path):
+    """`"l2": NaN` is not JSON; json.dumps writes it unless told not to."""
+    dest = tmp_path / "probe.meta.json"
+    atomic_write_json(dest, {"l2": 1e-4})
+    with pytest.raises(ValueError, match=r"probe\.meta\.json: not written: selection\.grid\.1 = nan"):
+        atomic_write_json(dest, {"selection": {"grid": [1e-4, float("nan")]}})
+    assert dest.read_text() == '{\n  "l2": 0.0001\n}\n' and [p.name for p in tmp_path.iterdir()] == [dest.name]

@@ -47,8 +47,6 @@ def load_encoder_state(model_dir: Path) -> dict[str, Any]:
     """The dict pretrain saved as ``<model_dir>/encoder.pt`` (weights, architecture, run id)."""
     import torch
 
-    from finesyn.finite import named, nonfinite_tensors
-
     path = Path(model_dir) / "encoder.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no encoder (run the pretrain stage first)")
@@ -58,12 +56,6 @@ def load_encoder_state(model_dir: Path) -> dict[str, Any]:
         raise ArtifactError(f"{path}: unreadable encoder ({type(e).__name__}: {e}); {rebuild_command(path)}") from e
     if not isinstance(state, dict) or "run_id" not in state or "backbone" not in state:
         raise ArtifactError(f"{path}: not an encoder written by the pretrain stage; {rebuild_command(path)}")
-    bad = nonfinite_tensors({k: state.get(k) or {} for k in ("backbone", "projector")})
-    if bad:
-        raise ArtifactError(
-            f"{path}: {named(bad)} hold inf/NaN (a diverged run): no features are extracted from it; "
-            f"rerun pretrain with a lower pretrain.lr or more pretrain.warmup_epochs"
-        )
     return state
 
 

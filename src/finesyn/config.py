@@ -12,10 +12,21 @@ import copy
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveInt,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from finesyn.errors import UserError
 
@@ -27,7 +38,18 @@ class ParamsError(UserError, ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # no NaN or inf anywhere: `.nan` in a grid or a rate validates as a float and silently poisons a result
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _ordered_range(v: tuple[float, float]) -> tuple[float, float]:
+    if not 0 < v[0] <= v[1]:
+        raise ValueError(f"expected 0 < low <= high, got {list(v)}")
+    return v
+
+
+OrderedRange = Annotated[tuple[float, float], AfterValidator(_ordered_range)]
+Positions = Annotated[tuple[PositiveInt, ...], Field(min_length=1)]  # list sizes such as retrieval's k: at least one, each >= 1
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -53,7 +75,7 @@ class DatasetConfig(Section):
     train_per_class: int = Field(200, ge=1)
     test_per_class: int = Field(100, ge=1)
     seed: int = Field(0, ge=0, description="synthetic: generator seed")
-    object_scale: tuple[float, float] = Field((0.22, 0.30), description="synthetic: bird size range, fraction of the image per body unit")
+    object_scale: OrderedRange = Field((0.22, 0.30), description="synthetic: bird size range, fraction of the image per body unit")
     background_bank: int = Field(32, ge=0, description="synthetic: number of shared background scenes (0 = a unique one per image)")
     slots: Literal[0, 1, 2, 3] = Field(
         0, description="synthetic: marking positions per glyph (1: the glyph alone decides the class; 0: auto, 2 or 3)"
@@ -78,21 +100,23 @@ class DatasetConfig(Section):
 class AugmentConfig(Section):
     """MoCo v2 augmentations (paper-notes), applied batched with per-sample parameters."""
 
-    crop_scale: tuple[float, float] = (0.2, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    color_jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+    crop_scale: OrderedRange = (0.2, 1.0)
+    crop_ratio: OrderedRange = (3 / 4, 4 / 3)
+    color_jitter: tuple[float, float, float, float] = Field(
+        (0.4, 0.4, 0.4, 0.1), description="brightness, contrast, saturation (each >= 0), hue (0 to 0.5)"
+    )
     color_jitter_p: float = Field(0.8, ge=0, le=1)
     grayscale_p: float = Field(0.2, ge=0, le=1)
     blur_p: float = Field(0.5, ge=0, le=1)
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_sigma: OrderedRange = (0.1, 2.0)
     flip_p: float = Field(0.5, ge=0, le=1)
     rotation: float = Field(0.0, ge=0, le=180, description="each view turned by a uniform angle in ±rotation degrees (0 = MoCo v2's views)")
 
-    @field_validator("crop_scale", "blur_sigma")
+    @field_validator("color_jitter")
     @classmethod
-    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not 0 < v[0] <= v[1]:
-            raise ValueError(f"expected 0 < low <= high, got {list(v)}")
+    def _jitter(cls, v: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        if min(v[:3]) < 0 or not 0 <= v[3] <= 0.5:
+            raise ValueError(f"expected brightness, contrast, saturation >= 0 and 0 <= hue <= 0.5, got {list(v)}")
         return v
 
 
@@ -311,7 +335,7 @@ class ExtractConfig(Section):
 
 class ProbeConfig(Section):
     protocol: Literal["lbfgs", "sgd_paper"] = "lbfgs"
-    l2_grid: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+    l2_grid: Annotated[tuple[NonNegativeFloat, ...], Field(min_length=1)] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
     val_fraction: float = Field(0.2, gt=0, lt=1)
     max_iter: int = Field(200, ge=1)
     # protocol sgd_paper (paper notes: moco main_lincls), read by finesyn.eval.probe_sgd
@@ -336,10 +360,10 @@ class ProbeConfig(Section):
 
 class RetrieveConfig(Section):
     protocol: Literal["test_loo", "train_gallery"] = "test_loo"
-    ks: tuple[int, ...] = (1, 5)
+    ks: Positions = (1, 5)
     map_at_r: bool = False
     engine: Literal["sort", "faiss"] = Field("sort", description="full ranking: BLAS + stable sort, or FAISS search with k = N (slower)")
-    knn_ks: tuple[int, ...] = (20, 200)
+    knn_ks: Positions = (20, 200)
     knn_temperature: float = Field(0.07, gt=0)
 
 

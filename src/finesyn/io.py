@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import shutil
 import socket
@@ -176,9 +177,31 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2, sort_keys: bool = False) -> Path:
-    """Serialize ``obj`` as JSON (UTF-8, trailing newline) and write it atomically."""
-    text = json.dumps(obj, indent=indent, sort_keys=sort_keys, ensure_ascii=False) + "\n"
+    """Serialize ``obj`` as JSON (UTF-8, trailing newline) and write it atomically. NaN and inf are
+    refused, naming the key: json.dumps would write them as bare NaN, which is not JSON (jq, dvc
+    metrics and browsers reject the file) and always means an upstream result went wrong."""
+    try:
+        text = json.dumps(obj, indent=indent, sort_keys=sort_keys, ensure_ascii=False, allow_nan=False) + "\n"
+    except ValueError as e:
+        bad = _nonfinite_key(obj)
+        if bad is None:
+            raise
+        raise ValueError(
+            f"{path}: not written: {bad} is not a finite number (JSON has no NaN or inf); the value is a failed result upstream"
+        ) from e
     return atomic_write_text(path, text)
+
+
+def _nonfinite_key(obj: Any, at: str = "") -> str | None:
+    """The dotted key of the first NaN/inf float in a JSON-like object, with its value."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return f"{at or '(the value)'} = {obj}"
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list | tuple) else ()
+    for k, v in items:
+        found = _nonfinite_key(v, f"{at}.{k}" if at else str(k))
+        if found:
+            return found
+    return None
 
 
 def preallocated_npy(path: str | os.PathLike[str], shape: tuple[int, ...], dtype: str = "uint8") -> Path:

@@ -53,10 +53,17 @@ def extract_features(
 
 def load_encoder(model_dir: Path):
     """Rebuild the backbone (and projector, if any) from a pretrain output directory; strict loading."""
-    from finesyn.artifacts import load_encoder_state
+    from finesyn.artifacts import ArtifactError, load_encoder_state
+    from finesyn.finite import named, nonfinite_tensors
     from finesyn.models.heads import mlp
 
     state = load_encoder_state(model_dir)
+    bad = nonfinite_tensors({k: state.get(k) or {} for k in ("backbone", "projector")})
+    if bad:
+        raise ArtifactError(
+            f"{Path(model_dir) / 'encoder.pt'}: {named(bad)} hold inf/NaN (a diverged run): no features are extracted from it; "
+            f"rerun pretrain with a lower pretrain.lr or more pretrain.warmup_epochs"
+        )
     backbone = Backbone(state["arch"], state["stem"], state.get("pool", "avg"))
     backbone.load_state_dict(state["backbone"])  # strict: a mismatched file fails naming the keys
     projector = None

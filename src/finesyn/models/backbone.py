@@ -7,11 +7,48 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from finesyn.errors import UserError
+
+
+class InitFileError(UserError, FileNotFoundError):
+    """pretrain.init names a file that is missing or is not a state_dict."""
+
+
 IMAGENET_HINT = (
     "Get the torchvision ImageNet checkpoint for {arch} on a machine with internet "
     "(`python -c \"import torchvision; torchvision.models.{arch}(weights='IMAGENET1K_V1')\"` stores it "
     "under ~/.cache/torch/hub/checkpoints/, where init: imagenet finds it), or set pretrain.init to the .pth file's path."
 )
+TORCHVISION_ARCHS = ("resnet18", "resnet50")  # the backbones torchvision has ImageNet weights for
+
+
+def init_hint(arch: str) -> str:
+    """What to do about a missing init file; finesyn's own convnets have no ImageNet checkpoint to fetch."""
+    if arch in TORCHVISION_ARCHS:
+        return IMAGENET_HINT.format(arch=arch)
+    return (
+        f"{arch} has no published ImageNet weights: use pretrain.init: random, or the path of a state_dict of the same "
+        f"backbone (e.g. one saved with torch.save(backbone.state_dict(), 'init.pth'))."
+    )
+
+
+def read_init_state(init: str, arch: str) -> dict[str, torch.Tensor]:
+    """The state_dict a pretrain.init path names, or one error saying what is wrong with the file.
+    The validate stage calls it too, so a bad file fails before any work."""
+    path = Path(init)
+    if not path.is_file():
+        raise InitFileError(f"pretrain.init: file {str(path)!r} not found. " + init_hint(arch))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - pickles of other objects, truncated or foreign files
+        raise InitFileError(
+            f"pretrain.init: {path} does not load as a PyTorch state_dict ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+            "expected a file written by torch.save(model.state_dict(), path)"
+        ) from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InitFileError(f"pretrain.init: {path} loads but holds no tensors (got {type(state).__name__}); expected a state_dict")
+    return state
 
 
 def _models():
@@ -143,11 +180,7 @@ def load_init(backbone: Backbone, init: str) -> None:
             ) from None
         _load_trunk(backbone, state, "ImageNet")
         return
-    path = Path(init)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrain.init: file {str(path)!r} not found. " + IMAGENET_HINT.format(arch=backbone.arch))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    _load_trunk(backbone, state.get("state_dict", state), str(path))
+    _load_trunk(backbone, read_init_state(init, backbone.arch), init)
 
 
 def _load_trunk(backbone: Backbone, state: dict, source: str) -> None:
