@@ -272,9 +272,9 @@ def make_flat_jpegs(root: Path, n: int, size: tuple[int, int] = (400, 300), n_cl
     return root
 
 
-def write_png16(path: Path, a: np.ndarray) -> Path:
+def write_png16(path: Path, a: np.ndarray, sbit: int | None = None) -> Path:
     """A 16-bit PNG of ``a`` (uint16, HxW grey or HxWx3 RGB), written byte by byte so the test does
-    not depend on how PIL encodes high bit depths."""
+    not depend on how PIL encodes high bit depths; `sbit` adds the chunk declaring the significant bits."""
     import struct
     import zlib
 
@@ -286,5 +286,6 @@ def write_png16(path: Path, a: np.ndarray) -> Path:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    declared = chunk(b"sBIT", bytes([sbit] * (1 if a.ndim == 2 else 3))) if sbit else b""
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + declared + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
     return path

@@ -83,6 +83,51 @@ def test_16bit_png_is_scaled_not_saturated(tmp_path):
     assert (rgb == g).all()
 
 
+def test_high_bit_depth_files_are_scaled_by_the_bits_their_values_use(tmp_path):
+    """Keeping the high byte of every 16-bit word turned 8-bit content black and 12-bit content into 0..15."""
+    ramp = np.tile(np.arange(8, dtype=np.uint16), (8, 1))
+    eight = load_image(write_png16(tmp_path / "8in16.png", ramp * 36), 8, fit="squash")  # 0..252
+    assert (eight[..., 0] == ramp * 36).all()
+    twelve = load_image(write_png16(tmp_path / "12in16.png", ramp * 585), 8, fit="squash")  # 0..4095
+    assert (twelve[..., 0] == (ramp * 585) >> 4).all() and twelve.max() == 255
+    declared = load_image(write_png16(tmp_path / "sbit12.png", ramp * 14, sbit=12), 8, fit="squash")  # 0..98 of 12 bits
+    assert (declared[..., 0] == (ramp * 14) >> 4).all()  # the file's sBIT, not the values, sets the scale
+    Image.fromarray((ramp * 13).astype(np.int32), mode="I").save(tmp_path / "counts.tif")  # int32 TIFF, 0..91
+    assert (load_image(tmp_path / "counts.tif", 8, fit="squash")[..., 0] == ramp * 13).all()
+
+
+def test_flat_images_are_counted_in_meta_and_logged(tmp_path, caplog):
+    from finesyn.config import DatasetConfig
+    from finesyn.data.prepare import prepare_dataset
+
+    tree = make_imagefolder_tree(tmp_path)
+    blank = tree.items[0].path.with_suffix(".png")
+    tree.items[0].path.unlink()
+    Image.new("RGB", (20, 20), (0, 0, 0)).save(blank)
+    cfg = DatasetConfig(kind="imagefolder", root=tree.root, image_size=S, crop_size=S, workers=1)
+    with caplog.at_level("WARNING", logger="finesyn.prepare"):
+        ds = prepare_dataset("mine", cfg, tmp_path / "out")
+    assert ds.meta["constant_images"] == {"count": 1, "examples": [blank.relative_to(tree.root).as_posix()]}
+    assert "1 of 9 images of mine decode to one flat colour" in caplog.text and "constant_images" in caplog.text
+
+
+def test_bad_images_name_the_params_key_and_skipping_them_is_logged(tmp_path, caplog):
+    from finesyn.config import DatasetConfig
+    from finesyn.data.prepare import prepare_dataset
+
+    tree = make_imagefolder_tree(tmp_path)
+    write_garbage(tree.items[1].path)
+    cfg = DatasetConfig(kind="imagefolder", root=tree.root, image_size=S, crop_size=S, workers=1)
+    with pytest.raises(BadImagesError, match=r"set datasets\.mine\.on_bad_image: skip in params\.yaml"):
+        prepare_dataset("mine", cfg, tmp_path / "out")
+    with caplog.at_level("WARNING", logger="finesyn.prepare"):
+        prepare_dataset("mine", cfg.model_copy(update={"on_bad_image": "skip"}), tmp_path / "out")
+    assert (
+        "datasets.mine.on_bad_image: skip dropped 1 unreadable image(s), e.g. " + tree.items[1].path.relative_to(tree.root).as_posix()
+        in caplog.text
+    )
+
+
 def test_float_image_is_refused_with_a_reason(tmp_path):
     path = tmp_path / "f.tif"
     Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32), mode="F").save(path)

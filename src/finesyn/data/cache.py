@@ -4,7 +4,8 @@ A directory holding
 
 * ``images.npy``   uint8 ``(N, S, S, 3)`` RGB/HWC, read with ``np.load(mmap_mode="r")``;
 * ``manifest.csv`` ``index,id,label,split,source``;
-* ``meta.json``    ``name, kind, classes, image_size, counts, skipped, params, complete``.
+* ``meta.json``    ``name, kind, classes, image_size, counts, skipped, params, constant_images (decoded
+  files only: how many are one flat colour, a few of their paths), complete``.
 
 ``meta.json`` with ``"complete": true`` is always written last (atomically), and removed first
 whenever a directory is (re)written, so a directory that looks complete is complete.
@@ -41,6 +42,7 @@ from PIL import Image
 from finesyn.errors import UserError
 from finesyn.io import atomic_write_json, atomic_write_text, fsync_dir, preallocated_npy
 
+from .bit_depth import declared_bits, to_8bit
 from .sources.base import DatasetIndex
 
 __all__ = [
@@ -84,12 +86,12 @@ class CacheError(UserError, ValueError):
 class BadImagesError(UserError, RuntimeError):
     """Images that could not be decoded (``on_bad_image="fail"``); ``.bad`` = [(path, reason)]."""
 
-    def __init__(self, bad: Sequence[tuple[str, str]], out_dir: Path | None = None):
+    def __init__(self, bad: Sequence[tuple[str, str]], out_dir: Path | None = None, dataset: str = "<name>"):
         self.bad = list(bad)
         lines = "\n".join(f"  {p}: {r}" for p, r in self.bad)
         hint = (
-            f"\nDecoded chunks are kept in {out_dir}; re-run with on_bad_image='skip' to drop these "
-            "images, or replace the files and re-run."
+            f"\nDecoded chunks are kept in {out_dir}; set datasets.{dataset}.on_bad_image: skip in params.yaml to drop "
+            "these images (from Python: on_bad_image='skip'), or replace the files, and run again."
             if out_dir
             else ""
         )
@@ -121,32 +123,13 @@ def resize_to_square(img: Image.Image, size: int, fit: Fit = "center_crop", resa
     return img
 
 
-def to_8bit(im: Image.Image) -> Image.Image:
-    """Scale a high-bit-depth single-channel image to 8-bit "L" by its high byte (``v >> 8``).
-
-    PIL's ``convert`` clips 16-bit grey (modes ``I;16*`` / ``I``) at 255, so a 16-bit PNG would
-    come out nearly white; PIL itself decodes 16-bit RGB(A) PNGs to their high bytes, and the same
-    rule here makes a grey image equal to its RGB copy. 32-bit integers beyond 16 bits and float
-    images have no agreed 8-bit scale, so they are rejected (the image is then listed as bad)."""
-    if im.mode.startswith("I;16") or im.mode == "I":
-        a = np.asarray(im)
-        if a.size and (int(a.min()) < 0 or int(a.max()) > 65535):
-            raise ValueError(
-                f"mode {im.mode} pixel values span {int(a.min())}..{int(a.max())}, outside 0..65535: save the image as 8- or 16-bit"
-            )
-        return Image.fromarray((a.astype(np.uint32) >> 8).astype(np.uint8), mode="L")
-    if im.mode == "F":
-        raise ValueError("float image (mode F) has no defined 8-bit scale: save it as 8- or 16-bit")
-    return im
-
-
 def load_image(path: str | os.PathLike[str], size: int, fit: Fit = "center_crop", resample: str = "bicubic") -> np.ndarray:
     """Decode ``path`` with PIL (fully: truncated files raise), convert to RGB, resize/crop to
     ``size``; returns uint8 ``(size, size, 3)``. EXIF orientation is not applied (as in
     torchvision's loaders)."""
     with Image.open(path) as im:
         im.load()
-        rgb = to_8bit(im).convert("RGB")
+        rgb = to_8bit(im, declared_bits(im, path)).convert("RGB")
     out = np.asarray(resize_to_square(rgb, size, fit, resample), dtype=np.uint8)
     if out.shape != (size, size, 3):  # pragma: no cover - defensive
         raise ValueError(f"unexpected decoded shape {out.shape}")
@@ -565,7 +548,7 @@ def _publish(out: Path, index: DatasetIndex, sources: list[str], state: dict, pa
     partial, final, n = out / PARTIAL_FILE, out / IMAGES_FILE, len(index.items)
     bad = sorted((int(i), r) for v in state["bad"].values() for i, r in v)
     if bad and on_bad_image == "fail":
-        raise BadImagesError([(str(items[i].path), r) for i, r in bad], out)
+        raise BadImagesError([(str(items[i].path), r) for i, r in bad], out, (meta_extra or {}).get("name", index.name))
     bad_idx = {i for i, _ in bad}
     keep = np.array([i for i in range(n) if i not in bad_idx], dtype=np.int64)
     if len(keep) == 0:
@@ -599,11 +582,24 @@ def _publish(out: Path, index: DatasetIndex, sources: list[str], state: dict, pa
     )
     if index.expected_counts is not None:
         meta.setdefault("expected_counts", dict(index.expected_counts))
-        meta["complete"] = meta.pop("complete")  # keep "complete" the last key
+    flat = _flat_rows(final)
+    meta["constant_images"] = {"count": len(flat), "examples": [sources[keep[i]] for i in flat[:5]]}
+    meta["complete"] = meta.pop("complete")  # keep "complete" the last key
     atomic_write_json(out / META_FILE, meta)
     _unlink(out / PROGRESS_FILE)
     fsync_dir(out)
     return open_cache(out)
+
+
+def _flat_rows(images_file: Path, block: int = 1024) -> list[int]:
+    """Rows of a published images.npy that are one colour: blank files, or a bit depth decoded wrong."""
+    a = np.load(images_file, mmap_mode="r")
+    flat = []
+    for start in range(0, len(a), block):
+        rows = a[start : start + block].reshape(min(block, len(a) - start), -1)
+        flat += (start + np.flatnonzero(rows.min(axis=1) == rows.max(axis=1))).tolist()
+    del a
+    return flat
 
 
 # --------------------------------------------------------------------------- reader

@@ -51,7 +51,7 @@ def prepare_dataset(name: str, cfg: DatasetConfig, out: Path, progress: Callable
         options.update(split_ratio=cfg.split_ratio, split_seed=cfg.split_seed)
     index = index_dataset(cfg.kind, cfg.root, **options)
     log.info("indexed %s at %s: %d images, %d classes", cfg.kind, cfg.root, len(index.items), len(index.classes))
-    return prepare_from_index(
+    ds = prepare_from_index(
         index,
         out,
         image_size=cfg.image_size,
@@ -61,3 +61,22 @@ def prepare_dataset(name: str, cfg: DatasetConfig, out: Path, progress: Callable
         progress=progress,
         meta_extra={"name": name, "kind": cfg.kind, "params": settings},
     )
+    _warn_about_dropped_and_flat(ds, name)
+    return ds
+
+
+def _warn_about_dropped_and_flat(ds, name: str) -> None:
+    """What the cache left out or could not render is said in the log, not only in meta.json."""
+    skipped = ds.meta.get("skipped") or []
+    if skipped:
+        log.warning(
+            "datasets.%s.on_bad_image: skip dropped %d unreadable image(s), e.g. %s (%s); all are listed in %s/meta.json",
+            name, len(skipped), skipped[0]["source"], skipped[0]["reason"], ds.path,
+        )  # fmt: skip
+    flat = ds.meta.get("constant_images") or {}
+    if flat.get("count"):
+        log.warning(
+            "%d of %d images of %s decode to one flat colour, e.g. %s: blank files, or a bit depth this decoder misread "
+            "(save them as 8-bit); listed in %s/meta.json constant_images",
+            flat["count"], len(ds), name, flat["examples"][0], ds.path,
+        )  # fmt: skip
