@@ -202,7 +202,7 @@ def _monitor_split(ds, cfg, crop: int, dataset_cfg):
     train_idx = ds.indices("train")
     if cfg.monitor_val_fraction == 0:
         return train_idx, None
-    fit, val = carve_validation(train_idx, ds.labels, cfg.monitor_val_fraction, dataset_cfg.split_seed)
+    fit, val = carve_validation(train_idx, ds.labels, cfg.monitor_val_fraction, dataset_cfg.split_seed, ds.classes)
     bank = bank_subset(fit, ds.labels, cfg.monitor_bank_per_class, dataset_cfg.split_seed)
     monitor = KnnMonitor(ds.images, ds.labels, bank, val, crop, k=cfg.monitor_k, device=cfg.device, channels_last=cfg.channels_last)
     return fit, monitor if cfg.monitor_every_steps > 0 else None

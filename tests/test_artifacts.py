@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from finesyn.artifacts import ArtifactError, load_encoder_state, load_features, rebuild_command
+from finesyn.artifacts import ArtifactError, load_encoder_state, load_features, read_json, rebuild_command
 from finesyn.cli import stage_logging, user_errors
 from finesyn.config import ParamsError
 
@@ -101,6 +101,19 @@ def test_a_diverged_encoder_is_refused_by_extraction_naming_the_tensor(tmp_path)
         load_encoder(model)
 
 
+def test_a_features_file_missing_a_key_and_truncated_metrics_name_the_file_and_the_rebuild(tmp_path):
+    feats = _features(tmp_path, "mocov2", "run-A")
+    with np.load(feats) as z:
+        np.savez(feats, **{k: z[k] for k in z.files if k != "test_labels"})
+    with pytest.raises(ArtifactError, match=r"seed0\.npz: not a features file .*'test_labels'.*extract@synthetic-mocov2-0"):
+        load_features(feats)
+    meta = tmp_path / "metrics" / "synthetic" / "mocov2" / "seed0" / "probe.meta.json"
+    meta.parent.mkdir(parents=True)
+    meta.write_text('{"l2": 0.0001, "top')
+    with pytest.raises(ArtifactError, match=r"probe\.meta\.json: not a whole JSON file .*dvc repro -f -s probe@synthetic-mocov2-0"):
+        read_json(meta)
+
+
 def test_rebuild_command_outside_the_layout():
     assert rebuild_command(Path("/somewhere/else.npz")) == "rerun the stage that writes it"
 
@@ -118,6 +131,29 @@ def test_errors_reach_the_stage_log_file(tmp_path):
         assert "RuntimeError: an unexpected bug" in text and "Traceback" in text
     finally:
         logging.basicConfig(handlers=[logging.NullHandler()], force=True)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_an_unavailable_device_names_the_setting_it_came_from():
+    """probe.sgd_device: cuda on a CPU machine used to blame pretrain.device."""
+    from finesyn.device import DeviceUnavailableError
+    from finesyn.eval.probe_sgd import sgd_probe
+    from finesyn.models.backbone import Backbone
+
+    rows, labels = np.array([0, 1]), np.array([0, 1])
+    with pytest.raises(DeviceUnavailableError, match=r"^probe\.sgd_device: 'cuda' requested"):
+        sgd_probe(
+            Backbone("convnet"),
+            np.zeros((4, 8, 8, 3), np.uint8),
+            rows,
+            labels,
+            rows + 2,
+            labels,
+            num_classes=2,
+            crop_size=8,
+            epochs=1,
+            device="cuda",
+        )
 
 
 def test_every_user_fixable_error_is_one_user_error_caught_once_by_the_cli(capsys):

@@ -25,6 +25,14 @@ def test_validation_is_a_stratified_seeded_part_of_train_and_leaves_it():
     assert not np.array_equal(carve_validation(train_idx, labels, 0.2, seed=1)[1], val)
 
 
+def test_a_class_with_one_train_image_is_kept_for_training_with_a_warning_naming_it():
+    """It used to stop pretrain with "class 3 has 1 train image(s)" (an index, no name, no key)."""
+    labels = np.array([0] * 10 + [1] * 10 + [2])
+    with pytest.warns(UserWarning, match=r"class 'painted_bunting' has 1 train image: it stays in pretraining .*monitor_val_fraction"):
+        fit, val = carve_validation(np.arange(21), labels, 0.2, 0, ["a", "b", "painted_bunting"])
+    assert 20 in fit and 20 not in val and sorted(labels[val].tolist()) == [0, 0, 1, 1]
+
+
 def test_bank_takes_per_class_images_of_fit_only_seeded_and_0_keeps_all():
     labels = np.repeat(np.arange(3), [40, 40, 5])
     fit = np.arange(2, 85)  # images 0-1 (class 0) are held out: never in the bank

@@ -250,6 +250,15 @@ def _single(tmp_path, per_class=10, **kw):
     return tree, index_dataset("imagefolder", tree.root, **kw)
 
 
+def test_imagefolder_says_how_many_image_links_are_dangling(tmp_path):
+    tree = make_imagefolder_tree(tmp_path)
+    link = tree.root / "train" / "alpha" / "moved.jpg"
+    link.symlink_to(tmp_path / "elsewhere" / "moved.jpg")
+    with pytest.warns(UserWarning, match=r"1 image link\(s\) in .*alpha point to missing files and are not indexed, e\.g\. .*moved\.jpg"):
+        index = index_dataset("imagefolder", tree.root)
+    assert len(index.items) == len(tree.items)
+
+
 def test_imagefolder_single_split_is_stratified_and_deterministic(tmp_path):
     tree, a = _single(tmp_path, split_ratio=0.7, split_seed=3)
     assert a.classes == tree.classes

@@ -1,4 +1,4 @@
-"""Reading the pipeline's own artifacts (encoder.pt, the features .npz).
+"""Reading the pipeline's own artifacts (encoder.pt, the features .npz, metrics and run records).
 
 A missing, truncated or mismatched file is one line that names it and the command that rebuilds
 it, never a traceback. Importable without torch/torchvision (the probe and retrieve stages start
@@ -7,6 +7,7 @@ faster: importing torchvision costs ~2 s per process); torch is imported only to
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ import numpy as np
 from finesyn.errors import UserError
 from finesyn.paths import RunPaths
 
-_WRITER = {"models": "pretrain", "features": "extract"}
+_WRITER = {"models": "pretrain", "features": "extract", "metrics": "probe"}
+FEATURE_KEYS = ("train_features", "train_labels", "test_features", "test_labels", "num_classes", "encoder_run_id")
 
 
 class ArtifactError(UserError):
@@ -28,7 +30,16 @@ def rebuild_command(path: Path) -> str:
     if found is None or found[0] not in _WRITER:
         return "rerun the stage that writes it"
     kind, cell = found
-    return f"rebuild it with `dvc repro -f -s {_WRITER[kind]}@{cell.dataset}-{cell.experiment}-{cell.seed}`"
+    stage = _WRITER[kind] if kind != "metrics" else "probe" if Path(path).name.startswith("probe") else "retrieve"
+    return f"rebuild it with `dvc repro -f -s {stage}@{cell.dataset}-{cell.experiment}-{cell.seed}`"
+
+
+def read_json(path: Path) -> Any:
+    """A JSON artifact (metrics, their meta records, train.json), or one line naming the file and its rebuild."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path}: not a whole JSON file ({type(e).__name__}: {e}); {rebuild_command(path)}") from e
 
 
 def load_features(path: Path) -> dict[str, np.ndarray]:
@@ -38,9 +49,13 @@ def load_features(path: Path) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"{path}: no features (run the extract stage first)")
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            arrays = {k: z[k] for k in z.files}
     except Exception as e:  # zipfile.BadZipFile, EOFError, ValueError, OSError: all mean "not a whole file"
         raise ArtifactError(f"{path}: unreadable features file ({type(e).__name__}: {e}); {rebuild_command(path)}") from e
+    missing = [k for k in FEATURE_KEYS if k not in arrays]
+    if missing:
+        raise ArtifactError(f"{path}: not a features file of the extract stage (no {missing}); {rebuild_command(path)}")
+    return arrays
 
 
 def load_encoder_state(model_dir: Path) -> dict[str, Any]:

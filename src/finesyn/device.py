@@ -11,10 +11,11 @@ from finesyn.errors import UserError
 
 
 class DeviceUnavailableError(UserError, RuntimeError):
-    """pretrain.device names a device this machine does not have."""
+    """A device setting (pretrain.device, probe.sgd_device) names a device this machine does not have."""
 
 
-def select_device(choice: str = "auto") -> torch.device:
+def select_device(choice: str = "auto", key: str = "pretrain.device") -> torch.device:
+    """`key` is the params.yaml setting the choice came from, named in the error."""
     if choice == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -22,9 +23,9 @@ def select_device(choice: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if choice == "cuda" and not torch.cuda.is_available():
-        raise DeviceUnavailableError("pretrain.device: 'cuda' requested but torch sees no CUDA device (use 'auto' or 'cpu')")
+        raise DeviceUnavailableError(f"{key}: 'cuda' requested but torch sees no CUDA device (use 'auto' or 'cpu')")
     if choice == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise DeviceUnavailableError("pretrain.device: 'mps' requested but MPS is not available (use 'auto' or 'cpu')")
+        raise DeviceUnavailableError(f"{key}: 'mps' requested but MPS is not available (use 'auto' or 'cpu')")
     return torch.device(choice)
 
 

@@ -451,7 +451,8 @@ def _complete_cache(out: Path, fp: str, on_bad_image: str, overwrite: bool) -> P
             return open_cache(out)
     if old.get("complete") is True and not overwrite:
         raise CacheError(
-            f"{out} already holds a complete prepared dataset built from different inputs/parameters; pass overwrite=True or delete the directory"
+            f"{out} already holds a complete prepared dataset built from different inputs/parameters: delete it "
+            f"(rm -r {out}) and run again (`dvc repro` does that itself); from Python, prepare_from_index(..., overwrite=True) replaces it"
         )
     return None
 

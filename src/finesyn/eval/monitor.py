@@ -8,6 +8,7 @@ train images (`bank_subset`; the probe's own protocol, on frozen centre-crop fea
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,8 +19,12 @@ from finesyn.eval.knn import knn_accuracy
 from finesyn.models.backbone import Backbone
 
 
-def carve_validation(train_idx: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def carve_validation(
+    train_idx: np.ndarray, labels: np.ndarray, fraction: float, seed: int, class_names: list[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(fit, val): `fraction` of each class of `train_idx` (at least one image per class) held out, seeded.
+    A class with a single train image is kept whole for training, with a warning naming it: holding
+    its one image out would leave the class nothing to train on (it used to stop the run).
 
     The split depends only on the data and `seed` (the dataset's), so every experiment and seed of a
     grid trains on the same images and is monitored on the same held-out ones.
@@ -33,10 +38,17 @@ def carve_validation(train_idx: np.ndarray, labels: np.ndarray, fraction: float,
     for c in np.unique(y):
         members = train_idx[y == c]
         if len(members) < 2:
-            raise ValueError(f"class {c} has {len(members)} train image(s): a validation split needs at least 2 per class")
+            name = repr(class_names[c]) if class_names is not None else str(c)
+            warnings.warn(
+                f"class {name} has 1 train image: it stays in pretraining and is not monitored "
+                "(pretrain.monitor_val_fraction holds out images of classes with at least 2)",
+                UserWarning,
+                stacklevel=2,
+            )
+            continue
         n_val = monitor_held_out(len(members), fraction)
         val.append(rng.choice(members, n_val, replace=False))
-    val_idx = np.sort(np.concatenate(val))
+    val_idx = np.sort(np.concatenate(val)) if val else train_idx[:0]
     return np.setdiff1d(train_idx, val_idx), val_idx
 
 

@@ -218,7 +218,7 @@ def sgd_probe(
         images, train_rows, train_labels, test_rows, test_labels, num_classes, crop_size, epochs, report
     )
 
-    dev = select_device(device)
+    dev = select_device(device, key="probe.sgd_device")
     backbone = backbone.to(dev).eval()
     for p in backbone.parameters():
         p.requires_grad_(False)

@@ -7,11 +7,11 @@ baseline's, and every row against the area share an even map would put there."""
 from __future__ import annotations
 
 import html
-import json
 import logging
 import statistics
 from pathlib import Path
 
+from finesyn.artifacts import read_json
 from finesyn.config import Params
 from finesyn.paths import RunPaths
 from finesyn.report.roles import module_pairs
@@ -28,7 +28,7 @@ def probe_l2(run: RunPaths, roots: dict[str, Path]) -> float | None:
     meta = RunPaths.meta_of(run.probe(roots["metrics"]))
     if not (run.model_dir(roots["models"]) / "encoder.pt").is_file() or not run.features(roots["features"]).is_file() or not meta.is_file():
         return None
-    return json.loads(meta.read_text()).get("l2")
+    return read_json(meta).get("l2")
 
 
 def share_stats(cam, masks) -> dict:

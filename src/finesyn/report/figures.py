@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import html
-import json
 import logging
 from pathlib import Path
 from typing import TypedDict
 
+from finesyn.artifacts import read_json
 from finesyn.config import Params
 from finesyn.io import atomic_write_bytes
 from finesyn.paths import RunPaths
@@ -257,7 +257,7 @@ def reconstruction_text(train_json: Path) -> str:
 
 def reconstruction_verdict(train_json: Path) -> tuple[str, bool]:
     """(reconstruction_text's sentence, whether g(h) beats the mean image by 3 dB; False when unmeasured)."""
-    rec = json.loads(train_json.read_text()).get("reconstruction") if train_json.is_file() else None
+    rec = read_json(train_json).get("reconstruction") if train_json.is_file() else None
     if not rec:
         return f"No reconstruction PSNR: {train_json} has none (a run from before it was recorded: rerun its pretrain stage).", False
     renders = rec["gain_db"] >= 3

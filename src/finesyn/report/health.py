@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
+from finesyn.artifacts import read_json
 from finesyn.config import Params
 from finesyn.paths import RunPaths
 
@@ -47,7 +47,7 @@ def collect(params: Params, models_root: Path) -> list[dict]:
     for d, e in module_runs(params):
         for seed in params.grid.seeds:
             path = RunPaths(d, e, seed).model_dir(models_root) / "train.json"
-            record = json.loads(path.read_text()) if path.is_file() else {}
+            record = read_json(path) if path.is_file() else {}
             health = record.get("health")
             if health is not None and record.get("reconstruction"):
                 health = {**health, "psnr_gain_db": record["reconstruction"]["gain_db"]}

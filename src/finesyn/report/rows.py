@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from pathlib import Path
 from typing import TypedDict
 
+from finesyn.artifacts import read_json
 from finesyn.config import REFERENCE_METHODS, Params
 from finesyn.drift import value_at
 from finesyn.paths import PROBE, RETRIEVAL, RunPaths
@@ -60,8 +60,8 @@ def _read_cell(cell: RunPaths, metrics_root: Path) -> tuple[dict[str, dict], dic
     missing = [str(p) for p in [*files.values(), *metas.values()] if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"report: missing metrics {missing} (run the probe/retrieve stages)")
-    numbers = {name: json.loads(p.read_text()) for name, p in files.items()}
-    records = {name: json.loads(p.read_text()) for name, p in metas.items()}
+    numbers = {name: read_json(p) for name, p in files.items()}
+    records = {name: read_json(p) for name, p in metas.items()}
     return numbers, records, [p for name in files for p in (files[name], metas[name])]
 
 

@@ -43,11 +43,19 @@ def _class_dirs(parent: Path) -> list[Path]:
 
 
 def _images(class_dir: Path) -> list[Path]:
-    found = [
+    named = [
         p
         for p in class_dir.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not any(part.startswith(".") for part in p.relative_to(class_dir).parts)
+        if p.suffix.lower() in IMAGE_EXTENSIONS and not any(part.startswith(".") for part in p.relative_to(class_dir).parts)
     ]
+    found = [p for p in named if p.is_file()]
+    dangling = [p for p in named if p.is_symlink() and not p.exists()]
+    if dangling:
+        warnings.warn(
+            f"{len(dangling)} image link(s) in {class_dir} point to missing files and are not indexed, e.g. {dangling[0]} -> {dangling[0].readlink()}",
+            UserWarning,
+            stacklevel=3,
+        )
     if not found:
         raise layout_error(f"empty class directory (no image files): {class_dir}", LAYOUT, ORIGIN)
     return sorted(found, key=lambda p: p.relative_to(class_dir).as_posix())
@@ -100,8 +108,8 @@ def index_imagefolder(
             raise layout_error(f"no class directories in {root}", LAYOUT, ORIGIN)
         if split_ratio is None:
             raise layout_error(
-                f"{root} has no train/ and test/ subdirectories; pass split_ratio "
-                "(fraction of each class used for training) and split_seed to split it",
+                f"{root} has no train/ and test/ subdirectories; set datasets.<name>.split_ratio in params.yaml "
+                "(fraction of each class used for training; split_seed picks the split) to split it",
                 LAYOUT,
                 ORIGIN,
             )
