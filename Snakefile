@@ -3,7 +3,7 @@
 # cluster execution, resources and conda envs. After a Snakemake run, `dvc commit` records
 # the results in dvc.lock.
 from finesyn.config import load_params
-from finesyn.graph import dvc_stages, is_directory_output, snakemake_inputs
+from finesyn.graph import dvc_stages, is_directory_output, params_stamp, snakemake_inputs
 
 PARAMS = load_params("params.yaml")  # a typo anywhere fails here, naming the key
 if config:  # Snakemake's --config / --configfile: this graph never reads them, so refuse rather than ignore
@@ -49,7 +49,8 @@ for st in STAGES:
         name:
             st.rule_name
         input:
-            snakemake_inputs(st, STAGES),
+            # + a file of the stage's params: a change after a DVC run (no Snakemake metadata) still reruns it
+            snakemake_inputs(st, STAGES) + [params_stamp(st, workflow.basedir)],
         output:
             [snakemake_output(o) for o in st.outs],
         params:

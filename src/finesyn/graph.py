@@ -7,6 +7,7 @@ stage with the same command, inputs and outputs, and adds only scheduling (threa
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,40 @@ def dvc_stages(root: str | Path = ".") -> list[StageSpec]:
             cmd = st.cmd if isinstance(st.cmd, str) else " && ".join(st.cmd)
             specs.append(StageSpec(st.name, st.name.split("@")[0], cmd, tuple(deps), tuple(str(o.def_path) for o in st.outs), params))
     return specs
+
+
+PARAMS_STAMPS = Path(".snakemake-params")  # one file per stage instance: its resolved params
+
+
+def params_stamp(stage: StageSpec, root: str | Path = ".") -> str:
+    """A file holding the stage's resolved params, as a Snakemake input, so that a params change reruns the
+    stage by modification time even where Snakemake has no metadata (outputs DVC made). Rewritten only when the
+    values change. Made for the first time, it is dated 1970 where dvc.lock records these very values for
+    the stage (DVC's outputs are up to date with them), and now otherwise (they are not)."""
+    path = Path(root) / PARAMS_STAMPS / f"{stage.rule_name}.json"
+    text = stage.params_json + "\n"
+    if path.is_file() and path.read_text() == text:
+        return str(PARAMS_STAMPS / path.name)
+    first = not path.exists()
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    if first and _locked_params(Path(root), stage.name) == json.loads(stage.params_json):
+        os.utime(path, (0, 0))
+    return str(PARAMS_STAMPS / path.name)
+
+
+def _locked_params(root: Path, name: str) -> dict | None:
+    """The params dvc.lock recorded for stage `name` (None: no lock or no such stage)."""
+    from ruamel.yaml import YAML  # DVC's YAML 1.2 reader: PyYAML reads dvc.lock's 1e-06 as a string
+
+    lock = root / "dvc.lock"
+    if not lock.is_file():
+        return None
+    stage = (YAML(typ="safe").load(lock.read_text()) or {}).get("stages", {}).get(name)
+    if stage is None:
+        return None
+    recorded = {k: v for values in (stage.get("params") or {}).values() for k, v in values.items()}
+    return json.loads(json.dumps(recorded, sort_keys=True, default=str))
 
 
 def is_directory_output(path: str) -> bool:
