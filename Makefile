@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.finesyn-installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test bench lint clean-venv
+.PHONY: help setup repro test bench lint clean-venv
 
 # (Re)install when pyproject.toml or the lock changes. requirements.lock pins every transitive
 # dependency to the versions the pipeline was tested with.
@@ -16,7 +16,10 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[test]'
 	touch $@
 
-setup: $(STAMP)
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 18
+
+setup: $(STAMP)  ## create .venv/ and install the pinned dependencies (the other targets do it first)
 
 # The report stage writes the tables (reports/); the last line prints them, once, also when dvc
 # repro had nothing to rerun.
@@ -47,5 +50,5 @@ lint: setup  ## ruff format --check + ruff check (what .ci/run runs before the t
 	$(BIN)/ruff format --check src stages tests benchmarks studies
 	$(BIN)/ruff check src stages tests benchmarks studies
 
-clean-venv:
+clean-venv: ## delete .venv/ (the next target reinstalls it)
 	rm -rf $(VENV)
