@@ -121,10 +121,12 @@ def test_a_queue_that_the_run_never_fills_is_reported_once_with_its_share(caplog
     with caplog.at_level(logging.INFO, logger="finesyn.methods.mocov2"):
         MoCoV2.from_config(TinyBackbone(), cfg, num_train=10)  # 2 batches x 4 keys x 3 epochs = 24 keys
         MoCoV2.from_config(TinyBackbone(), cfg.model_copy(update={"epochs": 13}), num_train=10)  # 104 keys: fills
-    assert [r.getMessage() for r in caplog.records] == [
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and messages[0].startswith(
         "mocov2 queue: 100 rows, this run enqueues 24 keys: 76 % of the rows stay the random unit vectors "
-        "they start as, negatives of every query for the whole run (pretrain.methods.mocov2.queue_size)"
-    ]
+        "they start as, negatives of every query for the whole run. Expected on a small dataset"
+    )
+    assert messages[0].endswith("set pretrain.methods.mocov2.queue_size <= 24")  # says why and what to do
 
 
 def masked_reference_loss(m: MoCoV2, x1, x2, own: torch.Tensor) -> torch.Tensor:

@@ -437,8 +437,12 @@ def test_fig5_hint_when_no_alpha_sweep(tree):
     params = parse_params(raw)
     rows = collect(params, tree / "metrics")
 
-    (fig,) = fig_alpha(params, rows, tree / "unused", LOG)
-    assert fig["path"] is None and "nu: 0.0" in fig["caption"] and "must not contain '.'" in fig["caption"]
+    (fig,) = fig_alpha(params, rows, tree / "unused", LOG)  # params.yaml defines one: pasting a definition would duplicate it
+    assert fig["path"] is None and "add their names to grid.experiments" in fig["caption"] and "nu: 0.0" not in fig["caption"]
+    assert "experiments: [random_init, mocov2, mocov2_synth, mocov2_a05_nu0]" in fig["caption"]
+    del raw["experiments"]["mocov2_a05_nu0"]
+    (fig,) = fig_alpha(parse_params(raw), rows, tree / "unused", LOG)  # none defined: how to define some
+    assert "nu: 0.0" in fig["caption"] and "must not contain '.'" in fig["caption"]
 
 
 def test_compare_reference_pure():
@@ -551,7 +555,7 @@ def test_grid_without_baselines_or_sweep_explains_missing_figures(tree, tmp_path
     assert drawn == {"fig4_pairs_toy_mocov2_synth", "curves_toy"}
     html = (out / "index.html").read_text()
     assert html.count("Not drawn:") == 3  # Fig. 2 (no SSL baseline), Fig. 3 (no baseline/+module pair), Fig. 5 (no ν = 0 runs)
-    assert "mocov2_a005_nu0" in html and "Ablations" not in html
+    assert "experiments: [random_init, mocov2_synth, mocov2_a05_nu0]" in html and "Ablations" not in html  # the defined one, named
     assert (out / "figures").is_dir() and (out / "curves").is_dir()
 
 
@@ -698,6 +702,10 @@ def test_pair_grid_has_the_difference_column():
         assert (diff[i][~inside] == 0).all() and (diff[i][inside] > 0).all()  # bright exactly where the pair differs
     assert diff.max() == 255 and diff[-1].max() == 255  # scaled to the grid's largest difference (the last row's)
     assert (tiles[:, 3, ..., 0] == tiles[:, 3, ..., 2]).all()  # grey: the mean over RGB
+    fig, _ = plots.pairs_figure(pair_grid_png(), "new")
+    bar = fig.axes[-1]  # the difference column's scale bar: 0 to the largest channel-mean difference
+    top = (np.abs(tiles[:, 1].astype(float) - tiles[:, 2].astype(float)).mean(-1) / 255).max()
+    assert len(fig.axes) == 2 and bar.get_xlim() == pytest.approx((0, top)) and "white = this grid's largest" in bar.get_xlabel()
 
 
 def test_pairs_figure_reads_old_three_column_grids_too():
@@ -736,7 +744,12 @@ def test_curves_split_loss_kinds_and_draw_chance():
     params = parse_params(raw)
     c = {"loss": 1, "L_C": 2, "val/knn20_top1": 3}
     assert _by_loss_kind(params, "supervised", c) == {"L_C — cross-entropy with the labels": 2, "val/knn20_top1": 3}
-    assert _by_loss_kind(params, "mocov2", c) == {"loss — InfoNCE": 1, "L_C — InfoNCE": 2, "val/knn20_top1": 3}
+    assert _by_loss_kind(params, "mocov2", c) == {"L_C — InfoNCE": 2, "val/knn20_top1": 3}  # its total is its L_C
+    assert _by_loss_kind(params, "mocov2_synth", c)["L = L_C + α·L_R + ν·L_Cp — InfoNCE"] == 1  # not titled "InfoNCE" alone
+    assert plots.curve_y_label("L = L_C + α·L_R + ν·L_Cp — InfoNCE") == "InfoNCE (nats)"
+    assert (
+        plots.curve_y_label("val/knn20_top1").startswith("kNN top-1") and plots.curve_y_label("L_C — negative cosine") == "negative cosine"
+    )
     chance = _curve_chance(params, D, {"L_C — cross-entropy with the labels", "L_C — InfoNCE", "val/knn20_top1"})
     assert chance["L_C — cross-entropy with the labels"][0] == pytest.approx(np.log(3))
     assert chance["val/knn20_top1"][0] == pytest.approx(100 / 3) and "L_C — InfoNCE" not in chance

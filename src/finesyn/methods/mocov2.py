@@ -105,8 +105,10 @@ class MoCoV2(SSLMethod):
         if m.queue_size > keys:  # MoCo's queue is meant to fill early; a user of a small dataset should know it does not
             log.info(
                 "mocov2 queue: %d rows, this run enqueues %d keys: %.0f %% of the rows stay the random unit vectors "
-                "they start as, negatives of every query for the whole run (pretrain.methods.mocov2.queue_size)",
-                m.queue_size, keys, 100 * (m.queue_size - keys) / m.queue_size,
+                "they start as, negatives of every query for the whole run. Expected on a small dataset with the paper's "
+                "queue size; on the default a queue that fills (4096) measured no better (docs/findings.md, 'A MoCo "
+                "queue at the scale of the data'). To fill it, set pretrain.methods.mocov2.queue_size <= %d",
+                m.queue_size, keys, 100 * (m.queue_size - keys) / m.queue_size, keys,
             )  # fmt: skip
         return cls(backbone, m.proj_hidden_dim, m.proj_dim, m.queue_size, m.momentum, m.temperature, shuffle_bn=m.shuffle_bn)
 

@@ -29,6 +29,25 @@ grid:
   experiments: [random_init, mocov2, mocov2_synth, mocov2_a001_nu0, mocov2_a005_nu0, mocov2_a02_nu0, mocov2_a1_nu0]"""
 
 
+def _fig5_missing(params: Params) -> str:
+    """Why Fig. 5 is not drawn and the edit that draws it: name the α-only experiments params.yaml already
+    defines (defining them again would be a duplicate key), or show how to define some."""
+    defined = [e for e, x in params.experiments.items() if x.synth and params.pretrain_for(e).nu == 0]
+    if defined:
+        grid = [*params.grid.experiments, *(e for e in defined if e not in params.grid.experiments)]
+        edit = "grid:\n  experiments: [" + ", ".join(grid) + "]"
+        return (
+            f"the grid runs no experiment with synth: true and ν = 0 (L_C + α·L_R only). params.yaml defines {len(defined)}: "
+            "add their names to grid.experiments, keeping the reference rows (the budget check needs them):"
+            f"<pre>{html.escape(edit)}</pre>"
+        )
+    return (
+        "the grid has no experiment with synth: true and ν = 0 (L_C + α·L_R only). Define a few in params.yaml and add them "
+        "to grid.experiments (experiment names must not contain '.', since DVC reads them as params paths):"
+        f"<pre>{html.escape(FIG5_HINT)}</pre>"
+    )
+
+
 class Figure(TypedDict):
     """One figure of the report: where it goes, its caption and the files it was drawn from."""
 
@@ -344,12 +363,7 @@ def fig_alpha(params: Params, rows: list[Row], fig_dir: Path, log: logging.Logge
     panels, used = [p for p, _ in made if p is not None], [u for _, us in made for u in us]
     fid, title = "fig5_alpha", "Fig. 5 analogue — reconstruction alone (L_C + α·L_R)"
     if not panels:
-        why = (
-            "the grid has no experiment with synth: true and ν = 0 (L_C + α·L_R only). Add a few, e.g. in params.yaml "
-            "(experiment names must not contain '.', since DVC reads them as params paths):"
-            f"<pre>{html.escape(FIG5_HINT)}</pre>"
-        )
-        return [_not_drawn(fid, "fig5", title, why)]
+        return [_not_drawn(fid, "fig5", title, _fig5_missing(params))]
     path = plots.save_png(plots.alpha_sweep_figure(panels), fig_dir / f"{fid}.png")
     seeds = params.grid.seeds
     bars = (
@@ -367,6 +381,9 @@ def fig_alpha(params: Params, rows: list[Row], fig_dir: Path, log: logging.Logge
     return [Figure(id=fid, section="fig5", title=title, path=path, caption=caption, sources=[f"metrics of {u}" for u in used])]
 
 
+TOTAL = "L = L_C + α·L_R + ν·L_Cp"  # the total's panel title (module runs)
+
+
 def loss_kind(method: str) -> str:
     """What a method's L_C is, as its registry entry says (`SSLMethod.loss_kind`)."""
     from finesyn.methods import METHODS  # torch: imported where curves are drawn, not by `python -m finesyn.report`
@@ -376,14 +393,16 @@ def loss_kind(method: str) -> str:
 
 def _by_loss_kind(params: Params, experiment: str, curves: dict) -> dict:
     """A run's curves with loss, L_C and L_Cp renamed by the kind of its L_C (one panel per kind, never a
-    cross-entropy beside an InfoNCE); the supervised row's total loss is its L_C, shown once."""
-    method = params.experiments[experiment].method
+    cross-entropy beside an InfoNCE). The total is drawn for module runs only, titled by what it sums; any
+    other run's total is its L_C, shown once."""
+    method, synth = params.experiments[experiment].method, params.experiments[experiment].synth
     kind = loss_kind(method)
     out = {}
     for metric, curve in curves.items():
-        if method == "supervised" and metric == "loss":
+        if metric == "loss" and not synth:
             continue
-        out[f"{metric} — {kind}" if metric in ("loss", "L_C", "L_Cp") else metric] = curve
+        name = TOTAL if metric == "loss" else metric
+        out[f"{name} — {kind}" if metric in ("loss", "L_C", "L_Cp") else metric] = curve
     return out
 
 
@@ -429,9 +448,10 @@ def fig_curves(params: Params, models_root: Path, fig_dir: Path, log: logging.Lo
 CURVES_CAPTION = (
     "The learning monitor first (val/knn20_top1: kNN-20 top-1 of the validation images held out of the train split, "
     "every pretrain.monitor_every_steps; never the test set; dotted: chance), then every logged training term per step (dvclive, "
-    "pretrain.log_every_steps): total loss, L_C (SSL loss), L_R (reconstruction, module runs), L_Cp (SSL loss on the generated pair) "
+    "pretrain.log_every_steps): the total L = L_C + α·L_R + ν·L_Cp of module runs (any other run's total is its L_C), L_C (SSL "
+    "loss), L_R (reconstruction, module runs), L_Cp (SSL loss on the generated pair) "
     "and n_selected (number of perturbed dimensions). Loss terms are split by what L_C is (cross-entropy with the labels for the "
-    "supervised row, whose total loss is its L_C; InfoNCE for MoCo v2; ...): their values are not on one scale. Dotted on the "
+    "supervised row; InfoNCE for MoCo v2; ...): their values are not on one scale. Dotted on the "
     "cross-entropy panel: chance, ln(number of classes), the loss of a uniform prediction; InfoNCE has no fixed chance level (a uniform "
     "prediction scores ln(1 + negatives), and MoCo's queue grows during training). One colour and line style per experiment, "
     "named at its line's end; one marker per seed. Experiments without training (method none) have no curves. "

@@ -26,7 +26,22 @@ plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10
 CURVE_SKIP = ("lr", "images_per_s")
 
 
-CURVE_ORDER = ("loss", "L_C", "L_R", "L_Cp", "n_selected")
+CURVE_ORDER = ("L = L_C + α·L_R + ν·L_Cp", "L_C", "L_R", "L_Cp", "n_selected")
+NATS = ("InfoNCE", "NT-Xent (InfoNCE)", "cross-entropy with the labels")  # log-likelihood losses, natural log
+
+
+def curve_y_label(metric: str) -> str:
+    """What a curve panel's y axis measures, from its metric name ('<term> — <kind of L_C>')."""
+    base, _, kind = metric.partition(" — ")
+    if base.startswith("val/") and "top1" in base:
+        return "kNN top-1 on held-out train images (%)"
+    if base == "L_R":
+        return "L_R: pixel MSE of g(h), images in [0, 1]"
+    if base == "n_selected":
+        return "dimensions perturbed per image"
+    if kind:
+        return f"{kind} (nats)" if kind in NATS else kind
+    return base
 
 
 def save_png(fig, path: Path, dpi: int = 110) -> Path:
@@ -236,6 +251,12 @@ def pairs_figure(png: bytes, title: str, padding: int = 2):
     ax.xaxis.tick_top()
     ax.set_yticks([])
     ax.set_title(title, fontsize=10)
+    if n == 4:  # the difference column's scale: white is the grid's largest channel-mean |g(h) − g(h̃)|
+        top = float((np.abs(tiles[:, 1].astype(np.float64) - tiles[:, 2].astype(np.float64)).mean(-1) / 255.0).max())
+        bar = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, top), cmap="gray")
+        fig.colorbar(bar, ax=ax, orientation="horizontal", fraction=0.035, pad=0.02, aspect=40).set_label(
+            r"last column: $|g(h) - g(\tilde{h})|$, mean over RGB, in [0, 1] pixel units (white = this grid's largest)", fontsize=8
+        )
     return fig, pair_difference(tiles)
 
 
@@ -366,6 +387,7 @@ def _curve_panel(ax, metric: str, curves: dict, chance: dict[str, tuple[float, s
         )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("training step")
+    ax.set_ylabel(curve_y_label(metric), fontsize=8)
     ax.set_title(metric, fontsize=10)
     ax.grid(alpha=0.3)
     _label_line_ends(ax, ends)
