@@ -50,14 +50,19 @@ def assert_same_views(a, b) -> None:
         assert torch.equal(va, vb), f"view {i} (step {i // 2 + 1}) differs"
 
 
-@pytest.mark.parametrize("criteria", [["variance", "gradcam"], ["random"]])
-def test_baseline_and_module_runs_of_one_seed_see_identical_views(tmp_path, monkeypatch, criteria):
+@pytest.mark.parametrize(
+    "module",
+    [{"criteria": ["variance", "gradcam"]}, {"criteria": ["random"]}, {"pair_augment": True, "pair_negatives": "generated"}],
+    ids=["variance+gradcam", "random", "augmented-pair+generated-negatives"],
+)
+def test_baseline_and_module_runs_of_one_seed_see_identical_views(tmp_path, monkeypatch, module):
+    """The pair's augmentation draws from the module's generator too, never from the views'."""
     base = recorded_views(monkeypatch, tiny_spec(tmp_path / "base", synth=False, **FAST))
     spec = tiny_spec(tmp_path / "synth", **FAST)
-    spec = replace(spec, cfg=spec.cfg.model_copy(update={"synth": spec.cfg.synth.model_copy(update={"criteria": criteria})}))
-    module = recorded_views(monkeypatch, spec)
+    spec = replace(spec, cfg=spec.cfg.model_copy(update={"synth": spec.cfg.synth.model_copy(update=module)}))
+    with_module = recorded_views(monkeypatch, spec)
     assert len(base) == 2 * spec.cfg.total_steps(40)  # the module draws noise (and random dims) at every one of these steps
-    assert_same_views(base, module)
+    assert_same_views(base, with_module)
 
 
 def test_a_resumed_module_run_replays_the_views_and_the_modules_draws(tmp_path, monkeypatch):

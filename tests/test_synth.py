@@ -356,6 +356,50 @@ def test_pair_is_g_h_and_g_h_tilde_and_l_cp_is_the_methods_loss(method_name, cfg
         assert torch.equal(method.queue, state["queue"]) and torch.equal(method.queue_ptr, state["queue_ptr"])
 
 
+def test_generated_negatives_are_the_other_decoded_images_not_the_queue():
+    """synth.pair_negatives: generated -- InfoNCE within the pair batch (MoCo v3's form), the queue untouched."""
+    method, synth, out, x1, s = run("mocov2", batch=6, pair_negatives="generated")
+    queue = method.queue.clone()
+    _, x_a, x_b = s.images
+    q = F.normalize(method.projector(method.backbone(x_a)), dim=1)
+    with torch.no_grad():
+        k = F.normalize(method.key_projector(method.key_backbone(x_b)), dim=1)
+    expected = F.cross_entropy(q @ k.T / method.temperature, torch.arange(6))
+    torch.testing.assert_close(s.pair.detach(), expected.detach(), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(s.pair, method.ssl_loss(x_a, x_b, update_state=False).loss)  # not the queue's negatives
+    assert torch.equal(method.queue, queue)
+
+
+def test_pair_augment_feeds_l_cp_an_augmented_pair_drawn_from_the_module_generator():
+    from finesyn.config import AugmentConfig
+
+    method = make_method("mocov2")
+    x1 = images(6, 1)
+    out = method.ssl_loss(x1, images(6, 2))
+    seen, real = [], method.ssl_loss
+    method.ssl_loss = lambda a, b, update_state=True: (seen.append((a, b)), real(a, b, update_state))[1]
+    results = []
+    for augment in (False, True):
+        torch.manual_seed(1)
+        synth = SynthPairs(D, SIZE, SynthConfig(decoder_width=16, pair_augment=augment), AugmentConfig())
+        results.append(synth(method, out, x1, gen(3)))
+    (plain_a, plain_b), (aug_a, aug_b) = seen
+    assert torch.equal(plain_a, results[0].images[1]) and torch.equal(results[1].images[1], results[0].images[1])  # same g(h)
+    assert aug_a.shape == plain_a.shape and not torch.allclose(aug_a, plain_a) and not torch.allclose(aug_b, plain_b)
+    assert not torch.allclose(results[1].pair, results[0].pair)
+
+
+def test_generated_negatives_need_mocov2(repo_root):
+    import yaml
+
+    from finesyn.config import ParamsError, parse_params
+
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    raw["experiments"]["simsiam_synth"]["overrides"] = {"synth": {"pair_negatives": "generated"}}
+    with pytest.raises(ParamsError, match=r"experiments\.simsiam_synth: pretrain\.synth\.pair_negatives: generated needs method mocov2"):
+        parse_params(raw)
+
+
 def test_forward_values_do_not_depend_on_gradient_routing():
     """detach_h / decoder_grad_from_pairs choose where gradients go, never what is computed."""
     results = []

@@ -191,6 +191,20 @@ def test_weights_gone_inf_with_a_finite_loss_stop_the_run_and_no_checkpoint_keep
         assert load_latest_checkpoint(spec)["step"] == 3
 
 
+def test_module_options_added_later_keep_old_run_identities_at_their_defaults(repo_root):
+    """pair_negatives / pair_augment at their defaults compute what module runs computed before them: the same
+    run id, so existing checkpoints resume; set, they are a new run."""
+    import yaml
+
+    from finesyn.config import parse_params
+
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    before = run_settings(parse_params(raw), "synthetic", "mocov2_synth")
+    assert "pair_negatives" not in before["synth"] and "pair_augment" not in before["synth"]
+    raw["pretrain"]["synth"]["pair_augment"] = True
+    assert run_settings(parse_params(raw), "synthetic", "mocov2_synth")["synth"]["pair_augment"] is True
+
+
 def test_run_identity_ignores_settings_a_baseline_does_not_use(repo_root):
     import yaml
 

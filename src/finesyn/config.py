@@ -205,6 +205,15 @@ class SynthConfig(Section):
     decoder_grad_from_pairs: bool = False
     recon_grad_to_encoder: bool = Field(True, description="L_R also trains the encoder (needed for Fig. 5's alpha sweep to mean anything)")
     pair_fraction: float = Field(1.0, gt=0, le=1)
+    pair_negatives: Literal["queue", "generated"] = Field(
+        "queue",
+        description="L_Cp's negatives: queue = the method's own (MoCo v2: its queue of real-image keys); generated = the other "
+        "decoded images of the pair batch (InfoNCE within the pair batch; MoCo v2 only)",
+    )
+    pair_augment: bool = Field(
+        False,
+        description="augment each decoded image with pretrain.augment before L_Cp (two independent draws from the module's generator)",
+    )
 
     @field_validator("criteria")
     @classmethod
@@ -488,9 +497,15 @@ def _cross_check(params: Params, source: str) -> None:
                 raise ParamsError(f"{source}: {key}: unknown name {name!r}{_suggest(name, known)}; defined: {sorted(known)}")
     for name in params.experiments:
         try:
-            params.pretrain_for(name)
+            cfg = params.pretrain_for(name)
         except ParamsError as e:
             raise ParamsError(f"{source}: {e}") from None
+        exp = params.experiments[name]
+        if exp.synth and cfg.synth.pair_negatives == "generated" and exp.method != "mocov2":
+            raise ParamsError(
+                f"{source}: experiments.{name}: pretrain.synth.pair_negatives: generated needs method mocov2 "
+                f"({exp.method!r} has no negatives to replace, or takes them from its batch already); use queue"
+            )
     _check_batch_fits(params, source)
 
 

@@ -39,6 +39,9 @@ def how_to_run_fields() -> list[str]:
 METHOD_REVISION = {"mocov2": 2, "supervised": 2}
 
 
+LATER_SYNTH_DEFAULTS = {"pair_negatives": "queue", "pair_augment": False}
+
+
 def run_settings(params, dataset: str, experiment: str) -> dict:
     """Exactly the settings that determine the trained encoder: its identity for resume and reuse.
 
@@ -58,6 +61,10 @@ def run_settings(params, dataset: str, experiment: str) -> dict:
             d.pop(key)
     if cfg.optimizer == "sgd":
         d.pop("adam_beta2")
+    if exp.synth:  # options added later: at their default they compute what runs before them did (same identity)
+        for key, default in LATER_SYNTH_DEFAULTS.items():
+            if d["synth"][key] == default:
+                d["synth"].pop(key)
     for key in how_to_run_fields():
         d.pop(key)
     revision = {"revision": METHOD_REVISION[exp.method]} if exp.method in METHOD_REVISION else {}

@@ -72,7 +72,7 @@ def build_models(spec: RunSpec, num_train: int, num_classes: int | None = None) 
     if spec.method == "none":
         return backbone, None, None
     method = build_method(spec.method, backbone, spec.cfg, num_train, num_classes)
-    synth = SynthPairs.from_config(backbone.dim, spec.crop_size, spec.cfg.synth) if spec.synth else None
+    synth = SynthPairs.from_config(backbone.dim, spec.crop_size, spec.cfg.synth, spec.cfg.augment) if spec.synth else None
     return backbone, method, synth
 
 

@@ -128,7 +128,17 @@ def _select(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.T
 
 def ssl_view(images_uint8: torch.Tensor, cfg, size: int, g: torch.Generator) -> torch.Tensor:
     """One augmented, normalised view of a (B, H, W, 3) uint8 batch. `cfg` is an AugmentConfig."""
-    x = to_float(images_uint8)
+    return augment_float(to_float(images_uint8), cfg, size, g)
+
+
+def reaugment(x: torch.Tensor, cfg, g: torch.Generator) -> torch.Tensor:
+    """A normalised image batch (decoded images) augmented like a view, at its own size: the module's
+    pair_augment. Denormalised and clamped to [0, 1] first, as colour jitter expects."""
+    return augment_float(denormalize(x).clamp(0, 1), cfg, x.shape[-1], g)
+
+
+def augment_float(x: torch.Tensor, cfg, size: int, g: torch.Generator) -> torch.Tensor:
+    """The MoCo v2 augmentations of a (B, 3, H, W) float batch in [0, 1], normalised."""
     b, dev = len(x), x.device
     x = random_resized_crop(x, size, cfg.crop_scale, cfg.crop_ratio, cfg.flip_p, g, cfg.rotation)
     bj, cj, sj, hj = cfg.color_jitter

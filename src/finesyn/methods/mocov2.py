@@ -136,6 +136,17 @@ class MoCoV2(SSLMethod):
             self._pending = (k_all, self.dist.all_gather(own))
         return SSLOutput(loss, h1)
 
+    def in_batch_loss(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """InfoNCE of x1's queries against x2's keys, the negatives being the other keys of the (global)
+        batch, not the queue: L_Cp with synth.pair_negatives: generated, whose negatives are decoded images
+        too (against the real-image queue L_Cp mostly pushes decoded images away from real ones)."""
+        q = F.normalize(self.projector(self.backbone(x1)), dim=1)
+        with torch.no_grad():
+            k = self._keys(x2)
+            k_all = self.dist.all_gather(k)
+        own = torch.arange(len(k), device=k.device) + self.dist.rank * len(k)
+        return info_nce(q, k, k_all, self.temperature, own[:, None] == torch.arange(len(k_all), device=k.device)[None, :])
+
     @torch.no_grad()
     def pair_forces(self, x1: torch.Tensor, x2: torch.Tensor) -> dict:
         """`info_nce_forces` of the queries of x1 against the keys of x2 and the queue (the module's health)."""

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from finesyn.data.augment import reaugment
 from finesyn.distributed import SINGLE, DistContext, convert_sync_batchnorm
 from finesyn.methods.base import SSLMethod, SSLOutput
 from finesyn.models.decoder import Decoder
@@ -69,18 +70,20 @@ class SynthLosses:
 class SynthPairs(nn.Module):
     dist: DistContext = SINGLE  # set by `distribute`
 
-    def __init__(self, feature_dim: int, image_size: int, cfg):
-        """`cfg` is a SynthConfig."""
+    def __init__(self, feature_dim: int, image_size: int, cfg, augment=None):
+        """`cfg` is a SynthConfig; `augment` the run's AugmentConfig (used with cfg.pair_augment)."""
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.augment = cfg, augment
         self.decoder = Decoder(feature_dim, image_size, cfg.decoder, cfg.decoder_width)
         self.register_buffer("running_mean", torch.zeros(feature_dim))
         self.register_buffer("running_var", torch.ones(feature_dim))
         self.register_buffer("stats_initialised", torch.zeros((), dtype=torch.bool))
 
     @classmethod
-    def from_config(cls, feature_dim: int, image_size: int, cfg) -> SynthPairs:
-        return cls(feature_dim, image_size, cfg)
+    def from_config(cls, feature_dim: int, image_size: int, cfg, augment=None) -> SynthPairs:
+        if cfg.pair_augment and augment is None:
+            raise ValueError("synth.pair_augment needs the run's augmentation settings (augment=)")
+        return cls(feature_dim, image_size, cfg, augment)
 
     def distribute(self, ctx: DistContext) -> None:
         """Adopt the multi-process rule (module docstring); called once, before the optimiser is built."""
@@ -186,6 +189,10 @@ class SynthPairs(nn.Module):
 
         with running_stats_kept(self.decoder):  # g's running statistics are those of L_R's real-image h (eval: PSNR, figures)
             x_a, x_b = self._decode_pair(x_hat, h_src, h_tilde, n == len(h))
+        v_a, v_b = (reaugment(x_a, self.augment, g), reaugment(x_b, self.augment, g)) if cfg.pair_augment else (x_a, x_b)
         with running_stats_kept(method):  # the key encoder's too: its buffers are copied from the online ones anyway
-            loss_cp = method.ssl_loss(x_a, x_b, update_state=False).loss
+            if cfg.pair_negatives == "generated":
+                loss_cp = method.in_batch_loss(v_a, v_b)
+            else:
+                loss_cp = method.ssl_loss(v_a, v_b, update_state=False).loss
         return SynthLosses(loss_r, loss_cp, int(mask.sum()), mask, (x1[:n].detach(), x_a.detach(), x_b.detach()))
