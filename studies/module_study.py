@@ -7,8 +7,9 @@ the encoder with the pipeline's own evaluation on all 10,000 test images: the lb
 also records its health (synth/health.py). One JSON row per run is appended to
 studies/module_study.jsonl with the arm's settings, seed, code version, threads and machine.
 
-    python -m studies.module_study --arms baseline_t01,module_t01,random_t01 --seeds 100 101 --shard 0/2
-    python -m studies.module_study --analyse          # the protocol's contrasts over the rows
+    python -m studies.module_study --shard 0/2        # stage 1: its arms on seeds 100-115 (skips written rows)
+    python -m studies.module_study --stage 2 --shard 0/16   # stage 2 (amendment 1): 7 arms on seeds 200-215
+    python -m studies.module_study --analyse          # the protocol's contrasts over the rows (--stage 2: stage 2's)
 
 Arms run in seed-major order (every arm of a seed before the next seed), so an interrupted study
 leaves complete paired sets.
@@ -31,11 +32,30 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ROOT / "studies" / "module_study.jsonl"
 
+RANDOM_DIMS = {"criteria": ["random"], "k_random": 0.42}  # as many random dimensions as the criterion picks
+T02 = {"methods": {"mocov2": {"temperature": 0.2}}}
+MECHANISM = {"pair_negatives": "generated", "pair_augment": True, "beta": 3.0}  # a pair that carries the mechanism
 # arm -> (module on, pretrain overrides merged onto params.yaml's pretrain section)
 ARMS: dict[str, tuple[bool, dict]] = {
     "baseline_t01": (False, {}),
     "module_t01": (True, {}),
-    "random_t01": (True, {"synth": {"criteria": ["random"], "k_random": 0.42}}),
+    "random_t01": (True, {"synth": RANDOM_DIMS}),
+    # stage 2 (protocol amendment 1)
+    "baseline_t02": (False, T02),
+    "module_t02": (True, T02),
+    "random_t02": (True, {**T02, "synth": RANDOM_DIMS}),
+    "alpha_only_t01": (True, {"nu": 0.0}),
+    "mechanism_t01": (True, {"synth": MECHANISM}),
+    "mechanism_random_t01": (True, {"synth": {**MECHANISM, **RANDOM_DIMS}}),
+}
+# stage -> (arms, seeds, rows file): each stage has its fresh seeds and its own rows
+STAGES = {
+    1: (["baseline_t01", "module_t01", "random_t01"], list(range(100, 116)), ROWS),
+    2: (
+        ["baseline_t01", "baseline_t02", "module_t02", "random_t02", "alpha_only_t01", "mechanism_t01", "mechanism_random_t01"],
+        list(range(200, 216)),
+        ROOT / "studies" / "module_study_stage2.jsonl",
+    ),
 }
 
 
@@ -50,7 +70,8 @@ def settings(arm: str) -> tuple[bool, dict, dict]:
     """(module on, pretrain settings, dataset settings) of an arm on today's params.yaml."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     synth, over = ARMS[arm]
-    quiet = {"checkpoint_every_steps": 10**9, "log_every_steps": 10**9, "monitor_every_steps": 0, "threads": 1}
+    # quiet, one thread, float32 (amp acts on CUDA only: CPU rows are the same with or without it)
+    quiet = {"checkpoint_every_steps": 10**9, "log_every_steps": 10**9, "monitor_every_steps": 0, "threads": 1, "amp": False}
     return synth, _merge(params["pretrain"], {**over, **quiet}), params["datasets"]["synthetic"]
 
 
@@ -117,16 +138,23 @@ def run(arm: str, seed: int, tmp: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m studies.module_study", description=__doc__.split("\n")[0])
-    ap.add_argument("--arms", default=",".join(ARMS))
-    ap.add_argument("--seeds", type=int, nargs="+", default=list(range(100, 116)))
+    ap.add_argument("--stage", type=int, choices=sorted(STAGES), default=1, help="the protocol's stage: its arms, seeds and rows file")
+    ap.add_argument("--arms", help="comma-separated; default: the stage's")
+    ap.add_argument("--seeds", type=int, nargs="+", help="default: the stage's")
     ap.add_argument("--shard", default="0/1", help="i/n: every n-th (seed, arm) pair from the i-th (parallel processes)")
-    ap.add_argument("--out", type=Path, default=ROWS)
+    ap.add_argument("--out", type=Path, help="rows file; default: the stage's")
     ap.add_argument("--analyse", action="store_true", help="print the protocol's contrasts over the rows in --out")
     a = ap.parse_args(argv)
+    arms, seeds, rows = STAGES[a.stage]
+    a.arms, a.seeds, a.out = a.arms or ",".join(arms), a.seeds or seeds, a.out or rows
     if a.analyse:
         from studies.module_study_analysis import analyse
 
-        print(analyse(a.out))
+        if not a.out.is_file():
+            print(f"{a.out}: no rows yet (python -m studies.module_study --stage {a.stage} writes them)")
+            return 1
+
+        print(analyse(a.out, a.stage))
         return 0
     torch.set_num_threads(1)
     i, n = (int(x) for x in a.shard.split("/"))

@@ -9,11 +9,20 @@ import math
 import statistics
 from pathlib import Path
 
-CONTRASTS = [  # (name, arm a, arm b): a − b
-    ("module − baseline", "module_t01", "baseline_t01"),
-    ("module − random dims", "module_t01", "random_t01"),
-    ("random dims − baseline", "random_t01", "baseline_t01"),
-]
+CONTRASTS = {  # stage -> [(name, arm a, arm b)]: a − b; each stage is its own corrected family
+    1: [
+        ("module − baseline", "module_t01", "baseline_t01"),
+        ("module − random dims", "module_t01", "random_t01"),
+        ("random dims − baseline", "random_t01", "baseline_t01"),
+    ],
+    2: [  # amendment 1
+        ("module − baseline, T 0.2", "module_t02", "baseline_t02"),
+        ("module − random dims, T 0.2", "module_t02", "random_t02"),
+        ("α-only − baseline", "alpha_only_t01", "baseline_t01"),
+        ("mechanism pair − baseline", "mechanism_t01", "baseline_t01"),
+        ("mechanism pair − its random dims", "mechanism_t01", "mechanism_random_t01"),
+    ],
+}
 PRIMARY = ["linear_top1", "mAP"]  # the corrected family: every contrast on each
 SECONDARY = ["knn20_top1", "rank1"]
 FAMILY_ALPHA = 0.05
@@ -63,9 +72,9 @@ def decision(e: dict, min_seeds: int = 16) -> str:
     return "undecided"
 
 
-def analyse(path: Path) -> str:
-    arms = rows_by_arm(path)
-    m = len(CONTRASTS) * len(PRIMARY)
+def analyse(path: Path, stage: int = 1) -> str:
+    arms, contrasts = rows_by_arm(path), CONTRASTS[stage]
+    m = len(contrasts) * len(PRIMARY)
     level = 1 - FAMILY_ALPHA / m
     lines = [
         f"Rows: {path} ({', '.join(f'{a}: {len(s)} seeds' for a, s in sorted(arms.items()))}).",
@@ -75,7 +84,7 @@ def analyse(path: Path) -> str:
         "| contrast | metric | seeds | mean | corrected interval | sd of per-seed differences | decision |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, a, b in CONTRASTS:
+    for name, a, b in contrasts:
         for metric in PRIMARY:
             e = paired(arms.get(a, {}), arms.get(b, {}), metric, level)
             lines.append(
@@ -88,13 +97,13 @@ def analyse(path: Path) -> str:
         "| contrast | metric | seeds | mean | 95 % interval |",
         "|---|---|---|---|---|",
     ]
-    for name, a, b in CONTRASTS:
+    for name, a, b in contrasts:
         for metric in SECONDARY:
             e = paired(arms.get(a, {}), arms.get(b, {}), metric, 0.95)
             lines.append(f"| {name} | {metric} | {e['n']} | {e['mean']:+.2f} | [{e['lo']:+.2f}, {e['hi']:+.2f}] |")
     lines += ["", "Per seed, linear top-1 paired per test image (the test set's share of the spread; 95 % normal interval):", ""]
     lines += ["| contrast | seed | a − b | per-image interval | McNemar p |", "|---|---|---|---|---|"]
-    for name, a, b in CONTRASTS:
+    for name, a, b in contrasts:
         for seed in sorted(set(arms.get(a, {})) & set(arms.get(b, {}))):
             d = per_image(arms[a][seed], arms[b][seed])
             lines.append(
