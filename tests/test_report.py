@@ -783,3 +783,16 @@ def test_retrieval_check_names_an_ssl_row_that_does_not_beat_its_start_on_retrie
     assert "mAP" not in msg.split(".")[0] and "supervised" not in msg  # mAP is above; the labelled row is a reference
     better = [row("random_init", 12.66, 10.10, 10.41), row("mocov2", 13.0, 10.2, 11.6)]
     assert retrieval_check(params, better, D) is None
+
+
+def test_results_open_with_one_sentence_per_dataset_saying_what_the_rows_show(tree):
+    from finesyn.report.rows import headline
+    from finesyn.report.text import to_markdown
+
+    params = parse_params(raw_params())
+    rows = collect(params, tree / "metrics")
+    line = headline(params, rows, D)
+    # mocov2 62.00 vs random_init 32.00 (2 seeds); the module +8.50 with its t-interval over the 2 seeds
+    assert line.startswith(f"On {D}: `mocov2` beats `random_init` by +30.00 linear top-1 (2 seeds)")
+    assert "the module: `mocov2_synth` − `mocov2` +8.50 ± " in line and "(one seed)" not in line
+    assert f"**{line}**" in to_markdown(params, rows).splitlines()[:4]

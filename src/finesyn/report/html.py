@@ -25,6 +25,7 @@ from finesyn.report.rows import (
     chance_level,
     columns,
     effect_verdict,
+    headline,
     module_effect_cells,
     module_effects,
     retrieval_check,
@@ -136,6 +137,7 @@ def _head(params: Params, rows: list[Row], refs, has_effects: bool) -> list[str]
         "<title>finesyn report</title>",
         f"<style>{CSS}</style></head><body>",
         "<h1>finesyn report</h1>",
+        *[f"<p><strong>{_md_code(headline(params, rows, d))}</strong></p>" for d in params.grid.datasets],
         f"<p>Self-supervised fine-grained learning with synthesized pairs (re-implementation of Wang et al., ECCV 2024). "
         f"Grid: datasets {_e(as_text(params.grid.datasets))} × experiments {_e(as_text(params.grid.experiments))} × "
         f"seeds {_e(as_text(params.grid.seeds))}; "

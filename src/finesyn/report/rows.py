@@ -312,6 +312,32 @@ def effect_verdict(e: dict) -> str:
     return f"{what} ({scope}): {verdict}."
 
 
+def headline(params: Params, rows: list[Row], dataset: str) -> str:
+    """What the rows of one dataset show, in one sentence: does SSL beat its start (linear top-1, and on
+    retrieval), does the module beat its baseline (with its interval). Opens results.md and index.html."""
+    index, parts = _row_index(rows), []
+    budget = budget_verdict(params, rows, dataset)
+    if budget is not None and not budget[1]:
+        return f"On {dataset}, even the supervised row does not beat the untrained encoder: this budget does not train, so the SSL rows say nothing."
+    for row in rows:
+        exp, start = row["experiment"], start_row_of(params, row["experiment"])
+        method = params.experiments[exp].method
+        if row["dataset"] != dataset or start is None or method in REFERENCE_METHODS or params.experiments[exp].synth:
+            continue
+        delta = _delta_top1(row, index.get((dataset, start)))
+        seeds = f"{len(row['seeds'])} seeds" if len(row["seeds"]) > 1 else f"seed {row['seeds'][0]}"
+        worse = [m for m in RETRIEVAL_CHECK if m in row["values"] and (dataset, start) in index and m in index[(dataset, start)]["values"]
+                 and statistics.mean(row["values"][m]) <= statistics.mean(index[(dataset, start)]["values"][m])]  # fmt: skip
+        retrieval = f", but not on {', '.join(worse)}" if worse else ", and on retrieval and kNN too"
+        parts.append(
+            f"`{exp}` {'beats' if delta.startswith('+') else 'does not beat'} `{start}` by {delta} linear top-1 ({seeds}){retrieval}"
+        )
+    for e in module_effects(params, rows):
+        if e["dataset"] == dataset and e["metric"] == TOP1:
+            parts.append(f"the module: `{e['module']}` − `{e['baseline']}` {_fmt_effect(e)}" + (" (one seed)" if e["n"] == 1 else ""))
+    return f"On {dataset}: " + "; ".join(parts) + "." if parts else f"On {dataset}: no SSL row with its untrained start in the grid."
+
+
 MODULE_EFFECT_INTRO = (
     "Baseline + module − baseline, per seed, then the mean and its two-sided 95 % Student-t interval over the seeds "
     "(paired: the same seed's initialisation, data order and augmented views on both sides). With one seed, linear top-1 "

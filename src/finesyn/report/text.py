@@ -25,6 +25,7 @@ from finesyn.report.rows import (
     chance_level,
     columns,
     effect_verdict,
+    headline,
     module_effect_cells,
     module_effects,
     retrieval_check,
@@ -35,7 +36,7 @@ from finesyn.report.rows import (
 def to_markdown(params: Params, rows: list[Row], refs: list[dict] | None = None) -> str:
     headers = [h for h, _, _ in columns(params)]
     index = _row_index(rows)
-    out = ["# Results", "", _protocol_text(params), ""]
+    out = ["# Results", "", *[f"**{headline(params, rows, d)}**" for d in params.grid.datasets], "", _protocol_text(params), ""]
     for dataset in params.grid.datasets:
         chance = chance_level(params, dataset)
         out.append(f"## {dataset}" + (f" (chance: {chance:.1f}%)" if chance else ""))
