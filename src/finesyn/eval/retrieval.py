@@ -8,7 +8,7 @@ mAP needs the rank of every relevant item in every query's *full* ranking. Two e
 same ranks (ties: lower index first): ``sort`` (default): a BLAS product per chunk of queries (on
 the GPU when there is one), then ranks by sorting similarity *values* (`relevant_ranks`);
 ``faiss``: FAISS exact search with k = gallery size. FAISS's k-selection is a heap, built for
-k << N: for k = N it is the slow one (benchmarks/results.md, issue 9), so FAISS does the kNN
+k << N: for k = N it is the slow one (benchmarks/results.md), so FAISS does the kNN
 vote (small k, `finesyn.eval.knn`) and the sort engine the full ranking.
 """
 

@@ -38,7 +38,7 @@ def gradcam_scores(importance: torch.Tensor, rank: str) -> torch.Tensor:
     as strongly as a large positive one. "Least important" therefore means smallest |s_j|; ranking the
     signed s_j (Grad-CAM's literal lowest) selects exactly those strongly negative dimensions. On a
     default MoCo v2 checkpoint 228 / 512 dimensions are negative and the 128 lowest signed overlap
-    0 / 128 with the 128 lowest |s_j| (issue 16). "signed" is kept for the ablation.
+    0 / 128 with the 128 lowest |s_j| (docs/findings.md). "signed" is kept for the ablation.
     """
     if rank == "abs":
         return importance.abs()

@@ -2,7 +2,7 @@
 
 Fig. 4's pairs only teach something if g(h) renders the image's content; a decoder that has learned
 only the dataset's mean colour makes flat pairs. The yardstick is the PSNR of the *dataset's mean
-image* against the same images: g must beat it (issue 16 asks for >= 3 dB) to show more than the
+image* against the same images: g must beat it (by >= 3 dB, the report's criterion) to show more than the
 average. Both are computed on the deterministic eval view, in [0, 1] pixel space.
 """
 
