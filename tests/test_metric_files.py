@@ -34,8 +34,9 @@ def test_a_missing_or_non_numeric_metric_is_an_error_naming_it(value):
 
 
 def test_metrics_carry_no_float_noise():
-    """100 * 2081 / 10000 is 20.810000000000002 in binary floating point: the file holds 20.81."""
-    metrics, _ = split_record({"top1": 100 * 2081 / 10000, "top5": 100 * 6866 / 10000}, PROBE_KEYS, "probe")
+    """0.2081 * 100 (a mean of hits times 100) is 20.810000000000002 in binary floating point: the file holds 20.81."""
+    assert repr(0.2081 * 100) == "20.810000000000002"
+    metrics, _ = split_record({"top1": 0.2081 * 100, "top5": 0.6866 * 100}, PROBE_KEYS, "probe")
     assert metrics == {"top1": 20.81, "top5": 68.66} and repr(metrics["top1"]) == "20.81"
     mAP, _ = split_record({"top1": 10.152175267757555, "top5": 1.0}, PROBE_KEYS, "probe")
     assert mAP["top1"] == 10.152175  # six decimals: below any resolution of the protocol
