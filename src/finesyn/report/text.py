@@ -34,78 +34,94 @@ from finesyn.report.rows import (
 
 
 def to_markdown(params: Params, rows: list[Row], refs: list[dict] | None = None) -> str:
-    headers = [h for h, _, _ in columns(params)]
-    index = _row_index(rows)
+    """reports/results.md: one function per section, in reading order."""
     out = ["# Results", "", *[f"**{headline(params, rows, d)}**" for d in params.grid.datasets], "", _protocol_text(params), ""]
     for dataset in params.grid.datasets:
-        chance = chance_level(params, dataset)
-        out.append(f"## {dataset}" + (f" (chance: {chance:.1f}%)" if chance else ""))
-        out.append("")
-        out.append("| experiment | " + " | ".join(headers) + " | Δ top-1 vs start |")
-        out.append("|---" * (len(headers) + 2) + "|")
-        for row in rows:
-            if row["dataset"] == dataset:
-                start = start_row_of(params, row["experiment"])
-                delta = f"{_delta_top1(row, index.get((dataset, start)))} (vs {start})" if start else "–"
-                out.append(f"| {row['experiment']} | " + " | ".join(_cells(row, headers)) + f" | {delta} |")
-        out.append("")
-        out += [
-            "Δ top-1 vs start: linear top-1 of the row minus that of the untrained row it started from (same encoder and init): "
-            "what the training added.",
-            "",
-        ]
-        check = budget_check(params, rows, dataset)
+        out += _md_dataset(params, rows, dataset)
+    out += _md_module_effect(params, rows) + _md_ablations(params, rows) + _md_references(params, refs) + _md_sources(rows)
+    return "\n".join(out) + "\n"
+
+
+def _md_dataset(params: Params, rows: list[Row], dataset: str) -> list[str]:
+    """A dataset's results table, what its Δ column means, and the budget and retrieval checks under it."""
+    headers, index = [h for h, _, _ in columns(params)], _row_index(rows)
+    chance = chance_level(params, dataset)
+    out = [f"## {dataset}" + (f" (chance: {chance:.1f}%)" if chance else ""), ""]
+    out.append("| experiment | " + " | ".join(headers) + " | Δ top-1 vs start |")
+    out.append("|---" * (len(headers) + 2) + "|")
+    for row in rows:
+        if row["dataset"] == dataset:
+            start = start_row_of(params, row["experiment"])
+            delta = f"{_delta_top1(row, index.get((dataset, start)))} (vs {start})" if start else "–"
+            out.append(f"| {row['experiment']} | " + " | ".join(_cells(row, headers)) + f" | {delta} |")
+    out += [
+        "",
+        "Δ top-1 vs start: linear top-1 of the row minus that of the untrained row it started from (same encoder and init): "
+        "what the training added.",
+        "",
+    ]
+    for check in (budget_check(params, rows, dataset), retrieval_check(params, rows, dataset)):
         if check:
             out += ["> **" + check.replace(": ", ":** ", 1), ""]  # a block quote: the verdict stands out from the prose
-        retrieval = retrieval_check(params, rows, dataset)
-        if retrieval:
-            out += ["> **" + retrieval.replace(": ", ":** ", 1), ""]
+    return out
+
+
+def _md_module_effect(params: Params, rows: list[Row]) -> list[str]:
     effects = module_effects(params, rows)
-    if effects:
-        out += [
-            "## The module's effect",
-            "",
-            *[f"**Verdict:** {effect_verdict(e)}" for e in effects if e["metric"] == TOP1],
-            "",
-            MODULE_EFFECT_INTRO,
-            "",
-            "| " + " | ".join(MODULE_EFFECT_HEADERS) + " |",
-            "|---" * len(MODULE_EFFECT_HEADERS) + "|",
-        ]
-        out += ["| " + " | ".join(module_effect_cells(e)) + " |" for e in effects]
-        out.append("")
+    if not effects:
+        return []
+    out = [
+        "## The module's effect",
+        "",
+        *[f"**Verdict:** {effect_verdict(e)}" for e in effects if e["metric"] == TOP1],
+        "",
+        MODULE_EFFECT_INTRO,
+        "",
+        "| " + " | ".join(MODULE_EFFECT_HEADERS) + " |",
+        "|---" * len(MODULE_EFFECT_HEADERS) + "|",
+    ]
+    return out + ["| " + " | ".join(module_effect_cells(e)) + " |" for e in effects] + [""]
+
+
+def _md_ablations(params: Params, rows: list[Row]) -> list[str]:
     abl = ablations(params)
-    if abl:
-        out += [
-            "## Ablations",
-            "",
-            "Experiments that differ from a baseline (same method, no overrides) only by `overrides`; Δ top-1 = theirs − the baseline's.",
-            "",
-        ]
-        for dataset in params.grid.datasets:
-            out.append(f"### {dataset}")
-            out.append("")
-            out.append("| experiment | baseline | overrides | " + " | ".join(headers) + " | Δ top-1 |")
-            out.append("|---" * (len(headers) + 4) + "|")
-            for a in abl:
-                row = index[(dataset, a["experiment"])]
-                ref = index.get((dataset, a["reference"])) if a["reference"] else None
-                out.append(
-                    f"| {a['experiment']} | {a['reference'] or '(not in grid)'} | {a['overrides']} | "
-                    + " | ".join(_cells(row, headers))
-                    + f" | {_delta_top1(row, ref)} |"
-                )
-            out.append("")
-    if refs:
-        out += ["## Reference numbers", "", f"From `{params.report.reference_numbers}`; difference = ours − reference.", ""]
-        out.append("| dataset | experiment | metric | reference | ours | difference |")
-        out.append("|---|---|---|---|---|---|")
-        for c in refs:
-            diff = f"{c['diff']:+.2f}" if c["diff"] is not None else "– (not in the grid)"
-            out.append(f"| {c['dataset']} | {c['experiment']} | {c['metric']} | {c['value']:.2f} | {c['ours_text']} | {diff} |")
+    if not abl:
+        return []
+    headers, index = [h for h, _, _ in columns(params)], _row_index(rows)
+    out = [
+        "## Ablations",
+        "",
+        "Experiments that differ from a baseline (same method, no overrides) only by `overrides`; Δ top-1 = theirs − the baseline's.",
+        "",
+    ]
+    for dataset in params.grid.datasets:
+        out += [f"### {dataset}", "", "| experiment | baseline | overrides | " + " | ".join(headers) + " | Δ top-1 |"]
+        out.append("|---" * (len(headers) + 4) + "|")
+        for a in abl:
+            row = index[(dataset, a["experiment"])]
+            ref = index.get((dataset, a["reference"])) if a["reference"] else None
+            out.append(
+                f"| {a['experiment']} | {a['reference'] or '(not in grid)'} | {a['overrides']} | "
+                + " | ".join(_cells(row, headers))
+                + f" | {_delta_top1(row, ref)} |"
+            )
         out.append("")
-    out.append("## Where each number comes from")
-    out.append("")
+    return out
+
+
+def _md_references(params: Params, refs: list[dict] | None) -> list[str]:
+    if not refs:
+        return []
+    out = ["## Reference numbers", "", f"From `{params.report.reference_numbers}`; difference = ours − reference.", ""]
+    out += ["| dataset | experiment | metric | reference | ours | difference |", "|---|---|---|---|---|---|"]
+    for c in refs:
+        diff = f"{c['diff']:+.2f}" if c["diff"] is not None else "– (not in the grid)"
+        out.append(f"| {c['dataset']} | {c['experiment']} | {c['metric']} | {c['value']:.2f} | {c['ours_text']} | {diff} |")
+    return out + [""]
+
+
+def _md_sources(rows: list[Row]) -> list[str]:
+    out = ["## Where each number comes from", ""]
     for row in rows:
         for src in row["sources"]:
             out.append(
@@ -115,7 +131,7 @@ def to_markdown(params: Params, rows: list[Row], refs: list[dict] | None = None)
                 + ", ".join(f"{k} `{v}`" for k, v in src["params_hash"].items())
                 + f", code `{src['code_version']}`"
             )
-    return "\n".join(out) + "\n"
+    return out
 
 
 def to_csv(params: Params, rows: list[Row]) -> str:
