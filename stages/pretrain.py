@@ -12,7 +12,6 @@ ranks; rank 0 holds the output locks and writes every output and checkpoint.
 """
 
 import contextlib
-import io
 import logging
 import time
 from pathlib import Path
@@ -24,23 +23,6 @@ from finesyn.cli import StepLines, load, progress_bar, stage_logging, user_error
 from finesyn.io import output_lock
 
 app = typer.Typer(add_completion=False, help=__doc__)
-
-
-def pair_grid_png(images, n: int = 8) -> bytes:
-    """Fig. 4's grid, one row per sample: the input view, g(h), g(h̃) and |g(h) − g(h̃)| (mean over RGB, scaled so
-    that the grid's largest difference is white): where the pair differs, which the eye misses between two blurry images."""
-    import torch
-    from torchvision.utils import make_grid, save_image
-
-    from finesyn.data.augment import denormalize
-
-    x1, xa, xb = (denormalize(t[:n].float()) for t in images)
-    diff = (xa - xb).abs().mean(dim=1, keepdim=True)
-    diff = (diff / diff.max().clamp_min(1e-8)).expand_as(xa)
-    grid = make_grid(torch.stack([x1, xa, xb, diff], dim=1).flatten(0, 1), nrow=4, padding=2, pad_value=1.0)
-    buf = io.BytesIO()
-    save_image(grid, buf, format="png")
-    return buf.getvalue()
 
 
 @app.command(help=__doc__)
@@ -77,6 +59,7 @@ def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out:
     with user_errors(), _rank0_locks(ctx, out, checkpoints):
         from finesyn.config import ParamsError, check_dataset_root
         from finesyn.data.cache import open_cache
+        from finesyn.eval.monitor import monitor_split
         from finesyn.live_curves import LiveCurves
         from finesyn.provenance import params_hash
         from finesyn.run_identity import RunSpec, run_settings
@@ -95,7 +78,7 @@ def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out:
         settings = run_settings(p, dataset, experiment)
         run_id = params_hash({"settings": settings, "seed": seed, "data": params_hash(ds.meta)})
         spec = RunSpec(exp.method, exp.synth, cfg, crop, seed, run_id, checkpoints)
-        train_idx, monitor = _monitor_split(ds, cfg, crop, p.datasets[dataset])
+        train_idx, monitor = monitor_split(ds, cfg, crop, p.datasets[dataset].split_seed)
         health = batch_health(ds.images, monitor.val_idx, cfg.augment, crop, cfg.nu) if monitor is not None and exp.synth else None
         if exp.method != "none" and cfg.batch_size > len(train_idx):
             raise ParamsError(
@@ -150,6 +133,7 @@ def _write_outputs(out: Path, result, spec, record: dict, ds, train_idx, log) ->
     """encoder.pt, and with the module pairs.png, g(h)'s PSNR and its health; train.json last (live/ is written while training)."""
     from finesyn.io import atomic_write_bytes, atomic_write_json
     from finesyn.provenance import provenance
+    from finesyn.synth.pair_grid import pair_grid_png
     from finesyn.train import encoder_artifact
 
     record = {**record, **provenance(spec.seed, record["settings"])}
@@ -192,20 +176,6 @@ def _write_outputs(out: Path, result, spec, record: dict, ds, train_idx, log) ->
     final = result.history[-1] if result.history else None
     atomic_write_json(out / "train.json", {**record, **recon_record, "final": final, "monitor": result.monitor})
     log.info("wrote %s (%d steps, %.1f s)", out / "encoder.pt", result.steps, record["wall_time_s"])
-
-
-def _monitor_split(ds, cfg, crop: int, dataset_cfg):
-    """(images pretraining sees, the learning monitor or None): `pretrain.monitor_val_fraction` of each
-    class of the train split is held out of pretraining (for every method, so rows stay comparable)."""
-    from finesyn.eval.monitor import KnnMonitor, bank_subset, carve_validation
-
-    train_idx = ds.indices("train")
-    if cfg.monitor_val_fraction == 0:
-        return train_idx, None
-    fit, val = carve_validation(train_idx, ds.labels, cfg.monitor_val_fraction, dataset_cfg.split_seed, ds.classes)
-    bank = bank_subset(fit, ds.labels, cfg.monitor_bank_per_class, dataset_cfg.split_seed)
-    monitor = KnnMonitor(ds.images, ds.labels, bank, val, crop, k=cfg.monitor_k, device=cfg.device, channels_last=cfg.channels_last)
-    return fit, monitor if cfg.monitor_every_steps > 0 else None
 
 
 if __name__ == "__main__":

@@ -85,17 +85,6 @@ def write_tsv(path, name, steps, values):
     (path / f"{name}.tsv").write_text("step\t" + name + "\n" + "".join(f"{s}\t{v}\n" for s, v in zip(steps, values)))
 
 
-def pretrain_stage():
-    """stages/pretrain.py as a module (its pair_grid_png draws Fig. 4's grid)."""
-    stage_file = Path(plots.__file__).parents[3] / "stages" / "pretrain.py"
-    spec = importlib.util.spec_from_file_location("pretrain_stage", stage_file)
-    stage = importlib.util.module_from_spec(spec)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(stage_file.parent))
-        spec.loader.exec_module(stage)
-    return stage
-
-
 PAIR_N, PAIR_SIZE = 3, 16
 
 
@@ -110,7 +99,9 @@ def pair_views():
 
 
 def pair_grid_png() -> bytes:
-    return pretrain_stage().pair_grid_png(pair_views())
+    from finesyn.synth.pair_grid import pair_grid_png as draw
+
+    return draw(pair_views())
 
 
 @pytest.fixture(scope="module")

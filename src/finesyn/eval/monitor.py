@@ -99,3 +99,15 @@ class KnnMonitor:
         fit_y, val_y = self.labels[self.fit_idx], self.labels[self.val_idx]
         acc = knn_accuracy(feats[0], fit_y, feats[1], val_y, ks=(self.k,), device=knn_device(self.device))
         return {f"knn{self.k}_top1": acc[f"top1_k{self.k}"]}
+
+
+def monitor_split(ds, cfg, crop: int, split_seed: int):
+    """(images pretraining sees, the learning monitor or None): `pretrain.monitor_val_fraction` of each
+    class of the train split is held out of pretraining (for every method, so rows stay comparable)."""
+    train_idx = ds.indices("train")
+    if cfg.monitor_val_fraction == 0:
+        return train_idx, None
+    fit, val = carve_validation(train_idx, ds.labels, cfg.monitor_val_fraction, split_seed, ds.classes)
+    bank = bank_subset(fit, ds.labels, cfg.monitor_bank_per_class, split_seed)
+    monitor = KnnMonitor(ds.images, ds.labels, bank, val, crop, k=cfg.monitor_k, device=cfg.device, channels_last=cfg.channels_last)
+    return fit, monitor if cfg.monitor_every_steps > 0 else None
