@@ -598,6 +598,16 @@ def test_budget_check_needs_both_reference_rows():
     assert budget_check(_budget_params(False), _rows(random_init=[13.4], mocov2=[10.2]), D) is None
 
 
+def test_a_grid_without_reference_rows_says_so_loudly():
+    """A sweep that drops `supervised` used to lose the budget check without a word."""
+    from finesyn.report.rows import missing_references
+
+    msg = missing_references(_budget_params(False), _rows(random_init=[13.4], mocov2=[10.2]), D)
+    assert msg.startswith("No budget check: the grid has no `supervised` row (method: supervised), so nothing here says")
+    assert msg.endswith("Add the reference rows to grid.experiments.")
+    assert missing_references(_budget_params(), _rows(random_init=[13.0], supervised=[30.0], mocov2=[11.0]), D) is None
+
+
 def test_budget_check_is_printed_under_the_table():
     from finesyn.report import to_markdown
 

@@ -26,6 +26,7 @@ from finesyn.report.rows import (
     columns,
     effect_verdict,
     headline,
+    missing_references,
     module_effect_cells,
     module_effects,
     retrieval_check,
@@ -161,9 +162,13 @@ def _results(params: Params, rows: list[Row]) -> list[str]:
         h.append("<table><tr><th>experiment</th>" + "".join(f"<th>{_e(c)}</th>" for c in headers) + "</tr>")
         h += [_html_row(r, headers) for r in rows if r["dataset"] == dataset]
         h.append("</table>")
-        verdict = budget_verdict(params, rows, dataset)
+        verdict, missing = budget_verdict(params, rows, dataset), missing_references(params, rows, dataset)
         if verdict:
             h.append(budget_box(*verdict))
+        elif missing:
+            h.append(
+                f'<div class="check warn" role="note"><strong>No budget check</strong>{_md_code(missing.removeprefix("No budget check"))}</div>'
+            )
         retrieval = retrieval_check(params, rows, dataset)
         if retrieval:
             h.append(

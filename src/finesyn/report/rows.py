@@ -155,6 +155,22 @@ def budget_check(params: Params, rows: list[Row], dataset: str) -> str | None:
     return None if verdict is None else verdict[0]
 
 
+def missing_references(params: Params, rows: list[Row], dataset: str) -> str | None:
+    """Said loudly where a grid with SSL rows lacks a reference row (a sweep that dropped them): without both,
+    nothing says whether this training learns at all. None where both are there or there is no SSL row."""
+    present = {params.experiments[r["experiment"]].method for r in rows if r["dataset"] == dataset}
+    if not present - set(REFERENCE_METHODS):
+        return None
+    missing = ["untrained row (method: none, e.g. `random_init`)" if m == "none" else "`supervised` row (method: supervised)"
+               for m in REFERENCE_METHODS if m not in present]  # fmt: skip
+    if not missing:
+        return None
+    return (
+        f"No budget check: the grid has no {' and no '.join(missing)}, so nothing here says whether this training learns "
+        "at all, and the SSL rows cannot be read as learning or not. Add the reference rows to grid.experiments."
+    )
+
+
 def budget_verdict(params: Params, rows: list[Row], dataset: str) -> tuple[str, bool] | None:
     """(budget_check's sentence, whether the training learns: supervised ahead of random_init by more than
     two binomial standard errors), or None when the grid lacks a reference row."""

@@ -26,6 +26,7 @@ from finesyn.report.rows import (
     columns,
     effect_verdict,
     headline,
+    missing_references,
     module_effect_cells,
     module_effects,
     retrieval_check,
@@ -60,7 +61,8 @@ def _md_dataset(params: Params, rows: list[Row], dataset: str) -> list[str]:
         "what the training added.",
         "",
     ]
-    for check in (budget_check(params, rows, dataset), retrieval_check(params, rows, dataset)):
+    checks = (budget_check(params, rows, dataset) or missing_references(params, rows, dataset), retrieval_check(params, rows, dataset))
+    for check in checks:
         if check:
             out += ["> **" + check.replace(": ", ":** ", 1), ""]  # a block quote: the verdict stands out from the prose
     return out
