@@ -36,7 +36,7 @@ def curve_y_label(metric: str) -> str:
     if base.startswith("val/") and "top1" in base:
         return "kNN top-1 on held-out train images (%)"
     if base == "L_R":
-        return "L_R: pixel MSE of g(h), images in [0, 1]"
+        return "L_R: MSE of g(h) to the view (normalised pixels)"
     if base == "n_selected":
         return "dimensions perturbed per image"
     if kind:
