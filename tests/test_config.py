@@ -236,3 +236,17 @@ def test_validate_refuses_an_init_file_that_is_not_a_state_dict(repo_root, tmp_p
     )
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert f"pretrain.init: {init}" in " ".join(r.stderr.split()) and not out.exists()
+
+
+def test_the_paper_path_carries_its_reference_rows_and_published_numbers(repo_root):
+    """Without the init-only and supervised rows, the run that reproduces the paper had no "Δ vs start" and
+    no budget check; published numbers ship with their source, beside the rows, never as rows."""
+    from finesyn.report.references import load_reference_numbers
+    from finesyn.report.rows import start_row_of
+
+    p = load_params(repo_root / "params" / "paper.yaml")
+    assert {"init_only", "supervised"} <= set(p.grid.experiments) and "random_init" not in p.experiments
+    assert p.pretrain.init == "imagenet" and start_row_of(p, "mocov2") == "init_only"
+    refs = load_reference_numbers(repo_root / p.report.reference_numbers, p)
+    assert all("github.com/GANPerf/LCR/issues/" in r["extra"]["source"] for r in refs)
+    assert {(r["experiment"], r["value"]) for r in refs} >= {("init_only", 68.17), ("mocov2", 68.30)}
