@@ -41,14 +41,20 @@ def save_checkpoint(spec: RunSpec, state: dict, keep: int) -> Path:
     torch.save({"run_id": spec.run_id, **state}, buf)
     run_dir = run_checkpoint_dir(spec)
     path = atomic_write_bytes(_ckpt_path(run_dir, state["step"]), buf.getvalue())
-    if _run_id_of(path) != spec.run_id:
+    own = _own_checkpoints(run_dir, spec.run_id)  # reads every step_*.pt back, the one just written too
+    if path not in own:
         raise RuntimeError(f"checkpoint {path} was written but does not read back as run {spec.run_id!r}: check the disk and rerun")
-    for old in sorted(_own_checkpoints(run_dir, spec.run_id))[:-keep]:
+    for old in sorted(own)[:-keep]:
         old.unlink(missing_ok=True)
     for tmp in run_dir.glob(".step_*.tmp"):  # left by a write that was killed (stage locks: no other writer)
         tmp.unlink(missing_ok=True)
     _prune_other_runs(spec.ckpt_dir, run_dir, spec.cfg.keep_other_runs)
     return path
+
+
+def nonfinite_models(state: dict) -> list[str]:
+    """The tensors of a checkpoint's method and module that hold inf/NaN (finite.nonfinite_tensors)."""
+    return nonfinite_tensors({k: state.get(k) or {} for k in ("method", "synth")})
 
 
 def _run_id_of(path: Path) -> str | None:
@@ -119,7 +125,7 @@ def load_latest_checkpoint(spec: RunSpec) -> dict | None:
             if path.parent == run_dir:
                 warnings.warn(f"checkpoint {path} belongs to run {state.get('run_id')!r}, not {spec.run_id!r}: skipped", stacklevel=2)
             continue
-        bad = nonfinite_tensors({k: state.get(k) or {} for k in ("method", "synth")})
+        bad = nonfinite_models(state)
         if bad:  # written before checkpoints were checked: resuming would continue a diverged run
             warnings.warn(f"checkpoint {path} holds inf/NaN in {named(bad)}: skipped", stacklevel=2)
             continue

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from finesyn import distributed
-from finesyn.checkpoints import load_latest_checkpoint, restore_generators, run_checkpoint_dir, save_checkpoint
+from finesyn.checkpoints import load_latest_checkpoint, nonfinite_models, restore_generators, run_checkpoint_dir, save_checkpoint
 from finesyn.data.augment import ssl_view
 from finesyn.device import amp_dtype, autocast, host_to_device, set_threads
 from finesyn.errors import UserError
@@ -410,8 +410,8 @@ class _Loop:
 
     def checkpoint(self) -> None:
         """Save the loop's state; a diverged model is refused, so every kept checkpoint is a good one."""
-        models = {"method": self.method.state_dict(), "synth": self.synth.state_dict() if self.synth is not None else {}}
-        bad = nonfinite_tensors(models)
+        state = self.state_dict()  # collective (every rank), so it comes before the check that may raise
+        bad = nonfinite_models(state)
         if self.ctx.any(bool(bad)):
             cfg = self.spec.cfg
             raise NonFiniteWeightsError(
@@ -420,7 +420,6 @@ class _Loop:
                 f"Lower pretrain.lr (now {cfg.lr}) or raise pretrain.warmup_epochs (now {cfg.warmup_epochs}); "
                 f"the last good checkpoint is kept in {run_checkpoint_dir(self.spec)}"
             )
-        state = self.state_dict()
         if self.ctx.is_main:
             save_checkpoint(self.spec, state, self.spec.cfg.keep_checkpoints)
         self.ctx.barrier()  # no rank runs ahead of (or resumes from) a checkpoint still being written

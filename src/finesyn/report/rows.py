@@ -216,6 +216,12 @@ def _cells(row: Row, headers: list[str]) -> list[str]:
 RETRIEVAL_CHECK = ("Rank-1", "mAP", "kNN-20")  # what invariance to non-discriminative content should improve
 
 
+def not_above(row: Row, ref: Row | None) -> list[str]:
+    """The RETRIEVAL_CHECK metrics on which `row` is not above `ref` (its untrained start)."""
+    metrics = [m for m in RETRIEVAL_CHECK if ref is not None and m in row["values"] and m in ref["values"]]
+    return [m for m in metrics if statistics.mean(row["values"][m]) <= statistics.mean(ref["values"][m])]
+
+
 def retrieval_check(params: Params, rows: list[Row], dataset: str) -> str | None:
     """One sentence on each SSL row's retrieval and kNN against the untrained encoder it started from: linear
     top-1 alone can rise while the features get worse for retrieval (SSL that learned the nuisance). None
@@ -226,8 +232,7 @@ def retrieval_check(params: Params, rows: list[Row], dataset: str) -> str | None
         if row["dataset"] != dataset or start is None or params.experiments[row["experiment"]].method in REFERENCE_METHODS:
             continue
         ref = index.get((dataset, start))
-        metrics = [m for m in RETRIEVAL_CHECK if ref is not None and m in row["values"] and m in ref["values"]]
-        below = [m for m in metrics if statistics.mean(row["values"][m]) <= statistics.mean(ref["values"][m])]
+        below = not_above(row, ref)
         if below:
             diffs = ", ".join(f"{m} {statistics.mean(row['values'][m]):.2f} vs {statistics.mean(ref['values'][m]):.2f}" for m in below)
             notes.append(f"`{row['experiment']}` is not above `{start}` on {diffs}")
@@ -342,8 +347,7 @@ def headline(params: Params, rows: list[Row], dataset: str) -> str:
             continue
         delta = _delta_top1(row, index.get((dataset, start)))
         seeds = f"{len(row['seeds'])} seeds" if len(row["seeds"]) > 1 else f"seed {row['seeds'][0]}"
-        worse = [m for m in RETRIEVAL_CHECK if m in row["values"] and (dataset, start) in index and m in index[(dataset, start)]["values"]
-                 and statistics.mean(row["values"][m]) <= statistics.mean(index[(dataset, start)]["values"][m])]  # fmt: skip
+        worse = not_above(row, index.get((dataset, start)))
         retrieval = f", but not on {', '.join(worse)}" if worse else ", and on retrieval and kNN too"
         parts.append(
             f"`{exp}` {'beats' if delta.startswith('+') else 'does not beat'} `{start}` by {delta} linear top-1 ({seeds}){retrieval}"
