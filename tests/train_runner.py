@@ -15,6 +15,7 @@ from finesyn.train import RunSpec, pretrain
 
 def tiny_spec(ckpt_dir: Path, method: str = "mocov2", synth: bool = True, **overrides) -> RunSpec:
     settings = dict(
+        backbone="resnet_small",  # resnet18's layout at 1/4 width: its checkpoints are 1/16 the bytes (a write per step)
         epochs=3,
         batch_size=8,
         checkpoint_every_steps=1,
