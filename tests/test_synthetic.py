@@ -29,7 +29,7 @@ from benchmarks.fine_grained_check import CHANCE_MARGIN, colour_features, fit_lo
 from finesyn.data import synthetic as syn
 from finesyn.data.synthetic import SyntheticDataset, class_layout, generate_synthetic
 
-CNN_MIN_ACC = 0.40  # asserted: CNN accuracy > 4x chance (measured 0.675)
+CNN_MIN_ACC = 0.40  # asserted: CNN accuracy > 4x chance (measured 0.543 after 200 steps; 0.675 after 400)
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +204,7 @@ def _train_and_test_cnn(torch, ds: SyntheticDataset) -> float:
     tr = torch.from_numpy(ds.split == "train")
     xtr, ytr, xte, yte = x[tr], y[tr], x[~tr], y[~tr]
 
-    steps, bs, lr = 400, 64, 3e-3
+    steps, bs, lr = 200, 64, 3e-3
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     net.train()
