@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -87,6 +88,46 @@ def test_missing_dataset_root_names_the_key(raw, tmp_path):
     p = parse_params(raw)
     with pytest.raises(ParamsError, match=r"datasets\.cub200\.root: directory .*nowhere.* does not exist"):
         check_dataset_root(p, "cub200")
+
+
+def _class_folder_tree(root: Path) -> Path:
+    from PIL import Image
+
+    for c in ("sparrow", "wren"):
+        (root / c).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (8, 8), (60 * i, 90, 30)).save(root / c / f"{i}.png")
+    return root
+
+
+def test_validate_checks_the_layout_of_the_declared_kind_and_names_the_first_missing_file(raw, tmp_path, repo_root):
+    """A class-folder tree declared cub200 fails `validate` (before prepare's hour), naming CUB's first missing
+    annotation file and showing the tree it expected; the same tree declared imagefolder passes."""
+    tree = _class_folder_tree(tmp_path / "birds")
+    raw["datasets"]["mine"] = {"kind": "cub200", "root": str(tree)}
+    raw["grid"]["datasets"] = ["mine"]
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    cmd = [sys.executable, str(repo_root / "stages/validate.py"), "--params", str(params), "--out", str(tmp_path / "resolved.json")]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode != 0 and not (tmp_path / "resolved.json").exists()
+    assert f"datasets.mine.root: '{tree}' is not a cub200 dataset: missing annotation file: {tree / 'classes.txt'}" in r.stderr
+    assert "Expected layout:" in r.stderr and "image_class_labels.txt" in r.stderr
+    raw["datasets"]["mine"] = {"kind": "imagefolder", "root": str(tree), "split_ratio": 0.5}
+    assert check_dataset_root(parse_params(raw), "mine").kind == "imagefolder"
+
+
+@pytest.mark.parametrize(
+    "entry,message",
+    [
+        ({"kind": "cub200", "root": "x", "split_ratio": 0.5}, "'split_ratio' is not read for kind 'cub200' (only for imagefolder)"),
+        ({"kind": "imagefolder", "root": "x", "num_classes": 5}, "'num_classes' is not read for kind 'imagefolder' (only for synthetic)"),
+        ({"kind": "synthetic", "root": "x"}, "'root' is not read for kind 'synthetic' (only for cub200, stanford_cars, fgvc_aircraft, imagefolder)"),
+    ],
+)
+def test_a_key_of_another_kind_is_refused_not_ignored(raw, entry, message):
+    raw["datasets"]["mine"] = entry
+    assert f"datasets.mine: {message}: remove it, or set the kind it belongs to" in error_of(raw)
 
 
 def test_real_dataset_requires_root(raw):

@@ -12,7 +12,7 @@ import copy
 import difflib
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -93,7 +93,34 @@ class DatasetConfig(Section):
             raise ValueError(f"'root' is required for kind '{self.kind}' (the dataset directory in its official layout)")
         if self.crop_size > self.image_size:
             raise ValueError(f"crop_size ({self.crop_size}) must not exceed image_size ({self.image_size})")
+        ignored = sorted(self.model_fields_set - _keys_read_for(self.kind) - _COMMON_DATASET_KEYS)
+        if ignored:  # a key of another kind would be silently ignored: a typo'd kind or a copied entry
+            owners = {k: [kind for kind in get_args(DatasetKind) if k in _keys_read_for(kind)] for k in ignored}
+            raise ValueError(
+                "; ".join(f"'{k}' is not read for kind '{self.kind}' (only for {', '.join(owners[k])})" for k in ignored)
+                + ": remove it, or set the kind it belongs to"
+            )
         return self
+
+    def index_options(self) -> dict[str, object]:
+        """The indexer's options for a dataset read from disk (validate checks the layout with the same ones)."""
+        options: dict[str, object] = {"strict": self.strict}
+        if self.kind == "imagefolder":
+            options.update(split_ratio=self.split_ratio, split_seed=self.split_seed)
+        return options
+
+
+_COMMON_DATASET_KEYS = frozenset({"kind", "image_size", "crop_size"})
+_GENERATOR_KEYS = frozenset(
+    {"num_classes", "train_per_class", "test_per_class", "seed", "object_scale", "background_bank", "slots", "mark_scale", "look_bank"}
+)
+_FILE_KEYS = frozenset({"root", "fit", "strict", "on_bad_image", "workers"})
+
+
+def _keys_read_for(kind: str) -> frozenset[str]:
+    if kind == "synthetic":
+        return _GENERATOR_KEYS
+    return _FILE_KEYS | ({"split_ratio", "split_seed"} if kind == "imagefolder" else frozenset())
 
 
 # ----------------------------------------------------------------------------- pretraining
@@ -585,9 +612,17 @@ def check_dataset_root(params: Params, dataset: str) -> DatasetConfig:
             f"dataset {dataset!r} is not defined under `datasets:`{_suggest(dataset, params.datasets)}; defined: {sorted(params.datasets)}"
         )
     cfg = params.datasets[dataset]
-    if cfg.kind != "synthetic" and not cfg.root.exists():
+    if cfg.kind == "synthetic":
+        return cfg
+    if not cfg.root.exists():
         raise ParamsError(
             f"datasets.{dataset}.root: directory {str(cfg.root)!r} does not exist "
             f"(expected the {cfg.kind} dataset in its official layout; see README 'Reproduce the paper on real data')"
         )
+    from finesyn.data.sources import DatasetLayoutError, index_dataset
+
+    try:  # the annotation files and the listed images, not their pixels: seconds, before an hour of other stages
+        index_dataset(cfg.kind, cfg.root, **cfg.index_options())
+    except DatasetLayoutError as e:
+        raise ParamsError(f"datasets.{dataset}.root: {str(cfg.root)!r} is not a {cfg.kind} dataset: {e}") from None
     return cfg

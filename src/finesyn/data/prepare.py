@@ -46,10 +46,7 @@ def prepare_dataset(name: str, cfg: DatasetConfig, out: Path, progress: Callable
         )
     from finesyn.data.sources import index_dataset
 
-    options = {"strict": cfg.strict}
-    if cfg.kind == "imagefolder":
-        options.update(split_ratio=cfg.split_ratio, split_seed=cfg.split_seed)
-    index = index_dataset(cfg.kind, cfg.root, **options)
+    index = index_dataset(cfg.kind, cfg.root, **cfg.index_options())
     log.info("indexed %s at %s: %d images, %d classes", cfg.kind, cfg.root, len(index.items), len(index.classes))
     ds = prepare_from_index(
         index,
