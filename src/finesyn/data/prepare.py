@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 from finesyn.config import DatasetConfig
 
@@ -46,10 +47,10 @@ def prepare_dataset(name: str, cfg: DatasetConfig, out: Path, progress: Callable
         )
     from finesyn.data.sources import index_dataset
 
-    options = {"strict": cfg.strict}
+    options: dict[str, Any] = {"strict": cfg.strict}
     if cfg.kind == "imagefolder":
         options.update(split_ratio=cfg.split_ratio, split_seed=cfg.split_seed)
-    index = index_dataset(cfg.kind, cfg.root, **options)
+    index = index_dataset(cfg.kind, cast(Path, cfg.root), **options)  # not synthetic: a root (DatasetConfig)
     log.info("indexed %s at %s: %d images, %d classes", cfg.kind, cfg.root, len(index.items), len(index.classes))
     ds = prepare_from_index(
         index,
