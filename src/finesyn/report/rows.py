@@ -219,9 +219,8 @@ RETRIEVAL_CHECK = ("Rank-1", "mAP", "kNN-20")  # what invariance to non-discrimi
 def not_above(row: Row, ref: Row | None) -> list[str]:
     """The RETRIEVAL_CHECK metrics on which `row` is not above `ref` (its untrained start)."""
     metrics = [m for m in RETRIEVAL_CHECK if ref is not None and m in row["values"] and m in ref["values"]]
-    return [
-        m for m in metrics if statistics.mean(row["values"][m]) <= statistics.mean(cast(Row, ref)["values"][m])
-    ]  # metrics: [] without ref
+    # metrics is empty without a ref
+    return [m for m in metrics if statistics.mean(row["values"][m]) <= statistics.mean(cast(Row, ref)["values"][m])]
 
 
 def retrieval_check(params: Params, rows: list[Row], dataset: str) -> str | None:
