@@ -45,10 +45,12 @@ $(BENCH_DEPS)/.lightly-$(LIGHTLY_VERSION):
 bench: setup $(BENCH_DEPS)/.lightly-$(LIGHTLY_VERSION)  ## benchmarks -> benchmarks/results.json, results.md (BENCH_ARGS=--quick for a smoke run)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
-# ruff (pinned in .[test]; settings in pyproject.toml): the formatter's check and the linter.
-lint: setup  ## ruff format --check + ruff check (what .ci/run runs before the tests)
+# ruff and mypy (pinned in .[test]; settings in pyproject.toml): the formatter's check, the linter,
+# and the type checker over src/ and stages/ (the files listed under [tool.mypy]).
+lint: setup  ## ruff format --check + ruff check + mypy (what .ci/run runs before the tests)
 	$(BIN)/ruff format --check src stages tests benchmarks studies
 	$(BIN)/ruff check src stages tests benchmarks studies
+	$(BIN)/mypy
 
 clean-venv: ## delete .venv/ (the next target reinstalls it)
 	rm -rf $(VENV)

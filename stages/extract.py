@@ -4,6 +4,7 @@ with train/test feature matrices (float32), labels and image ids, shared by prob
 import io
 import time
 from pathlib import Path
+from typing import Any
 
 import _local_src  # noqa: F401,I001  (this checkout's src/ before any installed finesyn)
 import typer
@@ -39,7 +40,7 @@ def main(
             raise ParamsError(f"extract.feature: 'projector', but {model / 'encoder.pt'} has none (method {state['method']!r})")
         head = projector if p.extract.feature == "projector" else None
         t0 = time.perf_counter()
-        arrays = {
+        arrays: dict[str, Any] = {
             "num_classes": np.array(len(ds.classes)),
             "encoder_run_id": np.array(state["run_id"]),
             "feature": np.array(p.extract.feature),
@@ -49,6 +50,10 @@ def main(
         with progress_bar(f"extract {model.parent.name}/{model.name}", "img") as update:
             offset = 0
             for split, idx in splits.items():
+
+                def progress(done: int, _total: int, offset: int = offset) -> None:  # a def: mypy types no lambda with a default
+                    update(offset + done, n_all)
+
                 arrays[f"{split}_features"] = extract_features(
                     backbone,
                     ds.images,
@@ -58,7 +63,7 @@ def main(
                     p.pretrain.device,
                     head,
                     channels_last=p.pretrain.channels_last,
-                    progress=lambda done, _total, offset=offset: update(offset + done, n_all),
+                    progress=progress,
                 )
                 arrays[f"{split}_labels"] = ds.labels[idx]
                 arrays[f"{split}_ids"] = np.asarray([ds.ids[i] for i in idx])

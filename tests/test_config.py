@@ -122,7 +122,10 @@ def test_validate_checks_the_layout_of_the_declared_kind_and_names_the_first_mis
     [
         ({"kind": "cub200", "root": "x", "split_ratio": 0.5}, "'split_ratio' is not read for kind 'cub200' (only for imagefolder)"),
         ({"kind": "imagefolder", "root": "x", "num_classes": 5}, "'num_classes' is not read for kind 'imagefolder' (only for synthetic)"),
-        ({"kind": "synthetic", "root": "x"}, "'root' is not read for kind 'synthetic' (only for cub200, stanford_cars, fgvc_aircraft, imagefolder)"),
+        (
+            {"kind": "synthetic", "root": "x"},
+            "'root' is not read for kind 'synthetic' (only for cub200, stanford_cars, fgvc_aircraft, imagefolder)",
+        ),
     ],
 )
 def test_a_key_of_another_kind_is_refused_not_ignored(raw, entry, message):

@@ -74,7 +74,7 @@ def load_encoder_state(model_dir: Path) -> dict[str, Any]:
     return state
 
 
-def check_same_run(features: Path, features_run_id: str, model_dir: Path) -> None:
+def check_same_run(features: Path, features_run_id: str | np.ndarray, model_dir: Path) -> None:
     """Features scored for a model must come from that model's run (a copied-over file would not)."""
     expected = str(load_encoder_state(model_dir)["run_id"])
     if str(features_run_id) != expected:

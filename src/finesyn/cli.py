@@ -9,6 +9,7 @@ import logging
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -35,7 +36,7 @@ def on_terminal() -> bool:
 class IsoFormatter(logging.Formatter):
     """`2026-12-04T13:40:01Z INFO finesyn: message`: an unambiguous UTC timestamp on every line."""
 
-    converter = time.gmtime
+    converter: Callable[[float | None], time.struct_time] = time.gmtime
 
     def __init__(self):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%SZ")
@@ -45,7 +46,7 @@ class OncePerRun(logging.Filter):
     """A warning repeated within one run (same logger, level and text: every step, every split)
     is logged the first time only."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.seen: set[tuple[str, int, str]] = set()
 
@@ -103,7 +104,7 @@ class Rate:
     """Work per second and time left, averaged since the first observation of this process (a
     resumed run's earlier work does not count)."""
 
-    def __init__(self, clock=time.monotonic):
+    def __init__(self, clock=time.monotonic) -> None:
         self.clock = clock
         self.first: tuple[int, float] | None = None
 
@@ -153,6 +154,8 @@ class StepLines:
     """A training loop's on_log and progress: `step 35/93 (epoch 2/3) lr 0.03 L_C=4.1234 812.3 img/s
     ETA 0:01:12` per logged step (the ETA averages this process's steps), `step 84/93 val/...=...`
     per monitor point; `bar` (a progress_bar update) then shows the latest loss and img/s."""
+
+    total: int | None  # the run's steps, from the first `progress` call
 
     def __init__(self, log: logging.Logger, epochs: int, bar=None, clock=time.monotonic):
         self.log, self.epochs, self.bar = log, epochs, bar

@@ -12,7 +12,7 @@ import copy
 import difflib
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast, get_args
 
 import yaml
 from pydantic import (
@@ -27,6 +27,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.config import JsonDict
 
 from finesyn.errors import UserError
 
@@ -206,8 +207,22 @@ METHOD_CONFIGS: dict[str, type[Section]] = {
     "byol": BYOLConfig,
     "simclr": SimCLRConfig,
 }
-MethodsConfig = create_model("MethodsConfig", __base__=Section, **{name: (c, c()) for name, c in METHOD_CONFIGS.items()})
-MethodName = Literal[("none", *METHOD_CONFIGS)]  # type: ignore[valid-type]  (built from the mapping)
+if TYPE_CHECKING:
+    # mypy cannot follow the model and the Literal built from the mapping at run time: it checks
+    # against this static view of them instead (a method that reads its settings as
+    # `cfg.methods.<name>` needs its line here too; nothing at run time reads this).
+    class MethodsConfig(Section):
+        supervised: SupervisedConfig = SupervisedConfig()
+        mocov2: MoCoV2Config = MoCoV2Config()
+        simsiam: SimSiamConfig = SimSiamConfig()
+        byol: BYOLConfig = BYOLConfig()
+        simclr: SimCLRConfig = SimCLRConfig()
+
+    MethodName = str
+else:
+    MethodsConfig = create_model("MethodsConfig", __base__=Section, **{name: (c, c()) for name, c in METHOD_CONFIGS.items()})
+    _method_names = ("none", *METHOD_CONFIGS)  # built from the mapping
+    MethodName = Literal[_method_names]
 
 
 class SynthConfig(Section):
@@ -253,7 +268,7 @@ class SynthConfig(Section):
 # Marks a field that says how to run, not what is computed: it is outside a run's identity
 # (finesyn.run_identity), so changing it reuses finished encoders and resumes checkpoints. Float
 # rounding may differ (memory layout, compilation, threads), the computation does not.
-HOW_TO_RUN = {"how_to_run": True}
+HOW_TO_RUN: JsonDict = {"how_to_run": True}
 
 
 class PretrainConfig(Section):
@@ -456,7 +471,7 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def _suggest(name: str, candidates) -> str:
+def _suggest(name: str | int, candidates) -> str:
     close = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -469,7 +484,8 @@ def _model_at(model: type[BaseModel] | None, loc: tuple) -> type[BaseModel] | No
         ann = model.model_fields[part].annotation
         model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
         if model is None and part in ("datasets", "experiments"):
-            model = {"datasets": DatasetConfig, "experiments": ExperimentConfig}[part]
+            named: dict[str, type[BaseModel]] = {"datasets": DatasetConfig, "experiments": ExperimentConfig}
+            model = named[part]
             # the next part is a user-chosen name: skip it
             return _model_at(model, loc[loc.index(part) + 2 :]) if len(loc) > loc.index(part) + 2 else model
     return model
@@ -606,7 +622,7 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
 
 
 def check_dataset_root(params: Params, dataset: str) -> DatasetConfig:
-    """Fail fast (before any work) when a dataset in use has no root on disk."""
+    """Fail fast (before any work) when a dataset in use has no root on disk, or not its kind's layout."""
     if dataset not in params.datasets:
         raise ParamsError(
             f"dataset {dataset!r} is not defined under `datasets:`{_suggest(dataset, params.datasets)}; defined: {sorted(params.datasets)}"
@@ -614,7 +630,8 @@ def check_dataset_root(params: Params, dataset: str) -> DatasetConfig:
     cfg = params.datasets[dataset]
     if cfg.kind == "synthetic":
         return cfg
-    if not cfg.root.exists():
+    root = cast(Path, cfg.root)  # required for every kind but synthetic (DatasetConfig's validator)
+    if not root.exists():
         raise ParamsError(
             f"datasets.{dataset}.root: directory {str(cfg.root)!r} does not exist "
             f"(expected the {cfg.kind} dataset in its official layout; see README 'Reproduce the paper on real data')"
@@ -622,7 +639,7 @@ def check_dataset_root(params: Params, dataset: str) -> DatasetConfig:
     from finesyn.data.sources import DatasetLayoutError, index_dataset
 
     try:  # the annotation files and the listed images, not their pixels: seconds, before an hour of other stages
-        index_dataset(cfg.kind, cfg.root, **cfg.index_options())
+        index_dataset(cfg.kind, root, **cfg.index_options())
     except DatasetLayoutError as e:
         raise ParamsError(f"datasets.{dataset}.root: {str(cfg.root)!r} is not a {cfg.kind} dataset: {e}") from None
     return cfg

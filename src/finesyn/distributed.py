@@ -34,6 +34,7 @@ from __future__ import annotations
 import inspect
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -190,7 +191,7 @@ def data_parallel(module: nn.Module, ctx: DistContext) -> nn.Module:
     if not ctx.enabled:
         return module
     params = inspect.signature(DistributedDataParallel).parameters
-    no_buffer_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+    no_buffer_sync: dict[str, Any] = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     return DistributedDataParallel(module, device_ids=device_ids, **no_buffer_sync)
 
@@ -261,6 +262,7 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         var = (m2s.sum(0) + (counts * (means - mean) ** 2).sum(0)) / n  # biased, as BN normalises
         if self.track_running_stats and self.running_mean is not None:
             factor = 0.0 if self.momentum is None else self.momentum  # as _BatchNorm.forward
+            assert self.num_batches_tracked is not None and self.running_var is not None  # registered with running_mean
             self.num_batches_tracked.add_(1)
             if self.momentum is None:
                 factor = 1.0 / float(self.num_batches_tracked)

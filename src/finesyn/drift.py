@@ -53,7 +53,15 @@ def _read_json(path: Path) -> dict | None:
 def compare(files: list[Path], columns: list[tuple[str, str, tuple[str, ...]]]) -> dict:
     """Every column value of ``files`` (metrics JSONs named like the columns' files; other files are
     skipped) vs HEAD. The machines come from each metrics file's meta record (``RunPaths.meta_of``)."""
-    out = {"files": 0, "values": 0, "untracked": 0, "max_abs_diff": 0.0, "worst": None, "committed_machines": set(), "this_machine": None}
+    out: dict[str, Any] = {
+        "files": 0,
+        "values": 0,
+        "untracked": 0,
+        "max_abs_diff": 0.0,
+        "worst": None,
+        "committed_machines": set(),
+        "this_machine": None,
+    }
     names = {name for _, name, _ in columns}
     for path in (p for p in files if p.name in names):
         old = committed_json(path)

@@ -32,7 +32,7 @@ def split_record(record: dict, keys: list[KeyPath], source: str) -> tuple[dict, 
     metrics: dict[str, Any] = {}
     meta = copy.deepcopy(record)
     for path in keys:
-        parent = meta
+        parent: Any = meta
         for k in path[:-1]:
             parent = parent.get(k) if isinstance(parent, dict) else None
         value = parent.get(path[-1]) if isinstance(parent, dict) else None

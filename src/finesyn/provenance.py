@@ -98,7 +98,7 @@ def machine() -> dict[str, Any]:
 
     config = torch.__config__.show()
     try:
-        numpy_blas = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        numpy_blas: Any = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
         numpy_blas = f"{numpy_blas.get('name')} {numpy_blas.get('version')}"
     except (TypeError, KeyError, AttributeError):  # numpy < 1.26 has no dict mode
         numpy_blas = None

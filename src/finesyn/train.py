@@ -18,6 +18,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -34,6 +35,9 @@ from finesyn.models.backbone import Backbone, load_init
 from finesyn.objective import Objective, StepLosses
 from finesyn.run_identity import RunSpec
 from finesyn.synth import SynthPairs
+
+if TYPE_CHECKING:
+    from finesyn.methods.supervised import Supervised
 
 log = logging.getLogger("finesyn.train")
 
@@ -117,7 +121,7 @@ Views = Callable[[torch.Tensor, np.ndarray, int], tuple[torch.Tensor, torch.Tens
 class _StopFlag:
     """SIGTERM/SIGINT set a flag; the loop checkpoints at the end of the current step and stops."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.signum: int | None = None
         self._old: dict = {}
 
@@ -296,12 +300,16 @@ class _Loop:
         pos = self.step % self.steps_per_epoch
         if pos == 0:
             self.perm = torch.randperm(len(self.indices), generator=self.g_data)
+        assert self.perm is not None  # drawn at an epoch's first step (or restored with it by a resume)
         rows = self.perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size][ctx.rank * self.local_bs : (ctx.rank + 1) * self.local_bs]
         idx = self.indices[rows.numpy()]
         batch = host_to_device(torch.from_numpy(np.ascontiguousarray(self.images[idx])), device)
         self.method.set_indices(host_to_device(torch.from_numpy(np.asarray(idx, dtype=np.int64)), device))  # MoCo: own keys masked
-        if self.method.uses_labels:
-            self.method.set_targets(host_to_device(torch.from_numpy(np.asarray(self.labels[idx], dtype=np.int64)), device))
+        if self.method.uses_labels:  # the supervised reference; pretrain() refuses it without labels
+            assert self.labels is not None
+            cast("Supervised", self.method).set_targets(
+                host_to_device(torch.from_numpy(np.asarray(self.labels[idx], dtype=np.int64)), device)
+            )
         set_lr(self.opt, cfg, self.step, self.total, self.steps_per_epoch)
         return idx, batch
 

@@ -10,9 +10,13 @@ The colour ops reproduce torchvision's formulas (tests compare against them).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from finesyn.config import AugmentConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,7 +51,9 @@ def _coin(n: int, p: float, g: torch.Generator, device) -> torch.Tensor:
     return torch.rand(n, generator=g, device=device) < p
 
 
-def random_resized_crop(x, size: int, scale, ratio, flip_p: float, g: torch.Generator, rotation: float = 0.0) -> torch.Tensor:
+def random_resized_crop(
+    x, size: int, scale: tuple[float, float], ratio: tuple[float, float], flip_p: float, g: torch.Generator, rotation: float = 0.0
+) -> torch.Tensor:
     """torchvision's RandomResizedCrop (10 tries, then the whole image) + horizontal flip, by grid_sample.
 
     `rotation` > 0 also turns each crop by a uniform angle in ±rotation degrees about its centre
@@ -137,7 +143,7 @@ def reaugment(x: torch.Tensor, cfg, g: torch.Generator) -> torch.Tensor:
     return augment_float(denormalize(x).clamp(0, 1), cfg, x.shape[-1], g)
 
 
-def augment_float(x: torch.Tensor, cfg, size: int, g: torch.Generator) -> torch.Tensor:
+def augment_float(x: torch.Tensor, cfg: AugmentConfig, size: int, g: torch.Generator) -> torch.Tensor:
     """The MoCo v2 augmentations of a (B, 3, H, W) float batch in [0, 1], normalised."""
     b, dev = len(x), x.device
     x = random_resized_crop(x, size, cfg.crop_scale, cfg.crop_ratio, cfg.flip_p, g, cfg.rotation)

@@ -10,8 +10,8 @@ feature extractor wants anyway.
 
 from __future__ import annotations
 
+import os
 import struct
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -20,7 +20,7 @@ DEPTHS = (8, 10, 12, 14, 16)
 _PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def png_significant_bits(path: str | Path) -> int | None:
+def png_significant_bits(path: str | os.PathLike[str]) -> int | None:
     """The sBIT chunk's largest channel depth, None where the PNG has none (it precedes IDAT)."""
     with open(path, "rb") as f:
         if f.read(8) != _PNG:
@@ -38,7 +38,7 @@ def png_significant_bits(path: str | Path) -> int | None:
     return None
 
 
-def declared_bits(im: Image.Image, path: str | Path) -> int | None:
+def declared_bits(im: Image.Image, path: str | os.PathLike[str]) -> int | None:
     """How many bits the file says its samples use, where it says so."""
     if im.format == "PNG":
         return png_significant_bits(path)

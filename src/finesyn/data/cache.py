@@ -289,9 +289,9 @@ def _meta(
 def write_cache_from_arrays(
     out_dir: str | os.PathLike[str],
     images: np.ndarray,
-    labels: Sequence[int],
-    splits: Sequence[str],
-    ids: Sequence[str],
+    labels: Sequence[int] | np.ndarray,
+    splits: Sequence[str] | np.ndarray,
+    ids: Sequence[str] | np.ndarray,
     sources: Sequence[str] | None,
     classes: Sequence[str],
     meta_extra: dict[str, Any] | None = None,
@@ -346,6 +346,7 @@ def _fingerprint(index: DatasetIndex, sources: list[str], *, image_size: int, fi
     h = hashlib.sha256()
     h.update(json.dumps([FORMAT_VERSION, image_size, fit, resample, chunk_size, len(index.items)]).encode())
     for it, src in zip(index.items, sources):
+        stat: tuple[int, int] | tuple[None, None]
         try:
             st = os.stat(it.path)
             stat = (st.st_size, st.st_mtime_ns)
@@ -442,7 +443,8 @@ def _complete_cache(out: Path, fp: str, on_bad_image: str, overwrite: bool) -> P
     except (OSError, ValueError):
         old = {}
     old = old if isinstance(old, dict) else {}
-    old_params = old.get("params") if isinstance(old.get("params"), dict) else {}
+    params = old.get("params")
+    old_params = params if isinstance(params, dict) else {}
     if old.get("complete") is True and old_params.get("fingerprint") == fp:
         skipped_before = old.get("skipped") or []
         if skipped_before and on_bad_image == "fail":
@@ -460,7 +462,7 @@ def _complete_cache(out: Path, fp: str, on_bad_image: str, overwrite: bool) -> P
 def _work_state(out: Path, fp: str, n: int, image_size: int, chunk_size: int) -> dict:
     """The progress record of an unfinished prepare of the same inputs (resume), or a fresh one."""
     partial, final, progress_path = out / PARTIAL_FILE, out / IMAGES_FILE, out / PROGRESS_FILE
-    state = None
+    state: Any = None  # the progress file's JSON
     if progress_path.exists():
         try:
             state = json.loads(progress_path.read_text(encoding="utf-8"))

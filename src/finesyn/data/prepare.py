@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from finesyn.config import DatasetConfig
 
@@ -46,7 +47,7 @@ def prepare_dataset(name: str, cfg: DatasetConfig, out: Path, progress: Callable
         )
     from finesyn.data.sources import index_dataset
 
-    index = index_dataset(cfg.kind, cfg.root, **cfg.index_options())
+    index = index_dataset(cfg.kind, cast(Path, cfg.root), **cfg.index_options())  # not synthetic: a root (DatasetConfig)
     log.info("indexed %s at %s: %d images, %d classes", cfg.kind, cfg.root, len(index.items), len(index.classes))
     ds = prepare_from_index(
         index,

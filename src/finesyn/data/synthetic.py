@@ -61,6 +61,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -189,7 +190,7 @@ def _sd_glyph_unit(name: str, x, y):
     if spec == _RING:
         return np.abs(np.sqrt(x * x + y * y) - _RING_RADIUS) - _RING_HALF_WIDTH
     d = None
-    for ax, ay, bx, by, r in spec:
+    for ax, ay, bx, by, r in cast("list[tuple[float, float, float, float, float]]", spec):  # not _RING: a list of strokes
         di = _sd_capsule(x, y, ax, ay, bx, by, r)
         d = di if d is None else np.minimum(d, di)
     return d
@@ -405,7 +406,7 @@ def _sd_polygon(u: np.ndarray, v: np.ndarray, pts) -> np.ndarray:
         ex, ey = x1 - x0, y1 - y0
         di = ((u - x0) * ey - (v - y0) * ex) / np.sqrt(ex * ex + ey * ey)  # outward normal of a counter-clockwise edge
         d = di if d is None else np.maximum(d, di)
-    return d
+    return cast(np.ndarray, d)  # a polygon has corners: d is set
 
 
 def _bird_parts(ps: list[dict], u: np.ndarray, v: np.ndarray, unit: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -498,7 +499,7 @@ def object_and_marking_masks(
         raise ValueError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
     layout = class_layout(num_classes, slots)
     indices = [int(i) for i in indices]
-    args = (image_size, seed, tuple(object_scale), background_bank, look_bank, plain_background)
+    args = (image_size, seed, cast("tuple[float, float]", tuple(object_scale)), background_bank, look_bank, plain_background)
     ps = [_params_of_item(split, i, *args) for i in indices]
     u, v, unit = _object_frame(ps, image_size)
     obj = np.zeros(u.shape, np.float32)
@@ -595,7 +596,7 @@ def save_grid(ds: SyntheticDataset, out: str | Path, per_class: int = 6, zoom: i
         y = c * (s + pad)
         draw.text((4, y + s // 2 - 6), f"{c}: {name}", fill="black")
         for j, i in enumerate(idx):
-            tile = Image.fromarray(ds.images[i]).resize((s, s), Image.NEAREST)
+            tile = Image.fromarray(ds.images[i]).resize((s, s), Image.Resampling.NEAREST)
             canvas.paste(tile, (label_w + j * (s + pad), y))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,8 @@ def extract_features(
     """
     dev = select_device(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = backbone.to(dev, memory_format=fmt).eval()
+    # Module.to takes device and memory_format together at run time; its typed overloads take them apart
+    model = backbone.to(dev, memory_format=fmt).eval()  # type: ignore[call-overload]
     head = projector.to(dev).eval() if projector is not None else None
     dtype = next(model.parameters()).dtype  # float32; float64 where a test compares devices exactly
     out = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,7 @@ def knn_accuracy(
             votes = np.bincount(bins[:, :kk].ravel(), w[:, :kk].ravel(), minlength=len(nn) * n_cls)
             pred = classes[votes.reshape(len(nn), n_cls).argmax(1)]
             correct[k] += int((pred == yte[s : s + chunk_size]).sum())
-    out = {f"top1_k{k}": 100.0 * correct[k] / len(te) for k in ks}
+    out: dict[str, Any] = {f"top1_k{k}": 100.0 * correct[k] / len(te) for k in ks}
     out.update(
         k_effective={str(k): k_eff[k] for k in ks},
         temperature=temperature,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import cast
 
 from finesyn.config import ParamsError, _suggest
 
@@ -26,10 +27,11 @@ def run_probe(
     if missing:
         raise ParamsError(f"probe.protocol {cfg.protocol!r} needs {', '.join(missing)}")
     t0 = time.perf_counter()
+    # the options the protocol needs are given (NEEDS, checked above)
     if cfg.protocol == "lbfgs":
-        res, run, settings = _lbfgs_on_features(cfg, seed, features, model)
+        res, run, settings = _lbfgs_on_features(cfg, seed, cast(Path, features), model)
     else:
-        res, run, settings = _sgd_on_encoder(params, seed, dataset, data, model, progress)
+        res, run, settings = _sgd_on_encoder(params, seed, cast(str, dataset), cast(Path, data), cast(Path, model), progress)
     return {**res, "fit_time_s": round(time.perf_counter() - t0, 3), **run}, settings
 
 

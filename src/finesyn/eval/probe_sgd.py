@@ -259,6 +259,7 @@ def sgd_probe(
         with torch.no_grad():
             scores, epoch_reported = _scores(head.eval()(test_z), yte_t, num_classes), epochs
     else:
+        assert best is not None  # best_on_test scores every epoch, and epochs >= 1 (_checked_inputs)
         epoch_reported, scores = best
     return _record(scores, n, len(yte), epoch_reported, epochs, report, checked, dev, history, lr=lr, momentum=momentum,
                    weight_decay=weight_decay, batch_size=batch_size, milestones=milestones, crop_size=crop_size)  # fmt: skip

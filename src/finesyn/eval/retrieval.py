@@ -15,6 +15,7 @@ vote (small k, `finesyn.eval.knn`) and the sort engine the full ranking.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import faiss
 import numpy as np
@@ -49,7 +50,9 @@ def faiss_index(dim: int, device: str = "auto") -> faiss.Index:
         return faiss.IndexFlatIP(dim)
     res = faiss.StandardGpuResources()
     index = faiss.GpuIndexFlatIP(res, dim)
-    index.referenced_objects = [res]  # keep the resources alive as long as the index
+    # keep the resources alive as long as the index (a Python attribute on the SWIG proxy, which
+    # faiss's stubs do not declare)
+    index.referenced_objects = [res]  # type: ignore[attr-defined]
     return index
 
 
@@ -186,7 +189,7 @@ def retrieval_metrics(
     step = max(1, min(chunk_size, MAX_CHUNK_ELEMS // n_g))
     hits, ap_sum, apr_sum, n_eval = _sum_over_chunks(ranking, n_q, step, ks, map_at_r, progress)
     pct = (lambda v: 100.0 * v / n_eval) if n_eval else (lambda v: float("nan"))
-    out = {"protocol": "test_loo" if loo else "train_gallery"}
+    out: dict[str, Any] = {"protocol": "test_loo" if loo else "train_gallery"}
     out.update({f"rank{k}": float(pct(h)) for k, h in zip(ks, hits)})
     out["mAP"] = float(pct(ap_sum))
     if map_at_r:
@@ -239,14 +242,14 @@ def _ranker(engine: str, device: str, q, g, qy, gy, loo: bool):
         index = faiss_index(q.shape[1], device if n_g <= GPU_MAX_K else "cpu")
         index.add(g)
 
-        def ranking(s: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+        def faiss_ranking(s: int, m: int) -> tuple[np.ndarray, np.ndarray]:
             _, ids = search(index, q[s : s + m], n_g)
             if loo:  # drop the query itself, wherever it ranks
                 ids = ids[ids != np.arange(s, s + m)[:, None]].reshape(m, n_rank)
             r, c = np.nonzero(gy[ids] == qy[s : s + m, None])  # row-major: ranks ascending per row
             return r, c + 1
 
-        return ranking, "gpu" if is_gpu_index(index) else "cpu"
+        return faiss_ranking, "gpu" if is_gpu_index(index) else "cpu"
     dev = torch_device(device)
     q_t = torch.from_numpy(q).to(dev)
     g_t = q_t if loo else torch.from_numpy(g).to(dev)
@@ -262,7 +265,9 @@ def _ranker(engine: str, device: str, q, g, qy, gy, loo: bool):
     return ranking, "gpu" if dev.type == "cuda" else "cpu"
 
 
-def _sum_over_chunks(ranking, n_q: int, step: int, ks: list[int], map_at_r: bool, progress=None) -> tuple[np.ndarray, float, float, int]:
+def _sum_over_chunks(
+    ranking, n_q: int, step: int, ks: Sequence[int], map_at_r: bool, progress=None
+) -> tuple[np.ndarray, float, float, int]:
     """Rank-k hits, AP sum, AP@R sum and the number of queries with a relevant item, chunk by chunk."""
     hits = np.zeros(len(ks))
     ap_sum = apr_sum = 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,6 +49,9 @@ class SSLMethod(nn.Module):
     loss_kind: str = ""  # what L_C is, named on the report's curves: losses of different methods are not on one scale
     views: int = 2  # views of each image that ssl_loss reads; the loop augments only these (x2 = x1 for 1)
     indices: torch.Tensor | None = None  # dataset index of each image of the batch (set_indices)
+    # set by every method's __init__: the head saved with the encoder, and mlp()'s arguments to rebuild it
+    projector: nn.Module
+    projector_spec: dict[str, Any]
 
     def __init__(self, backbone: Backbone):
         super().__init__()

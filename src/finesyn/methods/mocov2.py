@@ -82,6 +82,9 @@ class MoCoV2(SSLMethod):
     """
 
     loss_kind = "InfoNCE"
+    queue: torch.Tensor  # buffers (register_buffer in __init__)
+    queue_idx: torch.Tensor
+    queue_ptr: torch.Tensor
 
     def __init__(
         self, backbone, proj_hidden_dim: int, proj_dim: int, queue_size: int, momentum: float, temperature: float, shuffle_bn: bool = False

@@ -8,6 +8,8 @@ rows say nothing about SSL.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 
@@ -50,4 +52,4 @@ class Supervised(SSLMethod):
             raise RuntimeError("Supervised.ssl_loss: call set_targets with this batch's labels first")
         hs = [self.backbone(x) for x in (x1, x2)[: self.views]]
         ce = [F.cross_entropy(self.projector(h), self.targets, label_smoothing=self.label_smoothing) for h in hs]
-        return SSLOutput(sum(ce) / len(ce), hs[0])
+        return SSLOutput(cast(torch.Tensor, sum(ce) / len(ce)), hs[0])  # sum() of tensors: a tensor

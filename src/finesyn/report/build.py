@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from finesyn.config import Params
 from finesyn.io import atomic_write_json, atomic_write_text
@@ -60,7 +61,7 @@ def build_report(
     log.info(
         "wrote %s, %s and %s (python -m finesyn.report prints the tables)", out / "results.md", out / "results.csv", out / "results.json"
     )
-    result = {"rows": rows, "refs": refs, "figures": []}
+    result: dict[str, Any] = {"rows": rows, "refs": refs, "figures": []}
     if features_root is None or models_root is None or data_root is None:
         return result
     settings = effective_settings(params, resolved if resolved is not None else out / "params.resolved.json")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import logging
 from pathlib import Path
-from typing import TypedDict
+from typing import TypedDict, cast
 
 from finesyn.artifacts import read_json
 from finesyn.config import Params
@@ -144,9 +144,10 @@ def generator_masks(ds, idx, crop: int):
     if ds.meta.get("kind") != "synthetic" or not isinstance(ds.meta.get("params"), dict) or not all(found):
         return None
     kw = {k: ds.meta["params"][k] for k in GENERATOR_KEYS if k in ds.meta["params"]}
-    masks = [object_and_marking_masks(m[1], [int(m[2])], **kw) for m in found]
+    matches = cast("list[re.Match[str]]", found)  # all(found), checked above
+    masks = [object_and_marking_masks(m[1], [int(m[2])], **kw) for m in matches]
     n_classes = kw.get("num_classes", 10)
-    if any(int(ds.labels[i]) != int(m[2]) % n_classes for i, m in zip(idx, found)):
+    if any(int(ds.labels[i]) != int(m[2]) % n_classes for i, m in zip(idx, matches)):
         raise CacheError(f"prepared dataset {ds.path}: labels disagree with the generator's settings in its meta.json (re-run prepare)")
     top = int(round((ds.image_size - crop) / 2.0))  # eval_view's centre crop
     return tuple(np.concatenate([m[k] for m in masks])[:, top : top + crop, top : top + crop] for k in (0, 1))
@@ -426,6 +427,8 @@ def fig_curves(params: Params, models_root: Path, fig_dir: Path, log: logging.Lo
 
     figs = []
     for dataset in params.grid.datasets:
+        curves: dict[str, dict[int, dict]]  # experiment -> seed -> metric -> (steps, values)
+        sources: list[str]
         curves, sources = {}, []
         for e in params.grid.experiments:
             for seed in params.grid.seeds:

@@ -7,6 +7,7 @@ import html
 import json
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from finesyn.config import Params
@@ -69,14 +70,14 @@ def _anchor(dataset: str, experiment: str) -> str:
     return "src-" + re.sub(r"[^A-Za-z0-9_-]", "_", f"{dataset}-{experiment}")
 
 
-def _tooltip(row: dict) -> str:
+def _tooltip(row: Row) -> str:
     return "; ".join(
         f"seed {s['seed']}: " + ", ".join(s["files"]) + f" (params {', '.join(f'{k}={v}' for k, v in s['params_hash'].items())})"
         for s in row["sources"]
     )
 
 
-def _html_row(row: dict, headers: list[str], extra_before: list[str] = (), extra_after: list[str] = ()) -> str:
+def _html_row(row: Row, headers: list[str], extra_before: Sequence[str] = (), extra_after: Sequence[str] = ()) -> str:
     link = f'<a href="#{_anchor(row["dataset"], row["experiment"])}">{_e(row["experiment"])}</a>'
     tip = _e(_tooltip(row))
     cells = "".join(f'<td title="{tip}">{_e(c)}</td>' for c in _cells(row, headers))
@@ -116,8 +117,8 @@ def to_html(
     out: Path,
     refs: list[dict] | None = None,
     settings: dict | None = None,
-    evidence: list[str] = (),
-    health: list[str] = (),
+    evidence: Sequence[str] = (),
+    health: Sequence[str] = (),
 ) -> str:
     """`evidence`: the HTML of report.attention, placed after Fig. 3 (whose question it answers on every test image);
     `health`: report.health's, after Fig. 4's pairs."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -19,6 +20,9 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from finesyn.io import atomic_write_bytes  # noqa: E402
+
+if TYPE_CHECKING:
+    from matplotlib.lines import Line2D
 
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8, "figure.dpi": 100})
 
@@ -347,7 +351,7 @@ SEED_MARKERS = ("o", "s", "^", "D", "v")
 def spread_labels(fractions: list[float], gap: float = 0.07) -> list[float]:
     """Label heights (axes fractions, in the order given) at least `gap` apart and inside [0, 1], each as near its line's end as that allows."""
     order = sorted(range(len(fractions)), key=lambda i: fractions[i])
-    pos = []
+    pos: list[float] = []
     for i in order:  # push up past the label below ...
         pos.append(max(fractions[i], pos[-1] + gap) if pos else fractions[i])
     for k in range(len(pos) - 1, -1, -1):  # ... then down from the top of the panel
@@ -368,6 +372,8 @@ def _label_line_ends(ax, ends: list[tuple[float, str, object]]) -> None:
 
 def _curve_panel(ax, metric: str, curves: dict, chance: dict[str, tuple[float, str]]) -> dict:
     """One metric: one colour and line style per experiment, one marker per seed; chance where it is known."""
+    handles: dict[str, Line2D]
+    ends: list[tuple[float, str, object]]
     cmap, handles, ends = plt.get_cmap("tab10"), {}, []
     for i, (exp, seeds) in enumerate(curves.items()):
         style = {"color": cmap(i % 10), "linestyle": EXPERIMENT_STYLES[i % len(EXPERIMENT_STYLES)], "linewidth": 1.4}

@@ -42,6 +42,8 @@ def load_reference_numbers(path: Path, params: Params) -> list[dict]:
         raise ParamsError(f"{where}: the header must contain the columns {', '.join(required)} (got {header or 'an empty file'})")
     reader.fieldnames = header
     aliases = metric_aliases(params)
+    out: list[dict]
+    seen: dict[tuple[str, str, str], int]  # (dataset, experiment, metric) -> line
     out, seen = [], {}
     for i, raw in enumerate(reader, start=2):
         if None in raw:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 from finesyn.config import REFERENCE_METHODS, Params, ParamsError
 
@@ -72,7 +73,7 @@ def first_baseline(params: Params) -> str | None:
         if params.experiments[e].method not in REFERENCE_METHODS and not params.experiments[e].synth and not params.experiments[e].overrides
     ]
     mocov2 = [e for e in cands if params.experiments[e].method == "mocov2"]
-    return (mocov2 or cands or [None])[0]
+    return cast("list[str | None]", mocov2 or cands or [None])[0]
 
 
 def effective_settings(params: Params, resolved_path: Path | None) -> dict[str, dict]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 from pathlib import Path
-from typing import TypedDict
+from typing import TypedDict, cast
 
 from finesyn.artifacts import read_json
 from finesyn.config import REFERENCE_METHODS, Params
@@ -174,16 +174,16 @@ def missing_references(params: Params, rows: list[Row], dataset: str) -> str | N
 def budget_verdict(params: Params, rows: list[Row], dataset: str) -> tuple[str, bool] | None:
     """(budget_check's sentence, whether the training learns: supervised ahead of random_init by more than
     two binomial standard errors), or None when the grid lacks a reference row."""
-    refs: dict[str, dict] = {}
-    for r in rows:
-        method = params.experiments[r["experiment"]].method
-        if r["dataset"] == dataset and method in REFERENCE_METHODS and TOP1 in r["values"]:
-            refs.setdefault(method, r)
+    refs: dict[str, Row] = {}
+    for row in rows:
+        method = params.experiments[row["experiment"]].method
+        if row["dataset"] == dataset and method in REFERENCE_METHODS and TOP1 in row["values"]:
+            refs.setdefault(method, row)
     if set(refs) != set(REFERENCE_METHODS) or not refs["supervised"].get("n_test"):
         return None
     sup, rnd = refs["supervised"], refs["none"]
     s, r = (statistics.mean(x["values"][TOP1]) for x in (sup, rnd))
-    n = sup["n_test"]
+    n = cast(int, sup["n_test"])  # set (checked above)
     margin = 2 * 100 * math.sqrt((s / 100) * (1 - s / 100) / n + (r / 100) * (1 - r / 100) / n)
     head = f"Budget check: `{sup['experiment']}` {s:.2f} vs `{rnd['experiment']}` {r:.2f} (linear top-1"
     if s - r > margin:
@@ -199,7 +199,7 @@ def budget_verdict(params: Params, rows: list[Row], dataset: str) -> tuple[str, 
     ), False
 
 
-def _row_index(rows: list[Row]) -> dict[tuple[str, str], dict]:
+def _row_index(rows: list[Row]) -> dict[tuple[str, str], Row]:
     return {(r["dataset"], r["experiment"]): r for r in rows}
 
 
@@ -219,7 +219,8 @@ RETRIEVAL_CHECK = ("Rank-1", "mAP", "kNN-20")  # what invariance to non-discrimi
 def not_above(row: Row, ref: Row | None) -> list[str]:
     """The RETRIEVAL_CHECK metrics on which `row` is not above `ref` (its untrained start)."""
     metrics = [m for m in RETRIEVAL_CHECK if ref is not None and m in row["values"] and m in ref["values"]]
-    return [m for m in metrics if statistics.mean(row["values"][m]) <= statistics.mean(ref["values"][m])]
+    # metrics is empty without a ref
+    return [m for m in metrics if statistics.mean(row["values"][m]) <= statistics.mean(cast(Row, ref)["values"][m])]
 
 
 def retrieval_check(params: Params, rows: list[Row], dataset: str) -> str | None:
@@ -233,7 +234,8 @@ def retrieval_check(params: Params, rows: list[Row], dataset: str) -> str | None
             continue
         ref = index.get((dataset, start))
         below = not_above(row, ref)
-        if below:
+        if below:  # only with a ref
+            assert ref is not None
             diffs = ", ".join(f"{m} {statistics.mean(row['values'][m]):.2f} vs {statistics.mean(ref['values'][m]):.2f}" for m in below)
             notes.append(f"`{row['experiment']}` is not above `{start}` on {diffs}")
     if not notes:
@@ -244,7 +246,7 @@ def retrieval_check(params: Params, rows: list[Row], dataset: str) -> str | None
     )
 
 
-def _delta_top1(row: dict, ref_row: dict | None) -> str:
+def _delta_top1(row: Row, ref_row: Row | None) -> str:
     if ref_row is None or TOP1 not in row["values"] or TOP1 not in ref_row["values"]:
         return "–"
     return f"{statistics.mean(row['values'][TOP1]) - statistics.mean(ref_row['values'][TOP1]):+.2f}"

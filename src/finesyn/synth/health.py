@@ -15,6 +15,7 @@ copies of the method and module with a generator of its own, so a run is the sam
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ def _cos(backbone, a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _grad_norm(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> float:
     grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-    return float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None)))
+    return float(torch.sqrt(cast(torch.Tensor, sum((g.float() ** 2).sum() for g in grads if g is not None))))
 
 
 def pair_health(method, synth, images: torch.Tensor, indices: torch.Tensor, augment, crop: int, nu: float, seed: int = 0) -> dict:

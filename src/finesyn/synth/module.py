@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,9 @@ from finesyn.methods.base import SSLMethod, SSLOutput
 from finesyn.models.decoder import Decoder
 from finesyn.synth import criteria
 from finesyn.synth.perturb import perturb
+
+if TYPE_CHECKING:
+    from finesyn.methods.mocov2 import MoCoV2
 
 
 @contextmanager
@@ -69,6 +73,9 @@ class SynthLosses:
 
 class SynthPairs(nn.Module):
     dist: DistContext = SINGLE  # set by `distribute`
+    running_mean: torch.Tensor  # buffers (register_buffer in __init__)
+    running_var: torch.Tensor
+    stats_initialised: torch.Tensor
 
     def __init__(self, feature_dim: int, image_size: int, cfg, augment=None):
         """`cfg` is a SynthConfig; `augment` the run's AugmentConfig (used with cfg.pair_augment)."""
@@ -192,7 +199,7 @@ class SynthPairs(nn.Module):
         v_a, v_b = (reaugment(x_a, self.augment, g), reaugment(x_b, self.augment, g)) if cfg.pair_augment else (x_a, x_b)
         with running_stats_kept(method):  # the key encoder's too: its buffers are copied from the online ones anyway
             if cfg.pair_negatives == "generated":
-                loss_cp = method.in_batch_loss(v_a, v_b)
+                loss_cp = cast("MoCoV2", method).in_batch_loss(v_a, v_b)  # params validation: mocov2 only
             else:
                 loss_cp = method.ssl_loss(v_a, v_b, update_state=False).loss
         return SynthLosses(loss_r, loss_cp, int(mask.sum()), mask, (x1[:n].detach(), x_a.detach(), x_b.detach()))

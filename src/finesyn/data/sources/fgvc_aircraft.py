@@ -14,6 +14,7 @@ from pathlib import Path
 from .base import (
     DatasetIndex,
     IndexedImage,
+    Split,
     counts_dict,
     finalize_index,
     find_root,
@@ -25,7 +26,7 @@ from .base import (
 
 NAME = "FGVC-Aircraft"
 EXPECTED = counts_dict(100, 6667, 3333)
-SPLIT_FILES = {"train": "images_variant_trainval.txt", "test": "images_variant_test.txt"}
+SPLIT_FILES: dict[Split, str] = {"train": "images_variant_trainval.txt", "test": "images_variant_test.txt"}
 LAYOUT = """\
   <root>/                                  (the fgvc-aircraft-2013b/ directory, or its parent)
     data/variants.txt                      one variant name per line (100)

@@ -22,6 +22,7 @@ from .base import (
     IMAGE_EXTENSIONS,
     DatasetIndex,
     IndexedImage,
+    Split,
     finalize_index,
     layout_error,
     require_dir,
@@ -96,7 +97,7 @@ def index_imagefolder(
             raise layout_error(f"pre-split layout with only one split: missing {missing}", LAYOUT, ORIGIN)
         if split_ratio is not None:
             warnings.warn(f"{root} is already split into train/ and test/; split_ratio={split_ratio} is ignored", UserWarning, stacklevel=2)
-        per_split = {s: _class_dirs(root / s) for s in ("train", "test")}
+        per_split: dict[Split, list[Path]] = {s: _class_dirs(root / s) for s in ("train", "test")}
         classes = sorted({d.name for dirs in per_split.values() for d in dirs})
         cidx = {c: i for i, c in enumerate(classes)}
         for split, dirs in per_split.items():

@@ -17,6 +17,7 @@ import numpy as np
 from .base import (
     DatasetIndex,
     IndexedImage,
+    Split,
     counts_dict,
     finalize_index,
     find_root,
@@ -79,7 +80,7 @@ def index_stanford_cars(root: str | Path, *, strict: bool = False, check_files: 
     require_dir(root, LAYOUT, ORIGIN, "dataset root")
     devkit = require_dir(root / "devkit", LAYOUT, ORIGIN, "devkit directory")
     meta_path = require_file(devkit / "cars_meta.mat", LAYOUT, ORIGIN)
-    sources = {
+    sources: dict[Split, tuple[Path, Path]] = {
         "train": (
             require_file(devkit / "cars_train_annos.mat", LAYOUT, ORIGIN),
             require_dir(root / "cars_train", LAYOUT, ORIGIN, "image directory"),
