@@ -32,7 +32,7 @@ import torch
 
 from finesyn.config import load_params
 from finesyn.data.augment import eval_view
-from finesyn.data.cache import open_cache
+from finesyn.data.prepared import open_cache
 from finesyn.eval import gradcam
 from finesyn.eval.features import load_encoder
 from finesyn.paths import RunPaths

@@ -27,12 +27,12 @@ def main(
     with user_errors(), output_lock(out):  # refuse a concurrent run writing the same outputs
         import numpy as np
 
-        from finesyn.config import ParamsError, check_dataset_root
-        from finesyn.data.cache import open_cache
+        from finesyn.config import ParamsError, dataset_config
+        from finesyn.data.prepared import open_cache
         from finesyn.eval.features import extract_features, load_encoder
         from finesyn.io import atomic_write_bytes
 
-        check_dataset_root(p, dataset)
+        dataset_config(p, dataset)
         log = stage_logging(None)
         ds = open_cache(data)
         backbone, projector, state = load_encoder(model)

@@ -19,7 +19,7 @@ def main(
 ) -> None:
     p = load(params)
     with user_errors(), output_lock(out):  # refuse a concurrent run writing the same outputs
-        from finesyn.config import check_dataset_root
+        from finesyn.data.layout import check_dataset_root
         from finesyn.data.prepare import prepare_dataset
 
         cfg = check_dataset_root(p, dataset)

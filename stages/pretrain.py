@@ -57,8 +57,8 @@ def _rank0_locks(ctx, *outputs: Path) -> contextlib.ExitStack:
 
 def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out: Path, checkpoints: Path) -> None:
     with user_errors(), _rank0_locks(ctx, out, checkpoints):
-        from finesyn.config import ParamsError, check_dataset_root
-        from finesyn.data.cache import open_cache
+        from finesyn.config import ParamsError, dataset_config
+        from finesyn.data.prepared import open_cache
         from finesyn.eval.monitor import monitor_split
         from finesyn.live_curves import LiveCurves
         from finesyn.provenance import params_hash
@@ -66,7 +66,7 @@ def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out:
         from finesyn.synth.health import batch_health
         from finesyn.train import pretrain
 
-        check_dataset_root(p, dataset)
+        dataset_config(p, dataset)
         exp, cfg = p.experiments.get(experiment), p.pretrain_for(experiment)
         log = stage_logging(checkpoints / "train.log" if ctx.is_main else None)
         if not ctx.is_main:

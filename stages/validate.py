@@ -23,7 +23,7 @@ def main(
 ) -> None:
     p = load(params)
     with user_errors(), output_lock(out):  # refuse a concurrent run writing the same outputs
-        from finesyn.config import check_dataset_root
+        from finesyn.data.layout import check_dataset_root
         from finesyn.io import atomic_write_json
         from finesyn.run_identity import run_settings
 

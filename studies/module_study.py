@@ -78,8 +78,8 @@ def settings(arm: str) -> tuple[bool, dict, dict]:
 def prepared(data: dict, root: Path):
     """The default dataset as the prepare stage writes it (one cache per process)."""
     from finesyn.config import DatasetConfig
-    from finesyn.data.cache import open_cache
     from finesyn.data.prepare import prepare_dataset
+    from finesyn.data.prepared import open_cache
 
     out = root / "prepared"
     if not (out / "meta.json").is_file():

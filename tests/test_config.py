@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from finesyn.config import ParamsError, check_dataset_root, load_params, parse_params
+from finesyn.config import ParamsError, load_params, parse_params
+from finesyn.data.layout import check_dataset_root
 
 
 @pytest.fixture

@@ -208,6 +208,19 @@ def test_param_change_reruns_only_its_readers(project):
         restore(project)
 
 
+def test_an_indexer_edit_reaches_only_validate_and_prepare(project):
+    """The stages after prepare read the prepared cache (data/prepared.py), never the indexers of raw layouts
+    (data/sources): an edit there reruns validate and prepare, and nothing below them unless the cache's
+    bytes change. Before the reader left cache.py, DVC called every pretrain, extract, probe and the report stale."""
+    indexer = project / "src/finesyn/data/sources/cub200.py"
+    try:
+        indexer.write_text(indexer.read_text() + "\n# an edit to how CUB is indexed\n")
+        stale = set(json.loads(run(["dvc", "status", "--json"], project).stdout))
+        assert stale == {"validate", "prepare@synthetic"}, stale
+    finally:
+        restore(project)
+
+
 def snakemake_plan(project) -> set[str]:
     out = run(["snakemake", "-n", "--cores", "1"], project).stdout
     return {line[5:-1] for line in out.splitlines() if line.startswith("rule ") and line.endswith(":")} - {"all"}

@@ -12,7 +12,7 @@ import copy
 import difflib
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, cast, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -621,25 +621,11 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     return parse_params(raw, str(path))
 
 
-def check_dataset_root(params: Params, dataset: str) -> DatasetConfig:
-    """Fail fast (before any work) when a dataset in use has no root on disk, or not its kind's layout."""
+def dataset_config(params: Params, dataset: str) -> DatasetConfig:
+    """The entry of a dataset in use, or an error naming the defined ones (the raw root is
+    `finesyn.data.layout`'s business: the stages after prepare read only the prepared cache)."""
     if dataset not in params.datasets:
         raise ParamsError(
             f"dataset {dataset!r} is not defined under `datasets:`{_suggest(dataset, params.datasets)}; defined: {sorted(params.datasets)}"
         )
-    cfg = params.datasets[dataset]
-    if cfg.kind == "synthetic":
-        return cfg
-    root = cast(Path, cfg.root)  # required for every kind but synthetic (DatasetConfig's validator)
-    if not root.exists():
-        raise ParamsError(
-            f"datasets.{dataset}.root: directory {str(cfg.root)!r} does not exist "
-            f"(expected the {cfg.kind} dataset in its official layout; see README 'Reproduce the paper on real data')"
-        )
-    from finesyn.data.sources import DatasetLayoutError, index_dataset
-
-    try:  # the annotation files and the listed images, not their pixels: seconds, before an hour of other stages
-        index_dataset(cfg.kind, root, **cfg.index_options())
-    except DatasetLayoutError as e:
-        raise ParamsError(f"datasets.{dataset}.root: {str(cfg.root)!r} is not a {cfg.kind} dataset: {e}") from None
-    return cfg
+    return params.datasets[dataset]

@@ -32,7 +32,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +42,7 @@ from finesyn.errors import UserError
 from finesyn.io import atomic_write_json, atomic_write_text, fsync_dir, preallocated_npy
 
 from .bit_depth import declared_bits, to_8bit
+from .prepared import IMAGES_FILE, MANIFEST_COLUMNS, MANIFEST_FILE, META_FILE, PROGRESS_FILE, CacheError, PreparedDataset, open_cache
 from .sources.base import DatasetIndex
 
 __all__ = [
@@ -62,12 +62,7 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-IMAGES_FILE = "images.npy"
-MANIFEST_FILE = "manifest.csv"
-META_FILE = "meta.json"
 PARTIAL_FILE = "images.partial.npy"
-PROGRESS_FILE = "prepare.progress.json"
-MANIFEST_COLUMNS = ("index", "id", "label", "split", "source")
 _RESERVED_META = ("classes", "image_size", "counts", "skipped", "complete")
 
 Fit = Literal["center_crop", "squash"]
@@ -77,10 +72,6 @@ _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
-
-
-class CacheError(UserError, ValueError):
-    """A prepared-dataset directory is missing, unfinished or inconsistent."""
 
 
 class BadImagesError(UserError, RuntimeError):
@@ -603,115 +594,3 @@ def _flat_rows(images_file: Path, block: int = 1024) -> list[int]:
         flat += (start + np.flatnonzero(rows.min(axis=1) == rows.max(axis=1))).tolist()
     del a
     return flat
-
-
-# --------------------------------------------------------------------------- reader
-
-
-@dataclass
-class PreparedDataset:
-    path: Path
-    images: np.ndarray  # uint8 (N, S, S, 3) memmap
-    labels: np.ndarray  # int64 (N,)
-    splits: np.ndarray  # '<U5' (N,): "train" | "test"
-    ids: list[str]
-    sources: list[str]
-    classes: list[str]
-    meta: dict[str, Any]
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def image_size(self) -> int:
-        return int(self.images.shape[1])
-
-    @property
-    def name(self) -> str:
-        return str(self.meta.get("name", self.path.name))
-
-    def indices(self, split: str) -> np.ndarray:
-        """Row indices of ``split`` ("train" or "test"), ascending."""
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        return np.flatnonzero(self.splits == split)
-
-
-def open_cache(path: str | os.PathLike[str], *, mmap_mode: Literal["r", "c"] = "r") -> PreparedDataset:
-    """Open a complete prepared-dataset directory (images memory-mapped read-only)."""
-    d = Path(path)
-
-    def err(msg: str) -> CacheError:
-        return CacheError(f"prepared dataset {d}: {msg}")
-
-    if not d.is_dir():
-        raise err("directory does not exist")
-    meta_path = d / META_FILE
-    if not meta_path.is_file():
-        hint = " (an unfinished prepare: run it again to resume)" if (d / PROGRESS_FILE).exists() else ""
-        raise err(f"no {META_FILE}: the cache is unfinished or not a prepared dataset{hint}")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise err(f"{META_FILE} is not valid JSON: {e}") from e
-    if not isinstance(meta, dict) or meta.get("complete") is not True:
-        raise err(f'{META_FILE} lacks "complete": true; the cache is unfinished and must not be used (re-run prepare)')
-    for key in ("classes", "image_size", "counts"):
-        if key not in meta:
-            raise err(f"{META_FILE} has no {key!r}")
-    try:
-        images = np.load(d / IMAGES_FILE, mmap_mode=mmap_mode)
-    except FileNotFoundError:
-        raise err(f"missing {IMAGES_FILE}") from None
-    except Exception as e:
-        raise err(f"cannot read {IMAGES_FILE}: {type(e).__name__}: {e}") from e
-    s = int(meta["image_size"])
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (s, s, 3):
-        raise err(f"{IMAGES_FILE} is {images.dtype} {images.shape}, expected uint8 (N, {s}, {s}, 3)")
-
-    try:
-        with open(d / MANIFEST_FILE, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            rows = list(reader)
-    except FileNotFoundError:
-        raise err(f"missing {MANIFEST_FILE}") from None
-    if header is None or tuple(header) != MANIFEST_COLUMNS:
-        raise err(f"{MANIFEST_FILE} header is {header}, expected {list(MANIFEST_COLUMNS)}")
-    if any(len(r) != len(MANIFEST_COLUMNS) for r in rows):
-        raise err(f"{MANIFEST_FILE} has malformed rows")
-    n = images.shape[0]
-    counts = meta["counts"]
-    n_meta = int(counts.get("train", 0)) + int(counts.get("test", 0))
-    if not (len(rows) == n == n_meta):
-        raise err(
-            f"files disagree in length: {IMAGES_FILE} has {n} images, {MANIFEST_FILE} has "
-            f"{len(rows)} rows, {META_FILE} counts sum to {n_meta}"
-        )
-    try:
-        index = np.array([int(r[0]) for r in rows], dtype=np.int64)
-        labels = np.array([int(r[2]) for r in rows], dtype=np.int64)
-    except ValueError as e:
-        raise err(f"{MANIFEST_FILE}: non-integer index/label: {e}") from e
-    if not np.array_equal(index, np.arange(n)):
-        raise err(f"{MANIFEST_FILE}: 'index' column is not 0..{n - 1}")
-    classes = [str(c) for c in meta["classes"]]
-    if n and (labels.min() < 0 or labels.max() >= len(classes)):
-        raise err(f"{MANIFEST_FILE}: labels outside [0, {len(classes)})")
-    splits = np.array([r[3] for r in rows], dtype="<U5")
-    bad_splits = set(splits.tolist()) - {"train", "test"}
-    if bad_splits:
-        raise err(f"{MANIFEST_FILE}: unknown splits {sorted(bad_splits)}")
-    got = {"train": int((splits == "train").sum()), "test": int((splits == "test").sum())}
-    if got != {"train": int(counts.get("train", 0)), "test": int(counts.get("test", 0))}:
-        raise err(f"{MANIFEST_FILE} split counts {got} disagree with {META_FILE} counts {counts}")
-    return PreparedDataset(
-        path=d,
-        images=images,
-        labels=labels,
-        splits=splits,
-        ids=[r[1] for r in rows],
-        sources=[r[4] for r in rows],
-        classes=classes,
-        meta=meta,
-    )

@@ -54,7 +54,7 @@ def _lbfgs_on_features(cfg, seed: int, features: Path, model: Path | None) -> tu
 
 
 def _sgd_on_encoder(params, seed: int, dataset: str, data: Path, model: Path, progress=None) -> tuple[dict, dict, dict]:
-    from finesyn.data.cache import open_cache
+    from finesyn.data.prepared import open_cache
     from finesyn.eval.features import load_encoder
     from finesyn.eval.probe_sgd import sgd_probe
 

@@ -75,7 +75,7 @@ def class_shares(params: Params, run: RunPaths, roots: dict[str, Path], ds, idx,
 
 def measure(params: Params, roots: dict[str, Path], log: logging.Logger) -> list[dict]:
     """Per dataset with generator masks: area shares, and per experiment the per-seed shares."""
-    from finesyn.data.cache import open_cache
+    from finesyn.data.prepared import open_cache
     from finesyn.report.figures import generator_masks
 
     out = []

@@ -137,7 +137,7 @@ def generator_masks(ds, idx, crop: int):
 
     import numpy as np
 
-    from finesyn.data.cache import CacheError
+    from finesyn.data.prepared import CacheError
     from finesyn.data.synthetic import object_and_marking_masks
 
     found = [re.fullmatch(r"synthetic-(train|test)-(\d+)", ds.ids[i]) for i in idx]
@@ -206,7 +206,7 @@ def fig_gradcam(params: Params, data_root: Path, models_root: Path, fig_dir: Pat
     import torch
 
     from finesyn.data.augment import denormalize, eval_view
-    from finesyn.data.cache import open_cache
+    from finesyn.data.prepared import open_cache
     from finesyn.eval import gradcam
     from finesyn.report import plots
 
