@@ -1,5 +1,5 @@
 """Is a generated data setting still fine-grained? The raw-pixel criteria of tests/test_synthetic.py
-for any `generate_synthetic` keyword arguments (the study's data variants):
+for any `GeneratorSettings` of `generate_synthetic` (the study's data variants):
 
     python -m benchmarks.fine_grained_check look_bank=4 background_bank=4
 
@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from finesyn.data.synthetic import generate_synthetic
+from finesyn.data.synthetic import GeneratorSettings, generate_synthetic
 
 CHANCE_MARGIN = 0.05  # asserted by tests/test_synthetic.py: no-shortcut accuracy < chance + 5 points
 
@@ -49,7 +49,7 @@ def colour_features(ds) -> np.ndarray:
 
 
 def check(**kwargs) -> dict:
-    ds = generate_synthetic(**kwargs)
+    ds = generate_synthetic(GeneratorSettings(**kwargs))
     tr = ds.split == "train"
     bound = 1.0 / len(ds.class_names) + CHANCE_MARGIN
     out = {"data": kwargs, "bound": bound}

@@ -31,7 +31,7 @@ import torch
 import yaml
 
 from finesyn.config import PretrainConfig
-from finesyn.data.synthetic import generate_synthetic
+from finesyn.data.synthetic import GeneratorSettings, generate_synthetic
 from finesyn.device import select_device
 from finesyn.eval.features import extract_features
 from finesyn.eval.knn import knn_accuracy
@@ -311,7 +311,7 @@ _DATA_CACHE: dict[str, object] = {}
 def dataset(data: dict):
     key = json.dumps({**DATA, **data}, sort_keys=True)
     if key not in _DATA_CACHE:
-        _DATA_CACHE[key] = generate_synthetic(**{**DATA, **data})
+        _DATA_CACHE[key] = generate_synthetic(GeneratorSettings(**{**DATA, **data}))
     return _DATA_CACHE[key]
 
 

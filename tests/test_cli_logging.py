@@ -13,7 +13,7 @@ from tiny_models import TinyBackbone
 
 from finesyn import cli
 from finesyn.cli import ProgressLines, StepLines, stage_logging
-from finesyn.data.synthetic import generate_synthetic
+from finesyn.data.synthetic import GeneratorSettings, generate_synthetic
 from finesyn.eval.features import extract_features
 from finesyn.eval.retrieval import retrieval_metrics
 
@@ -142,7 +142,11 @@ def test_extract_features_reports_progress_with_a_total():
 
 def test_generated_data_reports_progress_with_a_total():
     calls = []
-    syn = generate_synthetic(2, 5, 3, 16, chunk=4, progress=lambda d, n: calls.append((d, n)))
+    syn = generate_synthetic(
+        GeneratorSettings(num_classes=2, train_per_class=5, test_per_class=3, image_size=16),
+        chunk=4,
+        progress=lambda d, n: calls.append((d, n)),
+    )
     assert len(syn.labels) == 16
     assert calls == [(0, 16), (4, 16), (8, 16), (12, 16), (16, 16)]
 

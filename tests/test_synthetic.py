@@ -27,7 +27,7 @@ import pytest
 
 from benchmarks.fine_grained_check import CHANCE_MARGIN, colour_features, fit_logreg, pixel_features
 from finesyn.data import synthetic as syn
-from finesyn.data.synthetic import SyntheticDataset, class_layout, generate_synthetic
+from finesyn.data.synthetic import GeneratorSettings, SyntheticDataset, class_layout, generate_synthetic
 
 CNN_MIN_ACC = 0.40  # asserted: CNN accuracy > 4x chance (measured 0.543 after 200 steps; 0.675 after 400)
 
@@ -41,7 +41,7 @@ def default_ds() -> tuple[SyntheticDataset, float]:
 
 # ------------------------------------------------------------------------------ basic contract
 def test_shapes_dtypes_counts_and_order():
-    ds = generate_synthetic(num_classes=7, train_per_class=4, test_per_class=3, image_size=48)
+    ds = generate_synthetic(GeneratorSettings(num_classes=7, train_per_class=4, test_per_class=3, image_size=48))
     n_train, n_test = 7 * 4, 7 * 3
     assert len(ds) == n_train + n_test
     assert ds.images.shape == (n_train + n_test, 48, 48, 3) and ds.images.dtype == np.uint8
@@ -75,10 +75,10 @@ def test_default_dataset_counts_balance_and_speed(default_ds):
 
 def test_determinism_same_seed_identical_different_seed_different():
     kw = dict(num_classes=10, train_per_class=3, test_per_class=2)
-    a, b = generate_synthetic(seed=3, **kw), generate_synthetic(seed=3, **kw)
+    a, b = generate_synthetic(GeneratorSettings(seed=3, **kw)), generate_synthetic(GeneratorSettings(seed=3, **kw))
     assert a.images.tobytes() == b.images.tobytes()
     assert np.array_equal(a.labels, b.labels) and a.ids == b.ids and a.class_names == b.class_names
-    c = generate_synthetic(seed=4, **kw)
+    c = generate_synthetic(GeneratorSettings(seed=4, **kw))
     assert np.array_equal(a.labels, c.labels)
     differs = [not np.array_equal(a.images[i], c.images[i]) for i in range(len(a))]
     assert all(differs)
@@ -88,8 +88,8 @@ def test_determinism_same_seed_identical_different_seed_different():
 def test_items_do_not_depend_on_other_counts():
     """Per-item random streams: the train images do not depend on test_per_class, and a
     chunk size change does not change anything."""
-    a = generate_synthetic(num_classes=5, train_per_class=2, test_per_class=1)
-    b = generate_synthetic(num_classes=5, train_per_class=2, test_per_class=4, chunk=3)
+    a = generate_synthetic(GeneratorSettings(num_classes=5, train_per_class=2, test_per_class=1))
+    b = generate_synthetic(GeneratorSettings(num_classes=5, train_per_class=2, test_per_class=4), chunk=3)
     assert np.array_equal(a.images[:10], b.images[:10])
     assert np.array_equal(a.images[10:15], b.images[10:15])
 
@@ -98,7 +98,7 @@ def test_items_do_not_depend_on_other_counts():
 def test_class_counts_up_to_max(n):
     layout = class_layout(n)
     assert len(set(layout)) == n
-    ds = generate_synthetic(num_classes=n, train_per_class=1, test_per_class=1, image_size=32)
+    ds = generate_synthetic(GeneratorSettings(num_classes=n, train_per_class=1, test_per_class=1, image_size=32))
     assert len(set(ds.class_names)) == n and ds.labels.max() == n - 1
 
 
@@ -107,7 +107,7 @@ def test_class_counts_up_to_max(n):
 )
 def test_invalid_arguments(bad):
     with pytest.raises(ValueError):
-        generate_synthetic(**bad)
+        GeneratorSettings(**bad)
 
 
 # --------------------------------------------------------------- the class is only a small detail
@@ -240,7 +240,7 @@ def test_one_slot_makes_the_glyph_alone_decide_the_class():
     assert class_layout(10) == class_layout(10, slots=2)  # auto keeps the default's layout
     with pytest.raises(ValueError, match="with 1 slot"):
         class_layout(11, slots=1)
-    ds = generate_synthetic(num_classes=10, train_per_class=1, test_per_class=1, slots=1)
+    ds = generate_synthetic(GeneratorSettings(num_classes=10, train_per_class=1, test_per_class=1, slots=1))
     assert ds.class_names[0] == "dot@mid" and ds.params["slots"] == 1
 
 
@@ -254,22 +254,22 @@ def test_mark_scale_grows_only_the_marking():
     area = lambda img: (np.abs(img - bare).max(-1) > 8).sum()  # noqa: E731 - pixels that differ from the 0.5x marking
     assert area(big) > 1.5 * area(base) > 0
     with pytest.raises(ValueError, match="mark_scale"):
-        generate_synthetic(train_per_class=1, test_per_class=1, mark_scale=3.0)
+        GeneratorSettings(train_per_class=1, test_per_class=1, mark_scale=3.0)
 
 
 def test_masks_place_the_marking_on_the_bird_where_classes_differ():
     """object_and_marking_masks: the marking lies on the bird, and re-rendering an item of the generated dataset
     with the other slot of its glyph changes exactly the pixels under the two markings (so the masks are the
     dataset's own: a wrong item stream, pose or label would put them elsewhere)."""
-    kw = {"num_classes": 4, "image_size": 64, "seed": 3, "look_bank": 2}
-    ds = generate_synthetic(train_per_class=1, test_per_class=3, **kw)
+    settings = GeneratorSettings(num_classes=4, train_per_class=1, test_per_class=3, image_size=64, seed=3, look_bank=2)
+    ds = generate_synthetic(settings)
     n_train, layout = 4, class_layout(4)
-    obj, mark = syn.object_and_marking_masks("test", range(12), **kw)
+    obj, mark = syn.object_and_marking_masks("test", range(12), settings)
     assert obj.shape == mark.shape == (12, 64, 64)
     assert (mark <= obj + 1e-6).all() and (mark.sum(axis=(1, 2)) > 5).all()
     assert (0.05 < obj.mean(axis=(1, 2))).all() and (obj.mean(axis=(1, 2)) < 0.5).all()
     for i in range(12):
-        p = syn._params_of_item("test", i, 64, 3, (0.22, 0.30), 32, 2, False)
+        p = syn._params_of_item("test", i, settings)
         own, other = layout[i % 4], layout[(i % 4) ^ 1]  # classes 2j and 2j+1: the same glyph, fore vs hind
         assert (syn._render([p], [own[0]], [own[1]], 64)[0] == ds.images[n_train + i]).all()
         rerendered = syn._render([p], [other[0]], [other[1]], 64)[0]
@@ -279,3 +279,21 @@ def test_masks_place_the_marking_on_the_bird_where_classes_differ():
         assert changed[mark[i] >= 0.5].mean() > 0.95  # and the marking's pixels do change
     with pytest.raises(ValueError, match="split"):
         syn.object_and_marking_masks("val", [0])
+
+
+def test_settings_from_the_dataset_config_and_from_a_cache_meta():
+    """prepare builds the settings from the `datasets.<name>` entry and the report from the cache's meta.json
+    (the same entry as JSON): both give the same settings, every generator key of the config is a setting,
+    and the dataset's params read back as the settings it was rendered with."""
+    from dataclasses import fields
+
+    from finesyn.config import _GENERATOR_KEYS, DatasetConfig
+
+    assert _GENERATOR_KEYS <= {f.name for f in fields(GeneratorSettings)}  # a new config key must reach the generator
+    cfg = DatasetConfig(kind="synthetic", image_size=32, crop_size=32, num_classes=4, seed=2, object_scale=(0.2, 0.25), look_bank=3)
+    settings = GeneratorSettings.from_config(cfg)
+    assert settings == GeneratorSettings(num_classes=4, image_size=32, seed=2, object_scale=(0.2, 0.25), look_bank=3)
+    assert GeneratorSettings.from_mapping(cfg.model_dump(mode="json")) == settings  # object_scale: a JSON list -> a tuple
+    assert GeneratorSettings.from_mapping(GeneratorSettings(num_classes=3).as_params()) == GeneratorSettings(num_classes=3)
+    with pytest.raises(ValueError, match="synthetic"):
+        GeneratorSettings.from_config(DatasetConfig(kind="imagefolder", root="/nowhere"))

@@ -18,22 +18,10 @@ def prepare_dataset(name: str, cfg: DatasetConfig, out: Path, progress: Callable
 
     settings = cfg.model_dump(mode="json")
     if cfg.kind == "synthetic":
-        from finesyn.data.synthetic import generate_synthetic
+        from finesyn.data.synthetic import GeneratorSettings, generate_synthetic
 
         t0 = time.perf_counter()
-        syn = generate_synthetic(
-            cfg.num_classes,
-            cfg.train_per_class,
-            cfg.test_per_class,
-            cfg.image_size,
-            cfg.seed,
-            object_scale=cfg.object_scale,
-            background_bank=cfg.background_bank,
-            slots=cfg.slots,
-            mark_scale=cfg.mark_scale,
-            look_bank=cfg.look_bank,
-            progress=progress,
-        )
+        syn = generate_synthetic(GeneratorSettings.from_config(cfg), progress=progress)
         log.info("generated %d images in %.1f s", len(syn.labels), time.perf_counter() - t0)
         return write_cache_from_arrays(
             out,

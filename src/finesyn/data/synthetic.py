@@ -40,6 +40,10 @@ body is ≈ 28-38 px long and the marking spans ≈ 6-14 px (``object_scale`` se
 (0.13, 0.20) gives 17-26 px); the dataset is meant for
 ``image_size >= 64`` (at 32 px the marking is only 2-5 px wide).
 
+Every setting that decides the pixels, labels and ids is one ``GeneratorSettings`` (frozen;
+``GeneratorSettings.from_config`` reads a ``datasets.<name>`` entry): ``generate_synthetic``
+renders it and ``object_and_marking_masks`` reads an item's bird and marking back from it.
+
 ``python -m finesyn.data.synthetic --out grid.png`` saves a grid of examples (one row per
 class).
 
@@ -58,18 +62,22 @@ import argparse
 import functools
 import math
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from finesyn.config import DatasetConfig
 
 __all__ = [
     "GLYPHS",
     "SLOTS",
     "MAX_CLASSES",
     "GLYPH_AREA",
+    "GeneratorSettings",
     "SyntheticDataset",
     "class_layout",
     "generate_synthetic",
@@ -137,6 +145,58 @@ def class_layout(num_classes: int, slots: int = 0) -> list[tuple[str, str]]:
     if not 2 <= num_classes <= most:
         raise ValueError(f"num_classes must be in [2, {most}] with {n_slots} slot(s), got {num_classes}")
     return [(GLYPHS[k // n_slots], order[k % n_slots]) for k in range(num_classes)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GeneratorSettings:
+    """Everything that decides what the generator renders: the same settings give byte-identical images,
+    labels and ids (module docstring). Invalid settings are refused here, so every holder is a valid one."""
+
+    num_classes: int = 10  # classes = (glyph, slot) pairs, class_layout(num_classes, slots)
+    train_per_class: int = 200
+    test_per_class: int = 100
+    image_size: int = 64
+    seed: int = 0
+    object_scale: tuple[float, float] = (0.22, 0.30)  # bird size range, fraction of the image per body unit
+    background_bank: int = 32  # shared background scenes (0 = a unique one per image)
+    slots: int = 0  # marking positions per glyph (0 = auto)
+    mark_scale: float = 1.0  # marking size, a linear factor on the default marking
+    look_bank: int = 0  # shared bird looks: rotation, colours, wing/tail shape, lighting (0 = a unique one per image)
+    plain_background: bool = False  # a flat colour instead of the textured scene
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "object_scale", tuple(self.object_scale))  # a list when read from JSON
+        self.layout()  # checks num_classes and slots
+        if not 0.5 <= self.mark_scale <= 2.0:
+            raise ValueError(f"mark_scale must be in [0.5, 2] (a larger marking leaves the body), got {self.mark_scale}")
+        if self.train_per_class < 0 or self.test_per_class < 0:
+            raise ValueError("train_per_class and test_per_class must be >= 0")
+        if self.image_size < 16:
+            raise ValueError(f"image_size must be >= 16, got {self.image_size}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> GeneratorSettings:
+        """The settings named in `values` (a prepared cache's params, a config dump); other keys are ignored
+        and a missing setting takes its default."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    @classmethod
+    def from_config(cls, cfg: DatasetConfig) -> GeneratorSettings:
+        """The settings of a synthetic `datasets.<name>` entry (what `prepare` generates)."""
+        if cfg.kind != "synthetic":
+            raise ValueError(f"a generator reads a synthetic dataset entry, not kind {cfg.kind!r}")
+        return cls.from_mapping(cfg.model_dump())
+
+    def layout(self) -> list[tuple[str, str]]:
+        """The (glyph, slot) pair of each class (class_layout)."""
+        return class_layout(self.num_classes, self.slots)
+
+    def as_params(self) -> dict:
+        """The settings as JSON-ready values (``SyntheticDataset.params``)."""
+        return {**asdict(self), "object_scale": list(self.object_scale)}
 
 
 @dataclass
@@ -456,103 +516,65 @@ def _render(ps: list[dict], glyphs: list[str], slots: list[str], size: int, mark
     return _lighting(img, ps, size)
 
 
-def _params_of_item(
-    split: str,
-    i: int,
-    image_size: int,
-    seed: int,
-    object_scale: tuple[float, float],
-    background_bank: int,
-    look_bank: int,
-    plain_background: bool,
-) -> dict:
+def _params_of_item(split: str, i: int, settings: GeneratorSettings) -> dict:
     """Item i of `split`'s parameters, from its own random stream (seeded by (seed, split, i)) and the shared banks."""
-    rng = np.random.default_rng([seed, _SPLITS[split], i])
+    s = settings
+    rng = np.random.default_rng([s.seed, _SPLITS[split], i])
     bg = None
-    if background_bank > 0:  # the background is one of `background_bank` shared scenes
-        bg = np.random.default_rng([seed, 7, int(rng.integers(background_bank))])
+    if s.background_bank > 0:  # the background is one of `background_bank` shared scenes
+        bg = np.random.default_rng([s.seed, 7, int(rng.integers(s.background_bank))])
     look = None
-    if look_bank > 0:  # the bird's look is one of `look_bank` shared looks
-        look = np.random.default_rng([seed, 8, int(rng.integers(look_bank))])
-    return _item_params(rng, image_size, object_scale, bg, look, plain_background)
+    if s.look_bank > 0:  # the bird's look is one of `look_bank` shared looks
+        look = np.random.default_rng([s.seed, 8, int(rng.integers(s.look_bank))])
+    return _item_params(rng, s.image_size, s.object_scale, bg, look, s.plain_background)
 
 
-def object_and_marking_masks(
-    split: str,
-    indices,
-    num_classes: int = 10,
-    image_size: int = 64,
-    seed: int = 0,
-    object_scale: tuple[float, float] = (0.22, 0.30),
-    background_bank: int = 32,
-    slots: int = 0,
-    mark_scale: float = 1.0,
-    look_bank: int = 0,
-    plain_background: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
+def object_and_marking_masks(split: str, indices, settings: GeneratorSettings = GeneratorSettings()) -> tuple[np.ndarray, np.ndarray]:
     """Where the bird and its marking are in items `indices` of `split` of the dataset that
-    ``generate_synthetic`` renders with these arguments: (object, marking), float32 (n, S, S)
-    anti-aliased coverages in [0, 1], the same ones the renderer composites. The marking lies on
-    the bird; it is the only thing that differs between two classes' renderings of an item, so it
-    is where an encoder that reads the class must look (the report measures Grad-CAM mass on it)."""
+    ``generate_synthetic`` renders with these settings (the counts play no part): (object, marking),
+    float32 (n, S, S) anti-aliased coverages in [0, 1], the same ones the renderer composites. The
+    marking lies on the bird; it is the only thing that differs between two classes' renderings of an
+    item, so it is where an encoder that reads the class must look (the report measures Grad-CAM mass on it)."""
     if split not in _SPLITS:
         raise ValueError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
-    layout = class_layout(num_classes, slots)
+    layout = settings.layout()
     indices = [int(i) for i in indices]
-    args = (image_size, seed, cast("tuple[float, float]", tuple(object_scale)), background_bank, look_bank, plain_background)
-    ps = [_params_of_item(split, i, *args) for i in indices]
-    u, v, unit = _object_frame(ps, image_size)
+    ps = [_params_of_item(split, i, settings) for i in indices]
+    u, v, unit = _object_frame(ps, settings.image_size)
     obj = np.zeros(u.shape, np.float32)
     for cover, _ in _bird_parts(ps, u, v, unit):
         obj += cover * (1 - obj)  # coverage of the union, as the compositing layers them
-    labels = [i % num_classes for i in indices]
-    mark = _marking([layout[y][0] for y in labels], [layout[y][1] for y in labels], u, v, unit, mark_scale)
+    labels = [i % settings.num_classes for i in indices]
+    mark = _marking([layout[y][0] for y in labels], [layout[y][1] for y in labels], u, v, unit, settings.mark_scale)
     return obj, mark
 
 
 def generate_synthetic(
-    num_classes: int = 10,
-    train_per_class: int = 200,
-    test_per_class: int = 100,
-    image_size: int = 64,
-    seed: int = 0,
+    settings: GeneratorSettings = GeneratorSettings(),
+    *,
     chunk: int = 64,
-    object_scale: tuple[float, float] = (0.22, 0.30),
-    background_bank: int = 32,
-    slots: int = 0,
-    mark_scale: float = 1.0,
-    look_bank: int = 0,
-    plain_background: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> SyntheticDataset:
     """Render the synthetic fine-grained dataset (see the module docstring).
 
     Items: train first (``num_classes * train_per_class``), then test; in each split item i
-    has label ``i % num_classes``. Deterministic in ``seed``; ``chunk`` only bounds memory.
+    has label ``i % num_classes``. Deterministic in the settings; ``chunk`` only bounds memory.
     ``progress(done, total)`` is called before the first chunk and after each (images).
     """
-    layout = class_layout(num_classes, slots)
-    if not 0.5 <= mark_scale <= 2.0:
-        raise ValueError(f"mark_scale must be in [0.5, 2] (a larger marking leaves the body), got {mark_scale}")
-    if train_per_class < 0 or test_per_class < 0:
-        raise ValueError("train_per_class and test_per_class must be >= 0")
-    if image_size < 16:
-        raise ValueError(f"image_size must be >= 16, got {image_size}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+    s = settings
+    layout = s.layout()
     items: list[tuple[str, int, int]] = []  # (split, index in split, label)
-    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
-        items += [(split, i, i % num_classes) for i in range(per_class * num_classes)]
+    for split, per_class in (("train", s.train_per_class), ("test", s.test_per_class)):
+        items += [(split, i, i % s.num_classes) for i in range(per_class * s.num_classes)]
     n = len(items)
-    images = np.empty((n, image_size, image_size, 3), np.uint8)
+    images = np.empty((n, s.image_size, s.image_size, 3), np.uint8)
     if progress:
         progress(0, n)
     for start in range(0, n, chunk):
         part = items[start : start + chunk]
-        args = (image_size, seed, object_scale, background_bank, look_bank, plain_background)
-        ps = [_params_of_item(sp, i, *args) for sp, i, _ in part]
+        ps = [_params_of_item(sp, i, s) for sp, i, _ in part]
         images[start : start + len(part)] = _render(
-            ps, [layout[y][0] for *_, y in part], [layout[y][1] for *_, y in part], image_size, mark_scale
+            ps, [layout[y][0] for *_, y in part], [layout[y][1] for *_, y in part], s.image_size, s.mark_scale
         )
         if progress:
             progress(start + len(part), n)
@@ -560,21 +582,9 @@ def generate_synthetic(
         images=images,
         labels=np.array([y for *_, y in items], dtype=np.int64),
         split=np.array([sp for sp, *_ in items], dtype=str),
-        class_names=[f"{g}@{s}" for g, s in layout],
+        class_names=[f"{g}@{slot}" for g, slot in layout],
         ids=[f"synthetic-{sp}-{i:06d}" for sp, i, _ in items],
-        params={
-            "num_classes": num_classes,
-            "train_per_class": train_per_class,
-            "test_per_class": test_per_class,
-            "image_size": image_size,
-            "seed": seed,
-            "object_scale": list(object_scale),
-            "background_bank": background_bank,
-            "slots": slots,
-            "mark_scale": mark_scale,
-            "look_bank": look_bank,
-            "plain_background": plain_background,
-        },
+        params=s.as_params(),
     )
 
 
@@ -613,13 +623,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--zoom", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    ds = generate_synthetic(
-        num_classes=a.num_classes,
-        train_per_class=a.per_class,
-        test_per_class=0,
-        image_size=a.image_size,
-        seed=a.seed,
+    settings = GeneratorSettings(
+        num_classes=a.num_classes, train_per_class=a.per_class, test_per_class=0, image_size=a.image_size, seed=a.seed
     )
+    ds = generate_synthetic(settings)
     print(save_grid(ds, a.out, per_class=a.per_class, zoom=a.zoom))
     return 0
 

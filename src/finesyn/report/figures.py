@@ -127,9 +127,6 @@ def _not_drawn(fid: str, section: str, title: str, why: str, sources: list[str] 
     return Figure(id=fid, section=section, title=title, path=None, sources=sources or [], caption=f"Not drawn: {why}")
 
 
-GENERATOR_KEYS = ("num_classes", "image_size", "seed", "object_scale", "background_bank", "slots", "mark_scale", "look_bank")
-
-
 def generator_masks(ds, idx, crop: int):
     """(object, marking) coverages of cache rows `idx` from the generator that wrote the cache, centre-cropped
     as `eval_view` crops the images; None for a cache the generator did not write (real images)."""
@@ -138,16 +135,15 @@ def generator_masks(ds, idx, crop: int):
     import numpy as np
 
     from finesyn.data.prepared import CacheError
-    from finesyn.data.synthetic import object_and_marking_masks
+    from finesyn.data.synthetic import GeneratorSettings, object_and_marking_masks
 
     found = [re.fullmatch(r"synthetic-(train|test)-(\d+)", ds.ids[i]) for i in idx]
     if ds.meta.get("kind") != "synthetic" or not isinstance(ds.meta.get("params"), dict) or not all(found):
         return None
-    kw = {k: ds.meta["params"][k] for k in GENERATOR_KEYS if k in ds.meta["params"]}
+    settings = GeneratorSettings.from_mapping(ds.meta["params"])
     matches = cast("list[re.Match[str]]", found)  # all(found), checked above
-    masks = [object_and_marking_masks(m[1], [int(m[2])], **kw) for m in matches]
-    n_classes = kw.get("num_classes", 10)
-    if any(int(ds.labels[i]) != int(m[2]) % n_classes for i, m in zip(idx, matches)):
+    masks = [object_and_marking_masks(m[1], [int(m[2])], settings) for m in matches]
+    if any(int(ds.labels[i]) != int(m[2]) % settings.num_classes for i, m in zip(idx, matches)):
         raise CacheError(f"prepared dataset {ds.path}: labels disagree with the generator's settings in its meta.json (re-run prepare)")
     top = int(round((ds.image_size - crop) / 2.0))  # eval_view's centre crop
     return tuple(np.concatenate([m[k] for m in masks])[:, top : top + crop, top : top + crop] for k in (0, 1))
