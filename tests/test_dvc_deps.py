@@ -76,10 +76,13 @@ def uncovered(stage: dict) -> list[str]:
 
 
 def stale(stage: dict) -> list[str]:
-    """Code files the stage lists but never runs: each makes an unrelated edit rerun the stage."""
+    """Code the stage lists but never runs (a file, or a folder none of whose files it imports): each makes an
+    unrelated edit rerun the stage."""
     scripts = re.findall(r"python (stages/\w+\.py)", stage["cmd"])
     files = set().union(*(code_files(ROOT / s) for s in scripts))
-    return [d for d in stage.get("deps", []) if d.endswith(".py") and (ROOT / d) not in files]
+    code = [d for d in stage.get("deps", []) if d.startswith(("src/", "stages/"))]
+    unused_dir = lambda d: (ROOT / d).is_dir() and not any((ROOT / d) in f.parents for f in files)  # noqa: E731
+    return [d for d in code if (d.endswith(".py") and (ROOT / d) not in files) or unused_dir(d)]
 
 
 @pytest.mark.parametrize("name", sorted(stage_definitions()))
