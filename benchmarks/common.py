@@ -191,6 +191,63 @@ class TiledImages:
         return self.base[np.asarray(idx) % len(self.base)]
 
 
+# ----------------------------------------------------------------------------- whole runs on the default's data
+# What the learning parity check (parity.py) trains and scores; the learning studies (studies/learning.py and the
+# scripts built on it) reuse these, so a study depends on the benchmarks, never the other way round.
+
+# The default's data as in params.yaml (the embedded synthetic dataset); `default_dataset(data)` overrides these keys.
+DEFAULT_DATA = {"num_classes": 10, "train_per_class": 200, "test_per_class": 100, "image_size": 64, "seed": 0}
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """`base` with `over` merged in, dicts recursively (neither is modified)."""
+    import copy
+
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def default_pretrain_config(overrides: dict, base: dict | None = None):
+    """params.yaml's `pretrain` section deep-merged with `base`, then `overrides` (validated like the pipeline's);
+    checkpoints and step logs off."""
+    import yaml
+
+    from finesyn.config import PretrainConfig
+
+    raw = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text())["pretrain"], base or {})
+    return PretrainConfig(**deep_merge(raw, {**overrides, "checkpoint_every_steps": 10**9, "log_every_steps": 10**9}))
+
+
+_DATA_CACHE: dict[str, Any] = {}
+
+
+def default_dataset(data: dict):
+    """The synthetic dataset of `DEFAULT_DATA` with `data`'s keys overridden (generated once per process)."""
+    from finesyn.data.synthetic import GeneratorSettings, generate_synthetic
+
+    key = json.dumps({**DEFAULT_DATA, **data}, sort_keys=True)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE[key] = generate_synthetic(GeneratorSettings(**{**DEFAULT_DATA, **data}))
+    return _DATA_CACHE[key]
+
+
+def probe_scores(backbone, ds, crop: int) -> dict:
+    """Test top-1 (%) of the pipeline's L-BFGS linear probe and kNN-20 on `backbone`'s features of `ds`."""
+    from finesyn.eval.features import extract_features
+    from finesyn.eval.knn import knn_accuracy
+    from finesyn.eval.probe import lbfgs_probe
+
+    tr, te = np.nonzero(ds.split == "train")[0], np.nonzero(ds.split == "test")[0]
+    ftr = extract_features(backbone, ds.images, tr, crop)
+    fte = extract_features(backbone, ds.images, te, crop)
+    k = len(ds.class_names)
+    lin = lbfgs_probe(ftr, ds.labels[tr], fte, ds.labels[te], num_classes=k)
+    knn = knn_accuracy(ftr, ds.labels[tr], fte, ds.labels[te], ks=(20,))
+    return {"linear_top1": round(lin["top1"], 2), "knn20_top1": round(knn["top1_k20"], 2)}
+
+
 # ----------------------------------------------------------------------------- timed pretraining
 class _Done(Exception):
     """Raised from the progress callback once every planned step has run."""

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from benchmarks.common import Context, target
+from benchmarks.common import Context, default_dataset, default_pretrain_config, probe_scores, target
 from benchmarks.peer import load_lightly
 
 PARITY_QUEUE = 1024  # < one epoch of keys (28 steps x 64) on the default
@@ -83,27 +83,24 @@ def run(ctx: Context) -> dict:
     import tempfile
     from pathlib import Path
 
-    from benchmarks.learning import dataset, pretrain_config, scores
-
     L, reason = load_lightly(ctx.deps_dir)
     tid, what = "parity.mocov2", "|our MoCo v2 run − the lightly-built run|, seed-mean top-1, in binomial SEs"
     if L is None:
         return {"status": "skipped", "reason": reason, "targets": [target(tid, what, None, 2.0, "<=", "SE")]}
-    variant = {"pretrain": {"methods": {"mocov2": {"queue_size": PARITY_QUEUE}}, "monitor_every_steps": 0}, "init": None}
-    cfg = pretrain_config(variant)
+    cfg = default_pretrain_config({"methods": {"mocov2": {"queue_size": PARITY_QUEUE}}, "monitor_every_steps": 0})
     seeds, data = SEEDS, {}
     if ctx.quick:  # every code path on a tiny run; the numbers mean nothing
         cfg = cfg.model_copy(update={"epochs": 1, "batch_size": 16})
         seeds, data = (0,), {"train_per_class": 8, "test_per_class": 4}
-    ds = dataset(data)
+    ds = default_dataset(data)
     tr = np.nonzero(ds.split == "train")[0]
     crop = ds.image_size
     runs = {"ours": [], "lightly": []}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="finesyn-parity-") as tmp:
         for seed in seeds:
-            runs["ours"].append(scores(_ours(ds.images, tr, cfg, crop, seed, Path(tmp) / str(seed)), ds, crop))
-            runs["lightly"].append(scores(lightly_pretrain(L, ds.images, tr, cfg, crop, seed), ds, crop))
+            runs["ours"].append(probe_scores(_ours(ds.images, tr, cfg, crop, seed, Path(tmp) / str(seed)), ds, crop))
+            runs["lightly"].append(probe_scores(lightly_pretrain(L, ds.images, tr, cfg, crop, seed), ds, crop))
             ctx.log(f"  parity seed {seed}: ours {runs['ours'][-1]}, lightly {runs['lightly'][-1]}")
     n_test = int((ds.split == "test").sum())
     out = {

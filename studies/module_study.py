@@ -21,13 +21,14 @@ import argparse
 import copy
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
+
+from studies.shards import my_share, run_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ROOT / "studies" / "module_study.jsonl"
@@ -157,15 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         print(analyse(a.out, a.stage))
         return 0
     torch.set_num_threads(1)
-    i, n = (int(x) for x in a.shard.split("/"))
     done = {(r["arm"], r["seed"]) for r in map(json.loads, a.out.read_text().splitlines())} if a.out.is_file() else set()
-    jobs = [(arm, seed) for seed in a.seeds for arm in a.arms.split(",") if (arm, seed) not in done][i::n]
-    with tempfile.TemporaryDirectory(prefix="finesyn-module-study-") as tmp:
-        for arm, seed in jobs:
-            row = run(arm, seed, Path(tmp))
-            with a.out.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            print(json.dumps({k: row[k] for k in ("arm", "seed", "linear_top1", "mAP", "knn20_top1", "train_s")}), flush=True)
+    jobs = [(arm, seed) for seed in a.seeds for arm in a.arms.split(",") if (arm, seed) not in done]
+    run_shard(my_share(jobs, a.shard), a.out, run, ("arm", "seed", "linear_top1", "mAP", "knn20_top1", "train_s"), "finesyn-module-study-")
     return 0
 
 

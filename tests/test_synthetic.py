@@ -24,8 +24,8 @@ import time
 
 import numpy as np
 import pytest
+from shortcut_probe import CHANCE_MARGIN, colour_features, fit_logreg, pixel_features
 
-from benchmarks.fine_grained_check import CHANCE_MARGIN, colour_features, fit_logreg, pixel_features
 from finesyn.data import synthetic as syn
 from finesyn.data.synthetic import GeneratorSettings, SyntheticDataset, class_layout, generate_synthetic
 

@@ -13,10 +13,10 @@ An even map puts the region's area share on it (bird ~18 %, marking ~1.1 % here)
 the module moves the map onto the discriminative detail: the module's row should then put more
 mass on the marking than its baseline's, paired per seed.
 
-    python -m benchmarks.gradcam_marking --root . --seeds 0            # the committed default
-    python -m benchmarks.gradcam_marking --root ../clone --seeds 3 4 5 --append
+    python -m studies.gradcam_marking --root . --seeds 0            # the committed default
+    python -m studies.gradcam_marking --root ../clone --seeds 3 4 5 --append
 
-Rows go to benchmarks/gradcam_marking.jsonl (one per encoder, with its run id, the code version
+Rows go to studies/gradcam_marking.jsonl (one per encoder, with its run id, the code version
 and machine); `--summary` prints the table docs/findings.md quotes.
 """
 

@@ -1,12 +1,12 @@
 """What an encoder's features encode besides the class: linear probes for the nuisance factors.
 
-For one variant of benchmarks/learning.py, train it as the study does and fit the pipeline's L-BFGS
+For one variant of studies/learning.py, train it as the study does and fit the pipeline's L-BFGS
 linear probe, on the start and on the end encoder, for the class and for three nuisance factors
 of the generator (read back from its random streams): the background scene (one of 32), the
 bird's rotation (8 bins of ±40°) and its body hue (8 bins). It answers "does SSL learn anything
 here, and what?" when the class probe stays at chance:
 
-    python -m benchmarks.nuisance_probe default_mocov2_q4096
+    python -m studies.nuisance_probe default_mocov2_q4096
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.learning import DATA, VARIANTS, dataset, pretrain_config
 from finesyn.data import synthetic as syn
 from finesyn.eval.features import extract_features
 from finesyn.eval.probe import lbfgs_probe
 from finesyn.train import RunSpec, pretrain
+from studies.learning import DATA, VARIANTS, dataset, pretrain_config
 
 
 def nuisance_labels(data: dict) -> dict[str, np.ndarray]:

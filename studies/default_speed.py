@@ -1,7 +1,7 @@
 """Seconds for one epoch (31 steps) of the default's pretraining, per method, under the speed levers
 that chose the default (docs/findings.md, "the time budget"): memory layout and decoder width.
 
-    python -m benchmarks.default_speed            # ~3 min on 2 cores; prints one line per setting
+    python -m studies.default_speed               # ~3 min on 2 cores; prints one line per setting
 
 Uses the library's own `pretrain()` on the default data (params.yaml's `pretrain` section, no hold-out,
 no monitor), so every per-step cost the pipeline pays is included: augmentation, both encoders,
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.learning import _v, dataset, pretrain_config
 from finesyn.train import RunSpec, pretrain
+from studies.learning import _v, dataset, pretrain_config
 
 SETTINGS = [  # (method, synth, pretrain overrides)
     *[(m, False, {"channels_last": cl}) for m in ("mocov2", "supervised") for cl in (False, True)],

@@ -6,10 +6,10 @@ pipeline's extractor and scores them with the pipeline's L-BFGS linear probe and
 start point (step 0: the encoder the run started from) and at the end. The numbers in
 docs/findings.md come from this script:
 
-    python -m benchmarks.learning --variants mocov2_small,supervised_small --seeds 0 1 2
-    python -m benchmarks.learning --list
+    python -m studies.learning --variants small_mocov2_e10,small_supervised_e10 --seeds 0 1 2
+    python -m studies.learning --list
 
-Results are appended, one JSON object per run, to benchmarks/learning.jsonl (with the variant's
+Results are appended, one JSON object per run, to studies/learning.jsonl (with the variant's
 full settings, seed, code version and machine), so a study can be continued and summarised with
 `--summary`. A variant overrides today's `params.yaml`: after a default changes, rerunning an old
 row's variant runs the new default unless the old value is pinned with `--pretrain` (a row's
@@ -19,7 +19,6 @@ row's variant runs the new default unless the old value is pinned with `--pretra
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import os
@@ -28,22 +27,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
+from benchmarks.common import DEFAULT_DATA, default_dataset, default_pretrain_config, probe_scores
 from finesyn.config import PretrainConfig
-from finesyn.data.synthetic import GeneratorSettings, generate_synthetic
 from finesyn.device import select_device
-from finesyn.eval.features import extract_features
-from finesyn.eval.knn import knn_accuracy
-from finesyn.eval.probe import lbfgs_probe
 from finesyn.provenance import code_version, cpuinfo
 from finesyn.train import RunSpec, pretrain
+from studies.shards import my_share, run_shard
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "learning.jsonl"
+OUT = ROOT / "studies" / "learning.jsonl"
 
-# The default's data as in params.yaml; a variant's `data` overrides these keys.
-DATA = {"num_classes": 10, "train_per_class": 200, "test_per_class": 100, "image_size": 64, "seed": 0}
+# The default's data as in params.yaml; a variant's `data` overrides these keys. The data, the config merge and
+# the scores are the learning parity benchmark's (benchmarks/common.py): one definition for both.
+DATA = DEFAULT_DATA
+dataset = default_dataset
+scores = probe_scores
 QUICK_MOCO = {"methods": {"mocov2": {"queue_size": 4096}}}
 
 
@@ -285,44 +284,16 @@ VARIANTS: dict[str, dict] = {
 }
 
 
-def _deep_merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 # `--pretrain JSON`: settings merged into every variant of a call (e.g. {"amp": false} on a GPU), recorded per row
 GLOBAL_OVERRIDES: dict = {}
 
 
 def pretrain_config(variant: dict) -> PretrainConfig:
     """params.yaml's `pretrain` section with the variant's overrides (validated like the pipeline's)."""
-    base = _deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text())["pretrain"], GLOBAL_OVERRIDES)
     over = dict(variant["pretrain"])
     if variant["init"]:
         over["init"] = variant["init"]
-    return PretrainConfig(**_deep_merge(base, {**over, "checkpoint_every_steps": 10**9, "log_every_steps": 10**9}))
-
-
-_DATA_CACHE: dict[str, object] = {}
-
-
-def dataset(data: dict):
-    key = json.dumps({**DATA, **data}, sort_keys=True)
-    if key not in _DATA_CACHE:
-        _DATA_CACHE[key] = generate_synthetic(GeneratorSettings(**{**DATA, **data}))
-    return _DATA_CACHE[key]
-
-
-def scores(backbone, ds, crop: int) -> dict:
-    tr, te = np.nonzero(ds.split == "train")[0], np.nonzero(ds.split == "test")[0]
-    ftr = extract_features(backbone, ds.images, tr, crop)
-    fte = extract_features(backbone, ds.images, te, crop)
-    k = len(ds.class_names)
-    lin = lbfgs_probe(ftr, ds.labels[tr], fte, ds.labels[te], num_classes=k)
-    knn = knn_accuracy(ftr, ds.labels[tr], fte, ds.labels[te], ks=(20,))
-    return {"linear_top1": round(lin["top1"], 2), "knn20_top1": round(knn["top1_k20"], 2)}
+    return default_pretrain_config(over, GLOBAL_OVERRIDES)
 
 
 def generic_init(init: dict, ckpt_root: Path) -> tuple[str, dict]:
@@ -421,7 +392,7 @@ def gains(path: Path = OUT, device: str = "", variants: list[str] | None = None)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.learning", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m studies.learning", description=__doc__.split("\n")[0])
     ap.add_argument("--variants", default="", help="comma-separated names (see --list)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--out", type=Path, default=OUT)
@@ -434,7 +405,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shard", default="0/1", help="i/n: run only every n-th (variant, seed) pair from the i-th (parallel processes)")
     a = ap.parse_args(argv)
     GLOBAL_OVERRIDES.update(a.pretrain)
-    shard, shards = (int(x) for x in a.shard.split("/"))
     if a.list:
         print("\n".join(f"{k}: {json.dumps(v)}" for k, v in VARIANTS.items()))
         return 0
@@ -444,15 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.gains is not None:
         print(gains(a.out, a.gains, [v for v in a.variants.split(",") if v] or None))
         return 0
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="finesyn-study-") as tmp:
-        pairs = [(name, seed) for name in a.variants.split(",") if name for seed in a.seeds]
-        for name, seed in pairs[shard::shards]:
-            rec = run(name, seed, Path(tmp))
-            with a.out.open("a") as f:
-                f.write(json.dumps(rec) + "\n")
-            print(json.dumps({k: rec[k] for k in ("variant", "seed", "steps", "train_s", "start", "end")}), flush=True)
+    pairs = [(name, seed) for name in a.variants.split(",") if name for seed in a.seeds]
+    run_shard(my_share(pairs, a.shard), a.out, run, ("variant", "seed", "steps", "train_s", "start", "end"), "finesyn-study-")
     return 0
 
 

@@ -3,10 +3,10 @@
 # learning study's variants x seeds as parallel float32 processes on the one GPU, both under a
 # deadline so that whatever finished comes back (6 files: the device tool returns at most 8).
 # Rows are appended to $OUT/learning.jsonl as each run ends.
-#   OUT=/some/dir STUDY_S=420 FINESYN_CODE_VERSION=<sha> bash benchmarks/gpu_study.sh
+#   OUT=/some/dir STUDY_S=420 FINESYN_CODE_VERSION=<sha> bash studies/gpu_study.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${OUT:-benchmarks/gpu_study}
+out=${OUT:-studies/gpu_study}
 mkdir -p "$out"
 study_s=${STUDY_S:-420}
 shards=${SHARDS:-12}
@@ -20,7 +20,7 @@ fi
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 (OUT=$out timeout $((study_s + 60)) bash benchmarks/cuda_check.sh > "$out/cuda_stdout.txt" 2>&1; echo "cuda_check rc=$?" >> "$out/cuda_stdout.txt") &
 for i in $(seq 0 $((shards - 1))); do
-    timeout "$study_s" python3 -m benchmarks.learning --variants "$variants" --seeds ${SEEDS:-0 1 2} \
+    timeout "$study_s" python3 -m studies.learning --variants "$variants" --seeds ${SEEDS:-0 1 2} \
         --pretrain '{"amp": false, "threads": 1}' --shard "$i/$shards" --out "$out/learning.jsonl" > "/tmp/shard$i.txt" 2>&1 &
 done
 wait
