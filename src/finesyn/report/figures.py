@@ -244,7 +244,7 @@ def _fig3_caption(pairs, seed: int, layers: set[str], crop: int, masks) -> str:
         "in white (dashed), and under each map, and in the table below, is the share of the map's mass on the bird and on the marking "
         "(a map spread evenly would put their area share there). This map explains what makes the views agree, which need not be what "
         "decides the class: docs/findings.md compares it, over all test images, with the map of the linear probe's class logit "
-        "(benchmarks/gradcam_marking.py)."
+        "(studies/gradcam_marking.py)."
         if masks is not None
         else " These are real images: where the detail that decides the class lies is not known, so no share of the map is measured."
     )
