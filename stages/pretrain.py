@@ -61,9 +61,9 @@ def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out:
         from finesyn.data.prepared import open_cache
         from finesyn.eval.monitor import monitor_split
         from finesyn.live_curves import LiveCurves
+        from finesyn.pairs.health import batch_health
         from finesyn.provenance import params_hash
         from finesyn.run_identity import RunSpec, run_settings
-        from finesyn.synth.health import batch_health
         from finesyn.train import pretrain
 
         dataset_config(p, dataset)
@@ -132,8 +132,8 @@ def _live_logger(on_log, live):
 def _write_outputs(out: Path, result, spec, record: dict, ds, train_idx, log) -> None:
     """encoder.pt, and with the module pairs.png, g(h)'s PSNR and its health; train.json last (live/ is written while training)."""
     from finesyn.io import atomic_write_bytes, atomic_write_json
+    from finesyn.pairs.pair_grid import pair_grid_png
     from finesyn.provenance import provenance
-    from finesyn.synth.pair_grid import pair_grid_png
     from finesyn.train import encoder_artifact
 
     record = {**record, **provenance(spec.seed, record["settings"])}
@@ -144,8 +144,8 @@ def _write_outputs(out: Path, result, spec, record: dict, ds, train_idx, log) ->
     atomic_write_bytes(out / "encoder.pt", encoder_artifact(result, spec, {"provenance": stable}))
     recon_record = {}
     if result.synth is not None:  # Fig. 4's yardstick: does g(h) render more than the mean image?
-        from finesyn.synth.health import end_subset
-        from finesyn.synth.reconstruction import reconstruction_psnr
+        from finesyn.pairs.health import end_subset
+        from finesyn.pairs.reconstruction import reconstruction_psnr
 
         recon = reconstruction_psnr(
             result.backbone, result.synth.decoder, ds.images, end_subset(ds.indices("test")), train_idx, spec.crop_size
@@ -157,8 +157,8 @@ def _write_outputs(out: Path, result, spec, record: dict, ds, train_idx, log) ->
         recon_record = {"reconstruction": recon}
         if spec.cfg.nu > 0 and record["processes"] > 1:
             log.info("module health: not measured under torchrun (the pair's train-mode forward synchronises BatchNorm across ranks)")
-        elif spec.cfg.nu > 0:  # what the pair gives L_Cp to learn (synth/health.py)
-            from finesyn.synth.health import end_of_run_health
+        elif spec.cfg.nu > 0:  # what the pair gives L_Cp to learn (pairs/health.py)
+            from finesyn.pairs.health import end_of_run_health
 
             health = end_of_run_health(
                 result, ds.images, ds.labels, train_idx, ds.indices("test"), spec.cfg, spec.crop_size, len(ds.classes)

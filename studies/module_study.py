@@ -4,7 +4,7 @@ Each run trains one arm on one seed exactly as the pipeline's default does (para
 and `datasets.synthetic`, the same 90 % of the train split the pretrain stage trains on), then scores
 the encoder with the pipeline's own evaluation on all 10,000 test images: the lbfgs linear probe
 (with its per-image hits, for paired tests), test_loo retrieval (Rank-1, mAP) and kNN-20; a module arm
-also records its health (synth/health.py). One JSON row per run is appended to
+also records its health (pairs/health.py). One JSON row per run is appended to
 studies/module_study.jsonl with the arm's settings, seed, code version, threads and machine.
 
     python -m studies.module_study --shard 0/2        # stage 1: its arms on seeds 100-115 (skips written rows)
@@ -96,8 +96,8 @@ def run(arm: str, seed: int, tmp: Path) -> dict:
     from finesyn.eval.paired import ids_digest
     from finesyn.eval.probe import lbfgs_probe
     from finesyn.eval.retrieval import retrieval_metrics
+    from finesyn.pairs.health import end_of_run_health
     from finesyn.provenance import code_version, cpuinfo
-    from finesyn.synth.health import end_of_run_health
     from finesyn.train import RunSpec, pretrain
 
     synth, pre, data = settings(arm)

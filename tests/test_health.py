@@ -1,4 +1,4 @@
-"""The module's health (synth/health.py): its numbers mean what they say, and measuring them changes no run."""
+"""The module's health (pairs/health.py): its numbers mean what they say, and measuring them changes no run."""
 
 from dataclasses import replace
 
@@ -11,8 +11,8 @@ from train_runner import final_state, tiny_spec, two_colour_images
 from finesyn.config import AugmentConfig
 from finesyn.eval.monitor import KnnMonitor, carve_validation
 from finesyn.methods.mocov2 import info_nce_forces
+from finesyn.pairs.health import batch_health, pair_health
 from finesyn.report.health import reading
-from finesyn.synth.health import batch_health, pair_health
 from finesyn.train import pretrain
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from finesyn.data.augment import normalize
-from finesyn.synth.reconstruction import reconstruction_psnr
+from finesyn.pairs.reconstruction import reconstruction_psnr
 
 
 class _Flatten(nn.Module):

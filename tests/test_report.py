@@ -99,7 +99,7 @@ def pair_views():
 
 
 def pair_grid_png() -> bytes:
-    from finesyn.synth.pair_grid import pair_grid_png as draw
+    from finesyn.pairs.pair_grid import pair_grid_png as draw
 
     return draw(pair_views())
 

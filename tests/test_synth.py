@@ -13,8 +13,8 @@ from finesyn.config import SynthConfig
 from finesyn.methods.mocov2 import MoCoV2
 from finesyn.methods.simsiam import SimSiam
 from finesyn.models.decoder import Decoder
-from finesyn.synth import SynthPairs, criteria
-from finesyn.synth.perturb import perturb
+from finesyn.pairs import SynthPairs, criteria
+from finesyn.pairs.perturb import perturb
 
 D, SIZE = 8, 16  # feature dim and image size of the tiny setup
 

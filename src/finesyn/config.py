@@ -237,7 +237,7 @@ class SynthConfig(Section):
     k_random: float = Field(0.25, ge=0, le=1, description="fraction for the 'random' control criterion")
     gradcam_rank: Literal["abs", "signed"] = Field(
         "abs",
-        description="rank Grad-CAM importance by |s_j| (least influence on L_C either way) or by s_j (the literal lowest); synth/criteria.py",
+        description="rank Grad-CAM importance by |s_j| (least influence on L_C either way) or by s_j (the literal lowest); pairs/criteria.py",
     )
     variance_stat: Literal["batch", "ema"] = "batch"
     ema_momentum: float = Field(0.9, ge=0, lt=1)

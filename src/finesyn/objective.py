@@ -1,7 +1,7 @@
 """The paper's equation in one place: L = L_C + α·L_R + ν·L_Cp.
 
 L_C is the SSL method's own loss on the two augmented views; the synthesized-pair module
-(`finesyn.synth`) adds L_R (g(h) reconstructs the first view) and L_Cp (the method's loss on the
+(`finesyn.pairs`) adds L_R (g(h) reconstructs the first view) and L_Cp (the method's loss on the
 decoded pair). ν = 0 (Fig. 5's α-only runs) means no pair at all: none is selected, decoded or
 passed through the encoder, so decoded images never reach its BatchNorm statistics.
 """
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from finesyn.methods import SSLMethod
-from finesyn.synth import SynthPairs
+from finesyn.pairs import SynthPairs
 
 
 @dataclass

@@ -33,8 +33,8 @@ from finesyn.finite import named, nonfinite_tensors
 from finesyn.methods import SSLMethod, build_method
 from finesyn.models.backbone import Backbone, load_init
 from finesyn.objective import Objective, StepLosses
+from finesyn.pairs import SynthPairs
 from finesyn.run_identity import RunSpec
-from finesyn.synth import SynthPairs
 
 if TYPE_CHECKING:
     from finesyn.methods.supervised import Supervised

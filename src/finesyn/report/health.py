@@ -1,5 +1,5 @@
 """The module's health in the report: per module run, what the decoded pair gives L_Cp to learn
-(synth/health.py, recorded by the pretrain stage in train.json) and its one-line reading."""
+(pairs/health.py, recorded by the pretrain stage in train.json) and its one-line reading."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ HEADERS = (
 )
 INTRO = (
     "What the synthesized pair gives L_Cp to learn, measured at the end of each module run as a training step makes the pair "
-    "(synth/health.py): the mean |g(h) − g(h̃)| in [0, 1] pixels and the cos between the encoder's pooled features of the pair's "
+    "(pairs/health.py): the mean |g(h) − g(h̃)| in [0, 1] pixels and the cos between the encoder's pooled features of the pair's "
     "halves, beside the same for as many random dimensions, two augmented views of one test image and two different test images (128 test images); "
     "the run's linear probe (lbfgs, fit on the real train images) on decoded test images g(h) against the real ones; g(h)'s PSNR "
     "over that of the mean training image (Fig. 4's yardstick); the gradient "

@@ -35,8 +35,8 @@ from finesyn.data.augment import reaugment
 from finesyn.distributed import SINGLE, DistContext, convert_sync_batchnorm
 from finesyn.methods.base import SSLMethod, SSLOutput
 from finesyn.models.decoder import Decoder
-from finesyn.synth import criteria
-from finesyn.synth.perturb import perturb
+from finesyn.pairs import criteria
+from finesyn.pairs.perturb import perturb
 
 if TYPE_CHECKING:
     from finesyn.methods.mocov2 import MoCoV2

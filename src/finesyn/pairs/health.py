@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from finesyn.data.augment import denormalize, eval_view, ssl_view
-from finesyn.synth.module import running_stats_kept
+from finesyn.pairs.module import running_stats_kept
 
 
 def _pixel_gap(a: torch.Tensor, b: torch.Tensor) -> float:
