@@ -56,3 +56,37 @@ def test_untracked_metrics_give_no_note(tmp_path):
     d = drift.compare([new / "probe.json"], COLS)
     assert d["untracked"] == 1 and drift.note(d) is None
     assert drift.compare(files + [new / "probe.json"], COLS)["max_abs_diff"] == 0
+
+
+def test_a_real_difference_is_read_against_the_seeds_spread_and_names_the_cpu_exactly(tmp_path):
+    """Two CPUs sold under one name differ by family/model/stepping and flags; a difference beyond the last digits
+    is within or beyond the seeds' spread of that number (2 sd), or that spread is unknown (one seed)."""
+    a = {**MACHINE_A, "cpu_family_model_stepping": "25/17/1", "cpu_flags_digest": "aaaaaaaaaaaa", "torch_build": "2.14.1 (abc)"}
+    b = {**MACHINE_A, "cpu_family_model_stepping": "25/1/1", "cpu_flags_digest": "bbbbbbbbbbbb", "torch_build": "2.14.1 (abc)"}
+    files = _repo(tmp_path, {"top1": 13.4}, {"map": 0.5}, machine=a)
+    _rewrite(files[0], top1=14.8)
+    _rewrite(RunPaths.meta_of(files[0]), machine=b)
+    d = drift.compare(files, COLS)
+    text = drift.note(d)
+    assert "committed on AMD EPYC 25/17/1 (AVX512, mkl, flags aaaaaaaaaaaa, torch 2.14.1 (abc))" in text
+    assert "rerun on AMD EPYC 25/1/1 (AVX512, mkl, flags bbbbbbbbbbbb" in text
+    assert "one seed per cell, so the seeds' spread of that number is unknown" in text
+    at = (str(files[0]), "linear top-1")
+    assert "within the seeds' spread of that number (2 sd = 2.00)" in drift.note(d, {at: 1.0})
+    assert "beyond the seeds' spread of that number (2 sd = 1.00)" in drift.note(d, {at: 0.5})
+
+
+def test_the_report_gives_the_drift_note_each_cells_seed_spread():
+    from finesyn.report.build import seed_spread
+
+    class P:  # columns(params) reads only retrieve.knn_ks
+        class retrieve:
+            knn_ks: list[int] = []
+
+    row = {
+        "values": {"linear top-1": [10.0, 12.0, 14.0], "mAP": [5.0]},
+        "sources": [{"files": [f"m/seed{s}/probe.json", f"m/seed{s}/retrieval.json"]} for s in range(3)],
+    }
+    spread = seed_spread(P, [row])
+    assert spread[("m/seed1/probe.json", "linear top-1")] == 2.0  # sample sd of 10, 12, 14
+    assert not any(h == "mAP" for _, h in spread)  # one value: no spread

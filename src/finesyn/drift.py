@@ -39,8 +39,14 @@ def value_at(d: Any, path: tuple[str, ...]) -> Any:
 
 
 def _machine(d: dict | None) -> str | None:
+    """The CPU by name and, where recorded, by family/model/stepping and flags (one marketing name covers
+    several CPUs), with the SIMD level torch dispatches to, its BLAS and its build."""
     m = d.get("machine") if isinstance(d, dict) else None
-    return None if not isinstance(m, dict) else f"{m.get('cpu_model')} ({m.get('torch_cpu_capability')}, {m.get('torch_blas')})"
+    if not isinstance(m, dict):
+        return None
+    ident = f" {m['cpu_family_model_stepping']}" if m.get("cpu_family_model_stepping") else ""
+    extra = "".join(f", {label} {m[k]}" for k, label in (("cpu_flags_digest", "flags"), ("torch_build", "torch")) if m.get(k))
+    return f"{m.get('cpu_model')}{ident} ({m.get('torch_cpu_capability')}, {m.get('torch_blas')}{extra})"
 
 
 def _read_json(path: Path) -> dict | None:
@@ -80,11 +86,13 @@ def compare(files: list[Path], columns: list[tuple[str, str, tuple[str, ...]]]) 
             out["values"] += 1
             if abs(a - b) > out["max_abs_diff"]:
                 out["max_abs_diff"], out["worst"] = abs(a - b), f"{path} {header}: {b:g} committed, {a:g} now"
+                out["worst_at"] = (str(path), header)
     return out
 
 
-def note(d: dict) -> str | None:
-    """One sentence for the log; None when there is nothing committed to compare with."""
+def note(d: dict, spread: dict[tuple[str, str], float] | None = None) -> str | None:
+    """One sentence for the log; None when there is nothing committed to compare with. ``spread``: the
+    seed-to-seed standard deviation of a (metrics file, column) where the grid has several seeds."""
     if not d["values"]:
         return None
     n = f"{d['values']} values in {d['files']} committed metrics files"
@@ -96,8 +104,24 @@ def note(d: dict) -> str | None:
             f"below the tables' 0.01; {n}): float rounding, as expected on another CPU or BLAS"
         )
     committed = sorted(m for m in d["committed_machines"] if m) or ["a machine the committed files do not record"]
+    machines = f"committed on {', '.join(committed)}, rerun on {d['this_machine'] or 'an unrecorded machine'}"
+    sd = (spread or {}).get(d.get("worst_at") or ("", ""))
+    if sd is None:
+        verdict = (
+            "this grid has one seed per cell, so the seeds' spread of that number is unknown here: rerun with more "
+            "grid.seeds before reading it as a change, and check that code and params are the committed ones"
+        )
+    elif d["max_abs_diff"] <= 2 * sd:
+        verdict = (
+            f"within the seeds' spread of that number (2 sd = {2 * sd:.2f}): rounding amplified by training; "
+            "commit the new dvc.lock and metrics only to make this machine the reference, and say so"
+        )
+    else:
+        verdict = (
+            f"beyond the seeds' spread of that number (2 sd = {2 * sd:.2f}): more than another machine's rounding; "
+            "check that code, params and data are the committed ones before committing anything"
+        )
     return (
-        f"metrics differ from the committed ones by up to {d['max_abs_diff']:.2f} ({d['worst']}; {n}): "
-        f"committed on {', '.join(committed)}, rerun on {d['this_machine'] or 'an unrecorded machine'}; "
-        "bit-exactness holds only on the same machine and library versions (README, Reproducibility)"
+        f"metrics differ from the committed ones by up to {d['max_abs_diff']:.2f} ({d['worst']}; {n}): {machines}; "
+        f"{verdict}; bit-exactness holds only on the same machine and library versions (README, Reproducibility)"
     )

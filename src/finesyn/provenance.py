@@ -62,8 +62,9 @@ def library_versions() -> dict[str, str]:
 
 
 def cpuinfo() -> dict[str, Any]:
-    """CPU model, physical core count and SIMD flags from /proc/cpuinfo (platform's guess elsewhere)."""
-    model, cores, flags = None, set(), ""
+    """CPU model, physical core count and SIMD flags from /proc/cpuinfo (platform's guess elsewhere), and what
+    tells two CPUs of one marketing name apart: family / model / stepping and a digest of all their flags."""
+    model, cores, flags, ident = None, set(), "", {}
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -79,8 +80,16 @@ def cpuinfo() -> dict[str, Any]:
             cores.add((phys, value))
         elif key == "flags" and not flags:
             flags = value
+        elif key in ("cpu family", "model", "stepping") and key not in ident:
+            ident[key] = value
     isa = sorted(f for f in flags.split() if f.startswith(("avx", "amx", "fma", "sse4")))
-    return {"cpu_model": model, "physical_cores": len(cores) or None, "isa": isa}
+    return {
+        "cpu_model": model,
+        "physical_cores": len(cores) or None,
+        "isa": isa,
+        "cpu_family_model_stepping": "/".join(ident.get(k, "?") for k in ("cpu family", "model", "stepping")) if ident else None,
+        "cpu_flags_digest": hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:12] if flags else None,
+    }
 
 
 def _build_setting(config: str, key: str) -> str | None:
@@ -105,7 +114,10 @@ def machine() -> dict[str, Any]:
     cpu = cpuinfo()
     return {
         "cpu_model": cpu["cpu_model"],
+        "cpu_family_model_stepping": cpu.get("cpu_family_model_stepping"),
+        "cpu_flags_digest": cpu.get("cpu_flags_digest"),
         "arch": platform.machine(),
+        "torch_build": f"{torch.__version__} ({torch.version.git_version[:12]})",
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_blas": _build_setting(config, "BLAS_INFO"),
         "torch_lapack": _build_setting(config, "LAPACK_INFO"),

@@ -23,9 +23,23 @@ def log_drift(params: Params, rows: list[Row], log: logging.Logger) -> None:
     from finesyn import drift
 
     files = [Path(f) for row in rows for src in row["sources"] for f in src["files"]]
-    text = drift.note(drift.compare(files, columns(params)))
+    text = drift.note(drift.compare(files, columns(params)), seed_spread(params, rows))
     if text:
         log.info("%s", text)
+
+
+def seed_spread(params: Params, rows: list[Row]) -> dict[tuple[str, str], float]:
+    """(metrics file, column) -> the sample sd of that column over the row's seeds, where it has two or more."""
+    out = {}
+    for row in rows:
+        for header, name, _ in columns(params):
+            values = row["values"].get(header, [])
+            if len(values) >= 2:
+                mean = sum(values) / len(values)
+                sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+                for f in (f for src in row["sources"] for f in src["files"] if Path(f).name == name):
+                    out[(str(Path(f)), header)] = sd
+    return out
 
 
 def build_report(
