@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,8 @@ def seed_spread(params: Params, rows: list[Row]) -> dict[tuple[str, str], float]
         for header, name, _ in columns(params):
             values = row["values"].get(header, [])
             if len(values) >= 2:
-                mean = sum(values) / len(values)
-                sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
                 for f in (f for src in row["sources"] for f in src["files"] if Path(f).name == name):
-                    out[(str(Path(f)), header)] = sd
+                    out[(str(Path(f)), header)] = statistics.stdev(values)
     return out
 
 
