@@ -254,7 +254,9 @@ def test_supervised_reference_learns_the_labels_of_its_own_images(tmp_path):
 
     imgs, labels = _coloured_images()
     plain = {"crop_scale": [1.0, 1.0], "flip_p": 0.0, "color_jitter_p": 0.0, "grayscale_p": 0.0, "blur_p": 0.0}
-    spec = tiny_spec(tmp_path, method="supervised", synth=False, epochs=8, augment=plain, lr=0.05)
+    # lr 0.02: at 0.05 the loss spikes late in the run and one seed in six (and seed 0 on an Intel Xeon)
+    # ends on a spike with 9 of 13 held out right; at 0.02 seeds 0-5 all get 13 of 13 (Xeon, 2026-12-07).
+    spec = tiny_spec(tmp_path, method="supervised", synth=False, epochs=8, augment=plain, lr=0.02)
     train = np.arange(13, 48)  # offset by 13: labels looked up by batch position instead of image index would be shifted by one class
     with pytest.raises(ValueError, match="labels"):
         pretrain(imgs, spec, train)
@@ -263,7 +265,8 @@ def test_supervised_reference_learns_the_labels_of_its_own_images(tmp_path):
     model = torch.nn.Sequential(result.backbone, result.method.projector).eval()
     with torch.no_grad():
         pred = model(eval_view(torch.from_numpy(imgs), 32)).argmax(1).numpy()
-    assert (pred[:13] == labels[:13]).mean() == 1.0  # held-out images: chance would be 1/3
+    # held out: at chance (1/3) 12 or more of 13 right has probability 2e-5; labels shifted by one class get ~0
+    assert (pred[:13] == labels[:13]).sum() >= 12
 
 
 @pytest.mark.parametrize("views", [1, 2])
