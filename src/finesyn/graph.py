@@ -21,6 +21,7 @@ class StageSpec:
     deps: tuple[str, ...]
     outs: tuple[str, ...]
     params: dict = field(default_factory=dict)  # resolved values of the params the stage reads
+    always_changed: bool = False  # DVC runs it on every repro (it reads state no dep can name)
 
     @property
     def rule_name(self) -> str:
@@ -45,7 +46,8 @@ def dvc_stages(root: str | Path = ".") -> list[StageSpec]:
                 else:
                     deps.append(str(d.def_path))
             cmd = st.cmd if isinstance(st.cmd, str) else " && ".join(st.cmd)
-            specs.append(StageSpec(st.name, st.name.split("@")[0], cmd, tuple(deps), tuple(str(o.def_path) for o in st.outs), params))
+            outs = tuple(str(o.def_path) for o in st.outs)
+            specs.append(StageSpec(st.name, st.name.split("@")[0], cmd, tuple(deps), outs, params, bool(st.always_changed)))
     return specs
 
 
