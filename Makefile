@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.finesyn-installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup repro test bench lint clean-venv
+.PHONY: help setup repro test bench lint vendor-vega clean-venv
 
 # (Re)install when pyproject.toml or the lock changes. requirements.lock pins every transitive
 # dependency to the versions the pipeline was tested with.
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $@
 
 help:  ## this list
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 18
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 20
 
 setup: $(STAMP)  ## create .venv/ and install the pinned dependencies (the other targets do it first)
 
@@ -48,9 +48,12 @@ bench: setup $(BENCH_DEPS)/.lightly-$(LIGHTLY_VERSION)  ## benchmarks -> benchma
 # ruff and mypy (pinned in .[test]; settings in pyproject.toml): the formatter's check, the linter,
 # and the type checker over src/ and stages/ (the files listed under [tool.mypy]).
 lint: setup  ## ruff format --check + ruff check + mypy (what .ci/run runs before the tests)
-	$(BIN)/ruff format --check src stages tests benchmarks studies
-	$(BIN)/ruff check src stages tests benchmarks studies
+	$(BIN)/ruff format --check src stages tests benchmarks studies tools
+	$(BIN)/ruff check src stages tests benchmarks studies tools
 	$(BIN)/mypy
+
+vendor-vega:  ## rewrite .dvc/plots/offline.html (dvc plots' page with vega inlined; needs npm and the registry)
+	python3 tools/vendor_vega.py
 
 clean-venv: ## delete .venv/ (the next target reinstalls it)
 	rm -rf $(VENV)

@@ -90,7 +90,7 @@ def test_dvc_repro_logs_read_in_a_file(project):
     assert all(re.search(r" extract \S+ \d+/\d+ \(\d+%\) \S+ img/s ETA \d+:\d\d:\d\d$", line) for line in extract), extract
 
 
-NAMED_PLOTS = ("train_loss", "train_L_C", "train_L_R", "train_L_Cp", "train_n_selected", "train_lr", "train_images_per_s", "val_knn20_top1")
+NAMED_PLOTS = ("train_loss", "train_L_C", "train_L_R", "train_L_Cp", "train_n_selected", "train_lr", "train_images_per_s", "val_knn_top1")
 TINY_METRICS = {  # per cell of the tiny grid (retrieve.ks [1, 5], knn_ks [5]): the numbers and nothing else
     "probe.json": {"top1", "top5"},
     "retrieval.json": {"rank1", "rank5", "mAP", "knn.top1_k5"},
@@ -131,8 +131,9 @@ def test_dvc_plots_show_draws_each_loss_term_and_the_report_figures(project):
     shown = json.loads(run(["dvc", "plots", "show", "--json", "-o", "dvc_plots"], project).stdout)["data"]
     for plot_id in NAMED_PLOTS:  # the tiny grid trains one run (mocov2_synth): its curve, each step once
         (plot,) = shown[plot_id]
-        steps = [int(v["step"]) for v in plot["content"]["data"]["values"]]
-        assert steps and len(steps) == len(set(steps)), plot_id
+        values = plot["content"]["data"]["values"]
+        steps = [int(v["step"]) for v in values]
+        assert steps and len(steps) == len(set(steps)) and {v["run"] for v in values} == {"synthetic/mocov2_synth/seed0"}, plot_id
     figures = {f"reports/figures/{f.name}" for f in (project / "reports/figures").glob("*.png")}
     assert figures and figures == {k for k, v in shown.items() if v[0]["type"] == "image"}
 
@@ -229,7 +230,7 @@ def test_queued_sweep_runs_outside_the_workspace(project):
     run(["dvc", "plots", "diff", "HEAD", name, "-o", "plots_diff"], project)
     assert name in (project / "plots_diff/index.html").read_text()
     diffed = json.loads(run(["dvc", "plots", "diff", "HEAD", name, "--json", "-o", "plots_diff"], project).stdout)["data"]
-    for plot_id in ("train_L_C", "train_L_Cp", "val_knn20_top1"):  # the experiment's curve over the baseline's
+    for plot_id in ("train_L_C", "train_L_Cp", "val_knn_top1"):  # the experiment's curve over the baseline's
         assert {v["rev"] for v in diffed[plot_id][0]["content"]["data"]["values"]} == {"HEAD", name}, plot_id
     figures = [k for k, v in diffed.items() if v[0]["type"] == "image"]
     assert figures and all({r for im in diffed[k] for r in im["revisions"]} == {"HEAD", name} for k in figures)

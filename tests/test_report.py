@@ -410,16 +410,52 @@ def test_stale_figures_are_removed(report):
     assert not (out / "figures" / "fig2_variance_gone.png").exists()
 
 
-def test_curves_mirrored_for_dvc_plots(tree, report):
+def test_curves_gathered_per_term_for_dvc_plots(tree, report):
+    """One TSV per logged term holding every run (run, step, value), the values as dvclive wrote them."""
+    import csv
+
     _, out, _ = report
-    mirrored = sorted(p.relative_to(out / "curves").as_posix() for p in (out / "curves").rglob("*.tsv"))
-    originals = sorted(
-        p.relative_to(tree / "models").as_posix().replace("/live/plots/metrics/train", "") for p in (tree / "models").rglob("*.tsv")
-    )
-    assert mirrored == originals and "toy/mocov2_synth/seed1/L_Cp.tsv" in mirrored
-    assert (out / "curves/toy/mocov2/seed0/L_C.tsv").read_bytes() == (
-        tree / "models/toy/mocov2/seed0/live/plots/metrics/train/L_C.tsv"
-    ).read_bytes()
+    originals = sorted((tree / "models").rglob("live/plots/metrics/*/*.tsv"))
+    gathered = {p.relative_to(out / "curves").as_posix() for p in (out / "curves").rglob("*.tsv")}
+    assert gathered == {f"{p.parent.name}/{p.name}" for p in originals} and "train/L_Cp.tsv" in gathered
+    rows = list(csv.DictReader((out / "curves/train/L_C.tsv").open(), delimiter="\t"))
+    for src in (p for p in originals if p.name == "L_C.tsv"):
+        run = src.relative_to(tree / "models").parts[:3]
+        mine = [(r["step"], r["value"]) for r in rows if r["run"] == "/".join(run)]
+        assert mine == [(r["step"], r["L_C"]) for r in csv.DictReader(src.open(), delimiter="\t")] and mine, run
+
+
+def test_curve_files_keep_only_the_grids_runs_and_terms(tmp_path):
+    """A run that left the grid leaves the files, a term no run logs any more loses its file, and the monitor's
+    k leaves the name (dvc.yaml names val/knn_top1.tsv whatever pretrain.monitor_k is)."""
+    from finesyn.config import load_params
+    from finesyn.report.curve_files import write_curve_files
+
+    default = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+
+    def grid(datasets):
+        return default.model_copy(
+            update={"grid": default.grid.model_copy(update={"datasets": datasets, "experiments": ["mocov2"], "seeds": [0]})}
+        )
+
+    for d in ("a", "b"):
+        live = tmp_path / "models" / d / "mocov2" / "seed0" / "live/plots/metrics"
+        (live / "train").mkdir(parents=True)
+        (live / "val").mkdir()
+        (live / "train/L_C.tsv").write_text("timestamp\tstep\tL_C\n1\t0\t2.5\n2\t5\t2.25\n")
+        (live / "val/knn10_top1.tsv").write_text("timestamp\tstep\tknn10_top1\n1\t0\t11.0\n")
+    dest = tmp_path / "curves"
+    (dest / "a/mocov2/seed0").mkdir(parents=True)
+    (dest / "a/mocov2/seed0/L_C.tsv").write_text("a file of the per-run layout before\n")
+    (dest / "train").mkdir()
+    (dest / "train/L_R.tsv").write_text("run\tstep\tvalue\n")
+    write_curve_files(grid(["a", "b"]), tmp_path / "models", dest)
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*")) == ["train", "train/L_C.tsv", "val", "val/knn_top1.tsv"]
+    assert (
+        dest / "train/L_C.tsv"
+    ).read_text() == "run\tstep\tvalue\na/mocov2/seed0\t0\t2.5\na/mocov2/seed0\t5\t2.25\nb/mocov2/seed0\t0\t2.5\nb/mocov2/seed0\t5\t2.25\n"
+    write_curve_files(grid(["b"]), tmp_path / "models", dest)
+    assert "a/mocov2" not in (dest / "train/L_C.tsv").read_text() + (dest / "val/knn_top1.tsv").read_text()
 
 
 def test_fig5_hint_when_no_alpha_sweep(tree):

@@ -11,7 +11,8 @@ from finesyn.config import Params
 from finesyn.io import atomic_write_json, atomic_write_text
 from finesyn.report import attention
 from finesyn.report import health as module_health
-from finesyn.report.figures import build_figures, mirror_curves, reconstruction_lines
+from finesyn.report.curve_files import write_curve_files
+from finesyn.report.figures import build_figures, reconstruction_lines
 from finesyn.report.html import to_html
 from finesyn.report.references import compare_reference, load_reference_numbers
 from finesyn.report.roles import effective_settings
@@ -86,8 +87,8 @@ def build_report(
     if evidence:  # the tables again, with the class evidence added
         atomic_write_text(out / "results.md", md + attention.to_markdown(params, evidence))
         atomic_write_json(out / "results.json", attention.add_to_summary(summary, evidence))
-    curves = mirror_curves(params, models_root, out / "curves")
-    log.info("mirrored %d training-curve TSVs to %s (dvc plots show)", len(curves), out / "curves")
+    curves = write_curve_files(params, models_root, out / "curves")
+    log.info("wrote %d curve TSVs, every run of the grid in each, to %s (dvc plots show)", len(curves), out / "curves")
     page = to_html(params, rows, figs, out, refs, settings, attention.to_html(params, evidence), module_health.to_html(healthy))
     atomic_write_text(out / "index.html", page)
     log.info("wrote %s (%d figures)", out / "index.html", sum(f["path"] is not None for f in figs))

@@ -9,7 +9,6 @@ from typing import TypedDict, cast
 
 from finesyn.artifacts import read_json
 from finesyn.config import Params
-from finesyn.io import atomic_write_bytes
 from finesyn.paths import RunPaths
 from finesyn.report.roles import baseline_of, first_baseline, makes_pairs, module_pairs, pair_experiments
 from finesyn.report.rows import TOP1, Row, _row_index, chance_level, mean_and_error
@@ -454,31 +453,8 @@ CURVES_CAPTION = (
     "cross-entropy panel: chance, ln(number of classes), the loss of a uniform prediction; InfoNCE has no fixed chance level (a uniform "
     "prediction scores ln(1 + negatives), and MoCo's queue grows during training). One colour and line style per experiment, "
     "named at its line's end; one marker per seed. Experiments without training (method none) have no curves. "
-    "The same TSVs are mirrored to reports/curves/, declared as DVC plots: <code>dvc plots show</code>."
+    "The same curves, every run in one file per term, are in reports/curves/, declared as DVC plots: <code>dvc plots show</code>."
 )
-
-
-def mirror_curves(params: Params, models_root: Path, dest: Path) -> list[Path]:
-    """Copy every run's dvclive TSVs to <dest>/<dataset>/<experiment>/seed<k>/ unchanged: the directory
-    dvc.yaml declares as plots (DVC plot definitions have no globs, and models/ holds non-plot files)."""
-    written = []
-    for dataset in params.grid.datasets:
-        for e in params.grid.experiments:
-            for seed in params.grid.seeds:
-                src = RunPaths(dataset, e, seed).model_dir(models_root) / "live" / "plots" / "metrics"
-                run_dest = RunPaths(dataset, e, seed).model_dir(dest)
-                for tsv in sorted((src / "train").glob("*.tsv")):
-                    written.append(atomic_write_bytes(run_dest / tsv.name, tsv.read_bytes()))
-                for tsv in sorted((src / "val").glob("*.tsv")):  # the learning monitor
-                    written.append(atomic_write_bytes(run_dest / "val" / tsv.name, tsv.read_bytes()))
-    keep = {p.resolve() for p in written}
-    if dest.is_dir():
-        for p in sorted(dest.rglob("*"), reverse=True):  # files of runs no longer in the grid; then empty dirs
-            if p.is_file() and p.resolve() not in keep:
-                p.unlink()
-            elif p.is_dir() and not any(p.iterdir()):
-                p.rmdir()
-    return written
 
 
 def build_figures(
