@@ -61,6 +61,7 @@ def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out:
         from finesyn.data.prepared import open_cache
         from finesyn.eval.monitor import monitor_split
         from finesyn.live_curves import LiveCurves
+        from finesyn.methods import METHODS
         from finesyn.pairs.health import batch_health
         from finesyn.provenance import params_hash
         from finesyn.run_identity import RunSpec, run_settings
@@ -78,7 +79,10 @@ def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out:
         settings = run_settings(p, dataset, experiment)
         run_id = params_hash({"settings": settings, "seed": seed, "data": params_hash(ds.meta)})
         spec = RunSpec(exp.method, exp.synth, cfg, crop, seed, run_id, checkpoints)
-        train_idx, monitor = monitor_split(ds, cfg, crop, p.datasets[dataset].split_seed)
+        fit_idx, monitor = monitor_split(ds, cfg, crop, p.datasets[dataset].split_seed)
+        method_cls = METHODS.get(exp.method)  # None for "none" (no training)
+        train_idx = ds.pretraining_indices(fit_idx, uses_labels=bool(method_cls and method_cls.uses_labels))
+        n_unlabelled = len(train_idx) - len(fit_idx)
         health = batch_health(ds.images, monitor.val_idx, cfg.augment, crop, cfg.nu) if monitor is not None and exp.synth else None
         if exp.method != "none" and cfg.batch_size > len(train_idx):
             raise ParamsError(
@@ -87,13 +91,14 @@ def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out:
             )
         synth_note = " + synth" if exp.synth else ""
         log.info(
-            "pretrain %s/%s seed %d: %s%s, %d train images, run %s",
+            "pretrain %s/%s seed %d: %s%s, %d train images%s, run %s",
             dataset,
             experiment,
             seed,
             exp.method,
             synth_note,
             len(train_idx),
+            f" ({n_unlabelled} of them unlabelled)" if n_unlabelled else "",
             run_id,
         )
         t0 = time.perf_counter()
@@ -111,7 +116,7 @@ def _pretrain(p, ctx, dataset: str, experiment: str, seed: int, data: Path, out:
         if ctx.is_main:
             record = {
                 "dataset": dataset, "experiment": experiment, "method": exp.method, "synth": exp.synth, "run_id": run_id,
-                "steps": result.steps, "train_images": len(train_idx), "resumed_from_step": result.resumed_from,
+                "steps": result.steps, "train_images": len(train_idx), "unlabelled_images": n_unlabelled, "resumed_from_step": result.resumed_from,
                 "wall_time_s": round(wall, 2), "processes": ctx.world_size, "settings": settings,
             }  # fmt: skip
             _write_outputs(out, result, spec, record, ds, train_idx, log)

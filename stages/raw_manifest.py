@@ -6,6 +6,7 @@ import _local_src  # noqa: F401,I001  (this checkout's src/ before any installed
 import typer
 
 from finesyn.cli import load, user_errors
+from finesyn.io import output_lock
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -17,7 +18,7 @@ def main(
     params: Path = typer.Option(Path("params.yaml"), help="params file"),
 ) -> None:
     p = load(params)
-    with user_errors():
+    with user_errors(), output_lock(out):  # refuse a concurrent run writing the same file
         from finesyn.config import dataset_config
         from finesyn.data.raw_manifest import raw_manifest, write_if_changed
 

@@ -25,6 +25,7 @@ def main(
     with user_errors(), output_lock(out):  # refuse a concurrent run writing the same outputs
         from finesyn.data.layout import check_dataset_root
         from finesyn.io import atomic_write_json
+        from finesyn.recipe_fit import recipe_warnings
         from finesyn.run_identity import run_settings
 
         for name in p.grid.datasets:
@@ -39,6 +40,8 @@ def main(
             "runs": {f"{d}/{e}": run_settings(p, d, e) for d in p.grid.datasets for e in p.grid.experiments},
         }
         atomic_write_json(out, resolved)
+        for line in recipe_warnings(p):  # runs, and learns little: said before an hour of training
+            stage_logging(None).warning("%s", line)
     grid = f"{len(p.grid.datasets)} datasets x {len(p.grid.experiments)} experiments x {len(p.grid.seeds)} seeds"
     stage_logging(None).info("%s: valid (%s) -> %s", params, grid, out)  # timestamped, like every stage's lines
 

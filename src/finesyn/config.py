@@ -62,6 +62,11 @@ class DatasetConfig(Section):
 
     kind: DatasetKind
     root: Path | None = Field(None, description="dataset root in its official layout (not for synthetic)")
+    unlabelled_root: Path | None = Field(
+        None,
+        description="a folder of images without labels (any sub-folders): the label-free methods pretrain on them too; "
+        "the supervised reference, the probe and retrieval read only the labelled splits of `root`",
+    )
     image_size: int = Field(64, gt=0, description="cached square size S (shorter side resized to S)")
     crop_size: int = Field(64, gt=0, description="training/eval crop size (paper: 224 from 256)")
     fit: Literal["center_crop", "squash"] = "center_crop"
@@ -115,7 +120,7 @@ _COMMON_DATASET_KEYS = frozenset({"kind", "image_size", "crop_size"})
 _GENERATOR_KEYS = frozenset(
     {"num_classes", "train_per_class", "test_per_class", "seed", "object_scale", "background_bank", "slots", "mark_scale", "look_bank"}
 )
-_FILE_KEYS = frozenset({"root", "fit", "strict", "on_bad_image", "workers"})
+_FILE_KEYS = frozenset({"root", "unlabelled_root", "fit", "strict", "on_bad_image", "workers"})
 
 
 def _keys_read_for(kind: str) -> frozenset[str]:

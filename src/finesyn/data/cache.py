@@ -241,6 +241,12 @@ def _copy_rows_atomic(dst: Path, src: np.ndarray, rows: np.ndarray | None, block
     fsync_dir(dst.parent)
 
 
+def _counts(splits: Sequence[str]) -> dict[str, int]:
+    """Images per split; `unlabelled` only where there are some (a cache without them reads as it always did)."""
+    counts = {s: int(sum(x == s for x in splits)) for s in ("train", "test", "unlabelled")}
+    return counts if counts["unlabelled"] else {"train": counts["train"], "test": counts["test"]}
+
+
 def _meta(
     *,
     name: str,
@@ -260,7 +266,7 @@ def _meta(
         "kind": kind,
         "classes": list(classes),
         "image_size": int(image_size),
-        "counts": {"train": int(sum(s == "train" for s in splits)), "test": int(sum(s == "test" for s in splits))},
+        "counts": _counts(splits),
         "skipped": skipped,
         # caller's params (e.g. the params.yaml section), then the computed
         # ones, which must win (the fingerprint decides reuse/resume)

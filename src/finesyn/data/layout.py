@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import cast
 
 from finesyn.config import DatasetConfig, Params, ParamsError, dataset_config
-from finesyn.data.sources import DatasetLayoutError, index_dataset
+from finesyn.data.sources import DatasetLayoutError, index_dataset, index_unlabelled
 
 
 def check_dataset_root(params: Params, dataset: str) -> DatasetConfig:
@@ -25,4 +25,9 @@ def check_dataset_root(params: Params, dataset: str) -> DatasetConfig:
         index_dataset(cfg.kind, root, **cfg.index_options())
     except DatasetLayoutError as e:
         raise ParamsError(f"datasets.{dataset}.root: {str(cfg.root)!r} is not a {cfg.kind} dataset: {e}") from None
+    if cfg.unlabelled_root is not None:
+        try:
+            index_unlabelled(cfg.unlabelled_root)
+        except DatasetLayoutError as e:
+            raise ParamsError(f"datasets.{dataset}.unlabelled_root: {e}") from None
     return cfg

@@ -33,10 +33,14 @@ def prepare_dataset(name: str, cfg: DatasetConfig, out: Path, progress: Callable
             syn.class_names,
             {"name": name, "kind": "synthetic", "params": settings},
         )
-    from finesyn.data.sources import index_dataset
+    from finesyn.data.sources import index_dataset, index_unlabelled
 
     index = index_dataset(cfg.kind, cast(Path, cfg.root), **cfg.index_options())  # not synthetic: a root (DatasetConfig)
     log.info("indexed %s at %s: %d images, %d classes", cfg.kind, cfg.root, len(index.items), len(index.classes))
+    if cfg.unlabelled_root is not None:  # after the labelled images: their rows keep their places
+        extra = index_unlabelled(cfg.unlabelled_root)
+        index.items = index.items + extra
+        log.info("indexed %d unlabelled images at %s (pretraining of the label-free methods only)", len(extra), cfg.unlabelled_root)
     ds = prepare_from_index(
         index,
         out,

@@ -27,6 +27,9 @@ PROGRESS_FILE = "prepare.progress.json"
 MANIFEST_COLUMNS = ("index", "id", "label", "split", "source")
 
 
+SPLITS = ("train", "test", "unlabelled")
+
+
 class CacheError(UserError, ValueError):
     """A prepared-dataset directory is missing, unfinished or inconsistent."""
 
@@ -35,8 +38,8 @@ class CacheError(UserError, ValueError):
 class PreparedDataset:
     path: Path
     images: np.ndarray  # uint8 (N, S, S, 3) memmap
-    labels: np.ndarray  # int64 (N,)
-    splits: np.ndarray  # '<U5' (N,): "train" | "test"
+    labels: np.ndarray  # int64 (N,); -1 for the unlabelled images
+    splits: np.ndarray  # str (N,): "train" | "test" | "unlabelled" (pretraining of the label-free methods only)
     ids: list[str]
     sources: list[str]
     classes: list[str]
@@ -54,10 +57,15 @@ class PreparedDataset:
         return str(self.meta.get("name", self.path.name))
 
     def indices(self, split: str) -> np.ndarray:
-        """Row indices of ``split`` ("train" or "test"), ascending."""
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        """Row indices of ``split`` ("train", "test" or "unlabelled"), ascending."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
         return np.flatnonzero(self.splits == split)
+
+    def pretraining_indices(self, fit: np.ndarray, uses_labels: bool) -> np.ndarray:
+        """What a method pretrains on: `fit` (the train split less the monitor's held-out images), and the
+        unlabelled images unless the method reads labels (the supervised reference)."""
+        return fit if uses_labels else np.concatenate([fit, self.indices("unlabelled")])
 
 
 def open_cache(path: str | os.PathLike[str], *, mmap_mode: Literal["r", "c"] = "r") -> PreparedDataset:
@@ -105,7 +113,7 @@ def open_cache(path: str | os.PathLike[str], *, mmap_mode: Literal["r", "c"] = "
         raise err(f"{MANIFEST_FILE} has malformed rows")
     n = images.shape[0]
     counts = meta["counts"]
-    n_meta = int(counts.get("train", 0)) + int(counts.get("test", 0))
+    n_meta = sum(int(counts.get(s, 0)) for s in SPLITS)
     if not (len(rows) == n == n_meta):
         raise err(
             f"files disagree in length: {IMAGES_FILE} has {n} images, {MANIFEST_FILE} has "
@@ -119,14 +127,15 @@ def open_cache(path: str | os.PathLike[str], *, mmap_mode: Literal["r", "c"] = "
     if not np.array_equal(index, np.arange(n)):
         raise err(f"{MANIFEST_FILE}: 'index' column is not 0..{n - 1}")
     classes = [str(c) for c in meta["classes"]]
-    if n and (labels.min() < 0 or labels.max() >= len(classes)):
-        raise err(f"{MANIFEST_FILE}: labels outside [0, {len(classes)})")
-    splits = np.array([r[3] for r in rows], dtype="<U5")
-    bad_splits = set(splits.tolist()) - {"train", "test"}
+    splits = np.array([r[3] for r in rows], dtype=str)
+    bad_splits = set(splits.tolist()) - set(SPLITS)
     if bad_splits:
         raise err(f"{MANIFEST_FILE}: unknown splits {sorted(bad_splits)}")
-    got = {"train": int((splits == "train").sum()), "test": int((splits == "test").sum())}
-    if got != {"train": int(counts.get("train", 0)), "test": int(counts.get("test", 0))}:
+    unlabelled = splits == "unlabelled"
+    if n and ((labels[~unlabelled] < 0).any() or (labels[~unlabelled] >= len(classes)).any() or (labels[unlabelled] != -1).any()):
+        raise err(f"{MANIFEST_FILE}: labels outside [0, {len(classes)}) (or not -1 for an unlabelled image)")
+    got = {s: int((splits == s).sum()) for s in SPLITS}
+    if got != {s: int(counts.get(s, 0)) for s in SPLITS}:
         raise err(f"{MANIFEST_FILE} split counts {got} disagree with {META_FILE} counts {counts}")
     return PreparedDataset(
         path=d,

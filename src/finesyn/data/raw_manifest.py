@@ -20,14 +20,19 @@ HEADER = "path\tsize\tmtime_ns\n"
 
 
 def raw_manifest(dataset: str, cfg: DatasetConfig) -> str:
-    """The manifest text of a dataset's root: sorted, root-relative, links followed (a dangling one is
-    listed with size -1, so that giving it a target reruns prepare)."""
+    """The manifest text of a dataset's root (and its unlabelled_root, as `unlabelled_root/<path>`): sorted,
+    root-relative, links followed (a dangling one is listed with size -1, so that giving it a target reruns prepare)."""
     if cfg.kind == "synthetic":
         return f"# {dataset}: generated from datasets.{dataset}, no raw files (prepare depends on those params)\n"
-    root = Path(cfg.root or "")
-    if not root.is_dir():
-        raise ParamsError(f"datasets.{dataset}.root: directory {str(cfg.root)!r} does not exist (expected the {cfg.kind} dataset)")
-    return HEADER + "".join(f"{rel}\t{size}\t{mtime}\n" for rel, size, mtime in sorted(_files(root)))
+    trees = {"root": ("", cfg.root), "unlabelled_root": ("unlabelled_root/", cfg.unlabelled_root)}
+    rows = []
+    for key, (prefix, root) in trees.items():
+        if root is None:
+            continue
+        if not Path(root).is_dir():
+            raise ParamsError(f"datasets.{dataset}.{key}: directory {str(root)!r} does not exist")
+        rows += [(prefix + rel, size, mtime) for rel, size, mtime in _files(Path(root))]
+    return HEADER + "".join(f"{rel}\t{size}\t{mtime}\n" for rel, size, mtime in sorted(rows))
 
 
 def _files(root: Path):

@@ -24,6 +24,7 @@ from .cub200 import index_cub200
 from .fgvc_aircraft import index_fgvc_aircraft
 from .imagefolder import index_imagefolder
 from .stanford_cars import index_stanford_cars
+from .unlabelled import UNLABELLED, index_unlabelled
 
 SOURCES: dict[str, Callable[..., DatasetIndex]] = {
     "cub200": index_cub200,
@@ -45,6 +46,8 @@ def index_dataset(kind: str, root: str | Path, **options: Any) -> DatasetIndex:
 __all__ = [
     "SOURCES",
     "index_dataset",
+    "index_unlabelled",
+    "UNLABELLED",
     "DatasetIndex",
     "IndexedImage",
     "DatasetLayoutError",

@@ -34,8 +34,8 @@ __all__ = [
     "counts_dict",
 ]
 
-Split = Literal["train", "test"]
-SPLITS: tuple[str, str] = ("train", "test")
+Split = Literal["train", "test", "unlabelled"]  # unlabelled: label -1, pretraining only (sources/unlabelled.py)
+SPLITS: tuple[str, str] = ("train", "test")  # the labelled splits
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 
 
@@ -55,7 +55,7 @@ class DatasetCountWarning(UserWarning):
 class IndexedImage:
     path: Path  # absolute path of the image file
     label: int  # 0-based index into DatasetIndex.classes
-    split: Split  # "train" | "test"
+    split: Split  # "train" | "test" | "unlabelled"
     id: str  # stable identifier, unique within the dataset
 
 

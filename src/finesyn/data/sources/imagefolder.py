@@ -43,23 +43,30 @@ def _class_dirs(parent: Path) -> list[Path]:
     return sorted((p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
 
 
-def _images(class_dir: Path) -> list[Path]:
+def image_files(directory: Path) -> list[Path]:
+    """The image files under `directory` (recursive, by extension, hidden parts skipped), sorted by relative path;
+    links to missing files are left out with a warning that counts them."""
     named = [
         p
-        for p in class_dir.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTENSIONS and not any(part.startswith(".") for part in p.relative_to(class_dir).parts)
+        for p in directory.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS and not any(part.startswith(".") for part in p.relative_to(directory).parts)
     ]
     found = [p for p in named if p.is_file()]
     dangling = [p for p in named if p.is_symlink() and not p.exists()]
     if dangling:
         warnings.warn(
-            f"{len(dangling)} image link(s) in {class_dir} point to missing files and are not indexed, e.g. {dangling[0]} -> {dangling[0].readlink()}",
+            f"{len(dangling)} image link(s) in {directory} point to missing files and are not indexed, e.g. {dangling[0]} -> {dangling[0].readlink()}",
             UserWarning,
             stacklevel=3,
         )
+    return sorted(found, key=lambda p: p.relative_to(directory).as_posix())
+
+
+def _images(class_dir: Path) -> list[Path]:
+    found = image_files(class_dir)
     if not found:
         raise layout_error(f"empty class directory (no image files): {class_dir}", LAYOUT, ORIGIN)
-    return sorted(found, key=lambda p: p.relative_to(class_dir).as_posix())
+    return found
 
 
 def _split_class(n: int, ratio: float, seed: int, class_name: str) -> list[bool]:
