@@ -53,7 +53,7 @@ for st in STAGES:
             st.rule_name
         input:
             # + a file of the stage's params: a change after a DVC run (no Snakemake metadata) still reruns it
-            snakemake_inputs(st, STAGES) + [params_stamp(st, workflow.basedir)],
+            snakemake_inputs(st, STAGES, workflow.basedir) + [params_stamp(st, workflow.basedir)],
         output:
             [snakemake_output(o) for o in st.outs],
         params:

@@ -329,6 +329,27 @@ def test_snakemake_plans_what_dvc_reruns_after_a_param_change_made_after_a_dvc_r
     assert planned - reran == {f"{s}__synthetic_random_init_0" for s in ("extract", "probe", "retrieve")}
 
 
+@pytest.mark.parametrize(
+    ("edited", "downstream"),
+    [("src/finesyn/report/html.py", set()), ("src/finesyn/pairs/perturb.py", {"extract", "probe", "retrieve", "report"})],
+)
+def test_snakemake_plans_what_dvc_reruns_after_a_code_change_made_after_a_dvc_run(project, edited, downstream):
+    """A code edit after a DVC run: Snakemake plans every stage DVC calls stale, and beyond them only the jobs
+    below a stage whose outputs DVC would find unchanged by hash (Snakemake judges by time)."""
+    restore(project)
+    run(["snakemake", "--touch", "--cores", "1"], project)  # in step with DVC's outputs
+    path = project / edited
+    try:
+        path.write_text(path.read_text() + "\n# an edit after a DVC run\n")
+        dvc_stale = {re.sub(r"\W", "_", s.replace("@", "__")) for s in stale(project)}
+        planned = snakemake_plan(project)
+    finally:
+        restore(project)
+        run(["snakemake", "--touch", "--cores", "1"], project)
+    assert dvc_stale and dvc_stale <= planned, (dvc_stale, planned)
+    assert {job.split("__")[0] for job in planned - dvc_stale} <= downstream, planned - dvc_stale
+
+
 def test_snakemake_refuses_config_it_would_ignore(project):
     """The graph reads params.yaml only: `--config` must fail loudly, not run the unchanged graph."""
     r = run(["snakemake", "-n", "--cores", "1", "--config", "grid_seeds=[1]"], project, check=False)
@@ -361,11 +382,11 @@ def test_snakemake_sees_the_same_graph_as_dvc(project):
     for st in stages:
         job = jobs[st.rule_name]
         assert job["output"] == set(st.outs), st.name
-        assert job["input"] == set(snakemake_inputs(st, stages)) | {str(PARAMS_STAMPS / f"{st.rule_name}.json")}, st.name
+        assert job["input"] == set(snakemake_inputs(st, stages, project)) | {str(PARAMS_STAMPS / f"{st.rule_name}.json")}, st.name
         assert job["shell"] == f"{st.cmd.strip()} 2>&1 | tee logs/snakemake/{st.rule_name}.log", st.name
         assert job["output"] not in [jobs[o.rule_name]["output"] for o in stages if o is not st]
     # the input mapping keeps every DVC dependency: each is an input, inside one, or made of outputs that are
     for st in stages:
-        inputs = snakemake_inputs(st, stages)
+        inputs = snakemake_inputs(st, stages, project)
         for dep in st.deps:
             assert any(dep == i or dep.startswith(i + "/") or i.startswith(dep + "/") for i in inputs), (st.name, dep)

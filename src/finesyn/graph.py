@@ -90,13 +90,15 @@ def is_directory_output(path: str) -> bool:
     return not Path(path).suffix
 
 
-def snakemake_inputs(stage: StageSpec, stages: list[StageSpec]) -> list[str]:
+def snakemake_inputs(stage: StageSpec, stages: list[StageSpec], root: str | Path = ".") -> list[str]:
     """Map DVC dependencies onto Snakemake inputs where their path rules differ.
 
     DVC lets a stage depend on a directory holding other stages' outputs (report <- metrics/) and
     on a file inside another stage's output directory (extract <- models/.../encoder.pt).
     Snakemake needs the producing outputs named, so the first is expanded to those outputs and
-    the second is replaced by the directory that contains it.
+    the second is replaced by the directory that contains it. A directory of source files
+    (src/finesyn/methods) is expanded to its files: DVC hashes their contents, while Snakemake would
+    judge the directory by its own date, which an edit inside it does not change.
     """
     produced = [o for s in stages for o in s.outs]
     inputs: list[str] = []
@@ -106,6 +108,14 @@ def snakemake_inputs(stage: StageSpec, stages: list[StageSpec]) -> list[str]:
         else:
             inside = [o for o in produced if Path(dep) in Path(o).parents]
             parent = [o for o in produced if is_directory_output(o) and Path(o) in Path(dep).parents]
-            mapped = inside or parent or [dep]
+            mapped = inside or parent or _files_of(Path(root), dep) or [dep]
         inputs.extend(m for m in mapped if m not in inputs)
     return inputs
+
+
+def _files_of(root: Path, dep: str) -> list[str]:
+    """The files under a directory dependency (bytecode caches left out), root-relative; [] if it is no directory."""
+    if not (root / dep).is_dir():
+        return []
+    files = (p for p in (root / dep).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return sorted(p.relative_to(root).as_posix() for p in files)
