@@ -3,9 +3,14 @@ own, so pytest-xdist runs it beside test_pipeline.py's chain of DVC runs)."""
 
 import base64
 import json
+import os
+import signal
+import subprocess
+import time
 
 import pytest
-from pipeline_helpers import make_project, run
+import yaml
+from pipeline_helpers import make_project, run, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -35,6 +40,46 @@ def test_snakemake_runs_the_graph_end_to_end(tmp_path):
     for table in ("reports/index.html", "reports/results.csv", "reports/results.md"):
         assert base64.b64encode((proj / table).read_bytes()).decode() in report, f"{table} is not in the Snakemake report"
     assert "Fig. 4 analogue: generated pairs" in report and "Training curves: every logged" in report  # per-figure captions
+
+
+def test_snakemake_interrupted_in_pretrain_resumes_to_the_same_encoder(tmp_path):
+    """Ctrl-C during a pretrain job: the stage checkpoints and exits, Snakemake drops the job's outputs but not
+    the checkpoints (not an output), and the next `snakemake --profile profiles/local` (docs/scale-out.md; it
+    sets rerun-incomplete, which a bare `snakemake` asks for by name) resumes from them to the encoder an
+    uninterrupted run writes (byte-identical: same machine)."""
+    proj = make_project(tmp_path / "p")
+    raw = yaml.safe_load((proj / "params.yaml").read_text())
+    raw["pretrain"]["epochs"] = 6  # 12 steps: room to interrupt after the first checkpoint
+    (proj / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    target, ckpts = "models/synthetic/mocov2_synth/seed0", proj / "checkpoints/synthetic/mocov2_synth/seed0"
+    snakemake = ["snakemake", "--profile", "profiles/local", "--cores", "1", target]
+    job = subprocess.Popen(
+        snakemake,
+        cwd=proj,
+        env=tool_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not any(ckpts.rglob("step_*.pt")):
+            assert job.poll() is None and time.monotonic() < deadline, "no checkpoint before the job ended"
+            time.sleep(0.2)
+        os.killpg(job.pid, signal.SIGINT)  # what Ctrl-C sends: Snakemake and the job's processes
+        job.wait(timeout=120)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert not (proj / target / "encoder.pt").exists()
+    bare = run(["snakemake", "--cores", "1", target], proj, check=False)
+    assert bare.returncode != 0 and "--rerun-incomplete" in bare.stdout + bare.stderr
+    run(snakemake, proj)
+    record = json.loads((proj / target / "train.json").read_text())
+    assert 1 <= record["resumed_from_step"] < record["steps"] == 12, record
+    reference = ["python", "stages/pretrain.py", "--dataset", "synthetic", "--experiment", "mocov2_synth", "--seed", "0"]
+    run([*reference, "--data", "data/prepared/synthetic", "--out", "ref", "--checkpoints", "ref_ckpt"], proj)
+    assert (proj / target / "encoder.pt").read_bytes() == (proj / "ref/encoder.pt").read_bytes()
 
 
 @pytest.mark.parametrize("stage", ["validate", "prepare", "pretrain", "extract", "probe", "retrieve", "report"])
