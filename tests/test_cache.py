@@ -92,6 +92,10 @@ def test_high_bit_depth_files_are_scaled_by_the_bits_their_values_use(tmp_path):
     assert (twelve[..., 0] == (ramp * 585) >> 4).all() and twelve.max() == 255
     declared = load_image(write_png16(tmp_path / "sbit12.png", ramp * 14, sbit=12), 8, fit="squash")  # 0..98 of 12 bits
     assert (declared[..., 0] == (ramp * 14) >> 4).all()  # the file's sBIT, not the values, sets the scale
+    rgb = np.stack([ramp * 36, ramp * 20, ramp], axis=-1)  # PIL alone decodes a 16-bit RGB PNG to its high bytes: black
+    assert (load_image(write_png16(tmp_path / "rgb8in16.png", rgb), 8, fit="squash") == rgb).all()
+    rgb12 = load_image(write_png16(tmp_path / "rgb12in16.png", rgb * 16), 8, fit="squash")  # 12-bit colour: 0..4032
+    assert (rgb12 == rgb).all()
     Image.fromarray((ramp * 13).astype(np.int32), mode="I").save(tmp_path / "counts.tif")  # int32 TIFF, 0..91
     assert (load_image(tmp_path / "counts.tif", 8, fit="squash")[..., 0] == ramp * 13).all()
 

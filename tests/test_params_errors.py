@@ -172,3 +172,13 @@ def test_missing_required_section_names_it(key):
     raw = copy.deepcopy(RAW)
     del raw[key]
     assert f"{key}: required key is missing" in _error(raw)
+
+
+@pytest.mark.parametrize("key", ["probe.l2_grid", "retrieve.ks"])
+def test_a_bad_item_of_a_list_is_said_once_by_its_own_line(key):
+    """pydantic drops the bad item and then calls the list too short: a second, misleading line."""
+    raw = copy.deepcopy(RAW)
+    section, name = key.split(".")
+    raw[section][name] = [-1]
+    _, *lines = _error(raw).splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"  {key}.0: "), lines

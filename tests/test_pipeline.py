@@ -177,15 +177,17 @@ def queue_states(project) -> dict[str, str]:
 
 def test_queued_sweep_runs_outside_the_workspace(project):
     """The sweep of docs/pipeline.md: queued experiments run in copies under .dvc/tmp/exps (shared cache, no
-    checkpoints/, tools from PATH); `dvc exp show`, `metrics diff` and `plots diff` compare them."""
+    checkpoints/, tools from PATH), two at once (`dvc queue start -j 2`); `dvc exp show`, `metrics diff` and
+    `plots diff` compare them."""
     restore(project)  # the committed baseline holds the current grid's results
     nu = yaml.safe_load((project / "params.yaml").read_text())["pretrain"]["nu"]
-    other = 1.0 if nu != 1.0 else 0.5
-    run(["dvc", "exp", "run", "-S", f"pretrain.nu={other}", "--queue"], project)
-    run(["dvc", "queue", "start"], project)
+    other, third = [v for v in (1.0, 0.5, 0.25) if v != nu][:2]
+    for value in (other, third):
+        run(["dvc", "exp", "run", "-S", f"pretrain.nu={value}", "--queue"], project)
+    run(["dvc", "queue", "start", "-j", "2"], project)  # two workers, each its own copy of the project
     deadline = time.monotonic() + 600
     try:
-        while len(states := queue_states(project)) < 1 or {"Queued", "Running"} & set(states.values()):
+        while len(states := queue_states(project)) < 2 or {"Queued", "Running"} & set(states.values()):
             assert time.monotonic() < deadline, f"queue not done after 600 s: {states}"
             time.sleep(2)
     finally:
@@ -196,7 +198,11 @@ def test_queued_sweep_runs_outside_the_workspace(project):
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     base = next(r for r in shown if r["rev"] != "workspace")
     exps = {rev["data"]["params"]["params.yaml"]["data"]["pretrain"]["nu"]: rev for e in base["experiments"] for rev in e["revs"]}
-    assert set(exps) == {other}, exps.keys()
+    assert set(exps) == {other, third}, exps.keys()
+    assert (
+        exps[other]["data"]["outs"]["models/synthetic/mocov2_synth/seed0"]["hash"]
+        != exps[third]["data"]["outs"]["models/synthetic/mocov2_synth/seed0"]["hash"]
+    )  # each worker trained its own ν
 
     def metrics(rev: dict, exp: str) -> dict:
         return {f: rev["data"]["metrics"][f"metrics/synthetic/{exp}/seed0/{f}"]["data"] for f in ("probe.json", "retrieval.json")}

@@ -498,7 +498,11 @@ def _model_at(model: type[BaseModel] | None, loc: tuple) -> type[BaseModel] | No
 
 def _format_errors(err: ValidationError, root: type[BaseModel], prefix: str = "") -> str:
     lines = []
-    for e in err.errors():
+    errors = err.errors()
+    item_errors = {e["loc"][:-1] for e in errors if e["loc"] and isinstance(e["loc"][-1], int)}
+    for e in errors:
+        if e["type"] == "too_short" and e["loc"] in item_errors:
+            continue  # pydantic drops the bad items, then calls the list too short: the item's own error says it
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         path = ".".join(str(p) for p in ((prefix,) if prefix else ()) + loc)
         if e["type"] == "extra_forbidden":

@@ -6,12 +6,19 @@ taken from the file where it says (PNG sBIT, TIFF MaxSampleValue) and otherwise 
 maximum (the smallest of 8, 10, 12, 14, 16 bits that holds it), then shifted down to 8 bits. A truly
 16-bit image that is almost black (all values < 256) is therefore shown at full range, which is what a
 feature extractor wants anyway.
+
+PIL decodes 16-bit colour PNGs (RGB, RGBA, grey + alpha) to the high byte of each sample before any of
+this can look at them, so those files are decoded by torchvision instead (`wide_png`; imported only when
+such a file is met: the prepare stage otherwise never loads torch). torchvision 0.29 deprecates its image
+decoders in favour of TorchCodec; the pinned version has them, and a version without them fails the test
+of 16-bit colour PNGs in tests/test_cache.py, the place to switch.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -48,6 +55,32 @@ def declared_bits(im: Image.Image, path: str | os.PathLike[str]) -> int | None:
         if top is not None:
             return int(max(np.atleast_1d(top))).bit_length()
     return None
+
+
+def png_header(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """(bit depth, colour type) from a PNG's IHDR; None for another format."""
+    with open(path, "rb") as f:
+        head = f.read(29)
+    if len(head) < 29 or head[:8] != _PNG or head[12:16] != b"IHDR":
+        return None
+    return head[24], head[25]
+
+
+def wide_png(path: str | os.PathLike[str]) -> Image.Image | None:
+    """A 16-bit colour or grey-alpha PNG as 8-bit RGB by the bits its values use (as `to_8bit`); None for any
+    other file, which PIL decodes faithfully."""
+    header = png_header(path)
+    if header is None or header[0] != 16 or header[1] not in (2, 4, 6):  # RGB, grey + alpha, RGBA
+        return None
+    with warnings.catch_warnings():  # the deprecation notice, once per image otherwise
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torchvision.io import ImageReadMode, decode_png, read_file
+
+        a = decode_png(read_file(str(path)), mode=ImageReadMode.UNCHANGED).permute(1, 2, 0).numpy()  # H x W x C, uint16
+    colour = a[..., :3] if a.shape[2] >= 3 else np.repeat(a[..., :1], 3, axis=2)  # alpha dropped, as convert("RGB")
+    declared = png_significant_bits(path)
+    bits = max(value_bits(colour), declared) if declared and declared <= DEPTHS[-1] else value_bits(colour)
+    return Image.fromarray((colour.astype(np.uint32) >> (bits - 8)).astype(np.uint8), mode="RGB")
 
 
 def value_bits(a: np.ndarray) -> int:

@@ -41,7 +41,7 @@ from PIL import Image
 from finesyn.errors import UserError
 from finesyn.io import atomic_write_json, atomic_write_text, fsync_dir, preallocated_npy
 
-from .bit_depth import declared_bits, to_8bit
+from .bit_depth import declared_bits, to_8bit, wide_png
 from .prepared import IMAGES_FILE, MANIFEST_COLUMNS, MANIFEST_FILE, META_FILE, PROGRESS_FILE, CacheError, PreparedDataset, open_cache
 from .sources.base import DatasetIndex
 
@@ -120,7 +120,7 @@ def load_image(path: str | os.PathLike[str], size: int, fit: Fit = "center_crop"
     torchvision's loaders)."""
     with Image.open(path) as im:
         im.load()
-        rgb = to_8bit(im, declared_bits(im, path)).convert("RGB")
+        rgb = (wide_png(path) or to_8bit(im, declared_bits(im, path))).convert("RGB")
     out = np.asarray(resize_to_square(rgb, size, fit, resample), dtype=np.uint8)
     if out.shape != (size, size, 3):  # pragma: no cover - defensive
         raise ValueError(f"unexpected decoded shape {out.shape}")

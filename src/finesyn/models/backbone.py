@@ -32,6 +32,11 @@ def init_hint(arch: str) -> str:
     )
 
 
+def _first_sentence(e: Exception) -> str:
+    """torch.load's errors run to paragraphs about weights_only: their first sentence says what failed."""
+    return (str(e).splitlines() or [""])[0].split(". ")[0][:160]
+
+
 def read_init_state(init: str, arch: str) -> dict[str, torch.Tensor]:
     """The state_dict a pretrain.init path names, or one error saying what is wrong with the file.
     The validate stage calls it too, so a bad file fails before any work."""
@@ -42,7 +47,7 @@ def read_init_state(init: str, arch: str) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - pickles of other objects, truncated or foreign files
         raise InitFileError(
-            f"pretrain.init: {path} does not load as a PyTorch state_dict ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+            f"pretrain.init: {path} does not load as a PyTorch state_dict ({type(e).__name__}: {_first_sentence(e)}); "
             "expected a file written by torch.save(model.state_dict(), path)"
         ) from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
