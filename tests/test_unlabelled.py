@@ -110,3 +110,10 @@ def test_the_pretrain_stage_records_what_it_pretrained_on(tmp_path, experiment, 
         assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     record = json.loads((tmp_path / "m/train.json").read_text())
     assert (record["train_images"], record["unlabelled_images"]) == (21 + unlabelled, unlabelled)
+
+
+def test_without_unlabelled_images_the_cache_records_what_it_did_before(tmp_path):
+    """The prepared meta is part of every run's identity: a key added unset must not retrain every run."""
+    tree = make_imagefolder_tree(tmp_path)
+    ds = prepare_dataset("own", DatasetConfig(kind="imagefolder", root=tree.root, image_size=16, crop_size=16, workers=1), tmp_path / "o")
+    assert "unlabelled_root" not in ds.meta["params"]

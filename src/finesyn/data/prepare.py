@@ -17,6 +17,8 @@ def prepare_dataset(name: str, cfg: DatasetConfig, out: Path, progress: Callable
     from finesyn.data.cache import prepare_from_index, write_cache_from_arrays
 
     settings = cfg.model_dump(mode="json")
+    if settings["unlabelled_root"] is None:  # a key added later: unset, the cache (and the runs on it) stay what they were
+        del settings["unlabelled_root"]
     if cfg.kind == "synthetic":
         from finesyn.data.synthetic import GeneratorSettings, generate_synthetic
 
