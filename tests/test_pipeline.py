@@ -185,15 +185,17 @@ def test_queued_sweep_runs_outside_the_workspace(project):
     for value in (other, third):
         run(["dvc", "exp", "run", "-S", f"pretrain.nu={value}", "--queue"], project)
     run(["dvc", "queue", "start", "-j", "2"], project)  # two workers, each its own copy of the project
-    deadline = time.monotonic() + 600
+    deadline, most_running = time.monotonic() + 600, 0
     try:
         while len(states := queue_states(project)) < 2 or {"Queued", "Running"} & set(states.values()):
             assert time.monotonic() < deadline, f"queue not done after 600 s: {states}"
-            time.sleep(2)
+            most_running = max(most_running, list(states.values()).count("Running"))
+            time.sleep(1)
     finally:
         run(["dvc", "queue", "stop", "--kill"], project, check=False)  # no worker outlives the test
     failed = [n for n, s in states.items() if s != "Success"]
     assert not failed, "\n".join(run(["dvc", "queue", "logs", n], project, check=False).stdout[-3000:] for n in failed)
+    assert most_running == 2, "the two experiments never ran at the same time"
 
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     base = next(r for r in shown if r["rev"] != "workspace")
