@@ -23,9 +23,9 @@ def main(
         from finesyn.data.raw_manifest import raw_manifest, write_if_changed
 
         text = raw_manifest(dataset, dataset_config(p, dataset))
-        written = write_if_changed(out, text)
-        files = max(text.count("\n") - 1, 0)
-        typer.echo(f"raw_manifest {dataset}: {files} files -> {out} ({'changed' if written else 'unchanged'})")
+        write_if_changed(out, text)  # under DVC the file is gone at the start (outputs are removed first): always written
+        files = max(text.count("\n") - 1, 0)  # lines less the header
+        typer.echo(f"raw_manifest {dataset}: {files} files listed -> {out}")
 
 
 if __name__ == "__main__":
