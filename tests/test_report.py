@@ -630,6 +630,20 @@ def test_budget_check_flags_a_budget_where_even_labels_do_not_help():
     assert "does not learn on this data" in msg
 
 
+def test_budget_check_tells_a_ceiling_from_a_budget_that_does_not_train():
+    """Own digits at 64 px: the untrained encoder scored 95.67, supervised 98.33 on 300 test images: no room for a
+    clear lead; 'this budget does not train' would send the user to fix a recipe that works."""
+    rows = _rows(random_init=[95.67], supervised=[98.33], mocov2=[97.33])
+    for row in rows:
+        row["n_test"] = 300
+    msg = budget_check(_budget_params(), rows, D)
+    assert "already scores 95.67, leaving 4.33 points, too little headroom" in msg and "does not learn" not in msg
+    from finesyn.report.rows import headline
+
+    assert "too little headroom" in headline(_budget_params(), rows, D)
+    assert "headroom" not in budget_check(_budget_params(), _rows(random_init=[13.4], supervised=[14.0], mocov2=[10.2]), D)
+
+
 def test_budget_check_needs_both_reference_rows():
     assert budget_check(_budget_params(False), _rows(random_init=[13.4], mocov2=[10.2]), D) is None
 
