@@ -3,11 +3,12 @@
 
     python tools/fault_messages.py > docs/fault-messages.md
 
-Needs the project's venv (tests/ helpers build the fixture files). Takes about a minute on 2 cores.
+Needs the project's venv (tests/ helpers build the fixture files). Takes about two minutes on 2 cores (one case runs `dvc repro` on a tiny copy of the project).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -166,6 +167,31 @@ def cases(tmp: Path) -> list[tuple[str, str, Callable[[], str]]]:
 
         return raised(lambda: select_device("cuda", key="probe.sgd_device"))  # what sgd_probe does first
 
+    def dvc_killed_alone() -> str:
+        """`kill <dvc pid>` during pretrain: the stage runs on (an orphan); a new `dvc repro` meets it."""
+        import signal
+        import time
+
+        from pipeline_helpers import make_project, tool_env
+
+        proj = make_project(tmp / "proj")
+        raw = yaml.safe_load((proj / "params.yaml").read_text())
+        raw["pretrain"]["epochs"] = 50  # long enough to still run when the second repro reaches it
+        (proj / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        first = subprocess.Popen(["dvc", "repro"], cwd=proj, env=tool_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ckpts, deadline = proj / "checkpoints" / "synthetic" / "mocov2_synth", time.monotonic() + 600
+        while not any(ckpts.rglob("step_*.pt")) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        os.kill(first.pid, signal.SIGKILL)  # the dvc process alone, not its stage
+        first.wait()
+        second = subprocess.run(["dvc", "repro"], cwd=proj, env=tool_env(), capture_output=True, text=True)
+        for pid in subprocess.run(["pgrep", "-f", "stages/pretrain.py"], capture_output=True, text=True).stdout.split():
+            with contextlib.suppress(OSError):  # the orphan: the pretrain process whose folder is this project
+                if Path(f"/proc/{pid}/cwd").resolve() == proj.resolve():
+                    os.kill(int(pid), signal.SIGKILL)
+        lines = (second.stdout + second.stderr).splitlines()
+        return "\n".join(line for line in lines if line.startswith(("error:", "ERROR:"))) or "(no error)"
+
     garbage_init = tmp / "init.pth"
     garbage_init.write_bytes(b"not a state dict")
     v = lambda edit: lambda: validate_with(edit, tmp)  # noqa: E731
@@ -192,6 +218,7 @@ def cases(tmp: Path) -> list[tuple[str, str, Callable[[], str]]]:
         ("6", "a dangling image link in an imagefolder", dangling),
         ("6", "`probe.protocol: sgd_paper`, `probe.sgd_device: cuda` on a machine without CUDA (the probe stage)", sgd_probe_on_cuda),
         ("6", "`pretrain.init:` a file that does not exist", v(_set("pretrain.init", str(tmp / "missing.pth")))),
+        ("6", "`kill` of the `dvc` process alone during pretrain, then `dvc repro` again", dvc_killed_alone),
     ]
 
 
