@@ -3,12 +3,13 @@
 import json
 import re
 import shutil
+import subprocess
 import time
 
 import pytest
 import yaml
 from fixtures import make_imagefolder_tree, write_image
-from pipeline_helpers import edited_params, make_project, run
+from pipeline_helpers import edited_params, make_project, run, tool_env
 
 from finesyn.graph import PARAMS_STAMPS, dvc_stages, snakemake_inputs
 
@@ -184,18 +185,29 @@ def test_queued_sweep_runs_outside_the_workspace(project):
     other, third = [v for v in (1.0, 0.5, 0.25) if v != nu][:2]
     for value in (other, third):
         run(["dvc", "exp", "run", "-S", f"pretrain.nu={value}", "--queue"], project)
-    run(["dvc", "queue", "start", "-j", "2"], project)  # two workers, each its own copy of the project
+    # two workers, each its own copy of the project; they inherit the command's output, so it is not captured (a
+    # captured pipe stays open while a worker lives, and waiting for it hung the test once)
+    subprocess.run(
+        ["dvc", "queue", "start", "-j", "2"],
+        cwd=project,
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+        timeout=120,
+    )
     deadline, most_running = time.monotonic() + 600, 0
     try:
         while len(states := queue_states(project)) < 2 or {"Queued", "Running"} & set(states.values()):
             assert time.monotonic() < deadline, f"queue not done after 600 s: {states}"
-            most_running = max(most_running, list(states.values()).count("Running"))
+            workspaces = [d for d in (project / ".dvc/tmp/exps").glob("tmp*") if d.is_dir()]  # one per running experiment
+            most_running = max(most_running, len(workspaces))
             time.sleep(1)
     finally:
         run(["dvc", "queue", "stop", "--kill"], project, check=False)  # no worker outlives the test
     failed = [n for n, s in states.items() if s != "Success"]
     assert not failed, "\n".join(run(["dvc", "queue", "logs", n], project, check=False).stdout[-3000:] for n in failed)
-    assert most_running == 2, "the two experiments never ran at the same time"
+    assert most_running == 2, "the two experiments never ran at the same time (one workspace under .dvc/tmp/exps each)"
 
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     base = next(r for r in shown if r["rev"] != "workspace")
