@@ -226,7 +226,8 @@ def main() -> int:
     print("# What a fault or a bad input prints\n")
     print("Made by `python tools/fault_messages.py > docs/fault-messages.md`: each case is made to happen and its")
     print("message written down as printed (paths are those of a temporary folder). The numbers are the items of")
-    print("the reliability review's list; tests/ checks each message's key parts.\n")
+    print("the reliability review's list. The behaviours are tested in tests/; this file shows the messages whole:")
+    print("rerun the script after changing one.\n")
     with tempfile.TemporaryDirectory() as d:
         for i, (item, what, fn) in enumerate(cases(Path(d))):
             tmp = Path(d) / f"case{i}"
