@@ -45,7 +45,8 @@ rule all:
 
 for st in STAGES:
     if st.always_changed:  # DVC runs it on every repro; here it runs now, while the graph is read, and rewrites
-        shell(st.cmd)  # its file only when what it lists changed: the rules after it judge that file by its date
+        if workflow.is_main_process:  # its file only when what it lists changed: the rules after it judge that file by
+            shell(st.cmd)  # its date. Not in a cluster job's own parse: every job would list the tree again, at once
         continue
 
     rule:

@@ -16,11 +16,8 @@ LARGE_CROPS = 2 * SMALL_CROPS
 def _misfits(cfg: PretrainConfig, crop: int) -> str | None:
     sigma = list(cfg.augment.blur_sigma)
     if crop >= LARGE_CROPS:
-        small = [
-            s
-            for s, hit in ((f"backbone: {cfg.backbone}", cfg.backbone == "convnet"), (f"augment.blur_sigma: {sigma}", sigma[1] < 1.0))
-            if hit
-        ]
+        small = [f"backbone: {cfg.backbone}"] if cfg.backbone == "convnet" else []
+        small += [f"augment.blur_sigma: {sigma}"] if sigma[1] < 1.0 else []
         if small:
             return (
                 f"pretrain {', '.join(small)}: settings made for the 64-px default; for crops of this size start from "

@@ -66,9 +66,11 @@ def png_header(path: str | os.PathLike[str]) -> tuple[int, int] | None:
     return head[24], head[25]
 
 
-def wide_png(path: str | os.PathLike[str]) -> Image.Image | None:
+def wide_png(im: Image.Image, path: str | os.PathLike[str]) -> Image.Image | None:
     """A 16-bit colour or grey-alpha PNG as 8-bit RGB by the bits its values use (as `to_8bit`); None for any
-    other file, which PIL decodes faithfully."""
+    other file, which PIL decodes faithfully (`im`, the file opened by PIL, spares other formats a read)."""
+    if im.format != "PNG" or im.mode not in ("RGB", "RGBA", "LA"):
+        return None
     header = png_header(path)
     if header is None or header[0] != 16 or header[1] not in (2, 4, 6):  # RGB, grey + alpha, RGBA
         return None
@@ -78,15 +80,19 @@ def wide_png(path: str | os.PathLike[str]) -> Image.Image | None:
 
         a = decode_png(read_file(str(path)), mode=ImageReadMode.UNCHANGED).permute(1, 2, 0).numpy()  # H x W x C, uint16
     colour = a[..., :3] if a.shape[2] >= 3 else np.repeat(a[..., :1], 3, axis=2)  # alpha dropped, as convert("RGB")
-    declared = png_significant_bits(path)
-    bits = max(value_bits(colour), declared) if declared and declared <= DEPTHS[-1] else value_bits(colour)
-    return Image.fromarray((colour.astype(np.uint32) >> (bits - 8)).astype(np.uint8), mode="RGB")
+    return Image.fromarray(_shifted_to_8bit(colour, png_significant_bits(path)), mode="RGB")
 
 
 def value_bits(a: np.ndarray) -> int:
     """The smallest usual depth that holds every value of `a`."""
     top = int(a.max()) if a.size else 0
     return next(d for d in DEPTHS if top < 1 << d) if top < 1 << DEPTHS[-1] else DEPTHS[-1]
+
+
+def _shifted_to_8bit(a: np.ndarray, declared: int | None) -> np.ndarray:
+    """`a >> (bits - 8)` as uint8, bits = the depth its values use, widened to the declared one where that is larger."""
+    bits = max(value_bits(a), declared) if declared and declared <= DEPTHS[-1] else value_bits(a)
+    return (a.astype(np.uint32) >> (bits - 8)).astype(np.uint8)
 
 
 def to_8bit(im: Image.Image, declared: int | None = None) -> Image.Image:
@@ -102,8 +108,7 @@ def to_8bit(im: Image.Image, declared: int | None = None) -> Image.Image:
             raise ValueError(
                 f"mode {im.mode} pixel values span {int(a.min())}..{int(a.max())}, outside 0..65535: save the image as 8- or 16-bit"
             )
-        bits = max(value_bits(a), declared) if declared and declared <= DEPTHS[-1] else value_bits(a)
-        return Image.fromarray((a.astype(np.uint32) >> (bits - 8)).astype(np.uint8), mode="L")
+        return Image.fromarray(_shifted_to_8bit(a, declared), mode="L")
     if im.mode == "F":
         raise ValueError("float image (mode F) has no defined 8-bit scale: save it as 8- or 16-bit")
     return im

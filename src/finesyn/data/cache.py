@@ -42,7 +42,17 @@ from finesyn.errors import UserError
 from finesyn.io import atomic_write_json, atomic_write_text, fsync_dir, preallocated_npy
 
 from .bit_depth import declared_bits, to_8bit, wide_png
-from .prepared import IMAGES_FILE, MANIFEST_COLUMNS, MANIFEST_FILE, META_FILE, PROGRESS_FILE, CacheError, PreparedDataset, open_cache
+from .prepared import (
+    IMAGES_FILE,
+    MANIFEST_COLUMNS,
+    MANIFEST_FILE,
+    META_FILE,
+    PROGRESS_FILE,
+    SPLITS,
+    CacheError,
+    PreparedDataset,
+    open_cache,
+)
 from .sources.base import DatasetIndex
 
 __all__ = [
@@ -120,7 +130,7 @@ def load_image(path: str | os.PathLike[str], size: int, fit: Fit = "center_crop"
     torchvision's loaders)."""
     with Image.open(path) as im:
         im.load()
-        rgb = (wide_png(path) or to_8bit(im, declared_bits(im, path))).convert("RGB")
+        rgb = (wide_png(im, path) or to_8bit(im, declared_bits(im, path))).convert("RGB")
     out = np.asarray(resize_to_square(rgb, size, fit, resample), dtype=np.uint8)
     if out.shape != (size, size, 3):  # pragma: no cover - defensive
         raise ValueError(f"unexpected decoded shape {out.shape}")
@@ -243,7 +253,7 @@ def _copy_rows_atomic(dst: Path, src: np.ndarray, rows: np.ndarray | None, block
 
 def _counts(splits: Sequence[str]) -> dict[str, int]:
     """Images per split; `unlabelled` only where there are some (a cache without them reads as it always did)."""
-    counts = {s: int(sum(x == s for x in splits)) for s in ("train", "test", "unlabelled")}
+    counts = {s: int(sum(x == s for x in splits)) for s in SPLITS}
     return counts if counts["unlabelled"] else {"train": counts["train"], "test": counts["test"]}
 
 

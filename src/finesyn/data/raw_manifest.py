@@ -58,6 +58,5 @@ def write_if_changed(path: Path, text: str) -> bool:
     which is what Snakemake, running this at parse time, judges by). True if written."""
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text)
     return True

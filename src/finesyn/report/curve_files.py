@@ -40,7 +40,7 @@ def write_curve_files(params: Params, models_root: Path, dest: Path) -> list[Pat
                         rows = [(r["step"], r[tsv.stem]) for r in csv.DictReader(f, delimiter="\t")]
                     name = curve_name(tsv.parent.name, tsv.stem)
                     lines.setdefault(name, []).extend(f"{d}/{e}/seed{seed}\t{step}\t{value}\n" for step, value in rows)
-    written = [atomic_write_text(_mkparent(dest / f"{name}.tsv"), HEADER + "".join(rows)) for name, rows in sorted(lines.items())]
+    written = [atomic_write_text(dest / f"{name}.tsv", HEADER + "".join(rows)) for name, rows in sorted(lines.items())]
     keep = {p.resolve() for p in written}
     for p in sorted(dest.rglob("*"), reverse=True) if dest.is_dir() else []:  # stale files and folders (an older layout too)
         if p.is_file() and p.resolve() not in keep:
@@ -48,8 +48,3 @@ def write_curve_files(params: Params, models_root: Path, dest: Path) -> list[Pat
         elif p.is_dir() and not any(p.iterdir()):
             p.rmdir()
     return written
-
-
-def _mkparent(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
