@@ -9,6 +9,7 @@ studies/module_study.jsonl with the arm's settings, seed, code version, threads 
 
     python -m studies.module_study --shard 0/2        # stage 1: its arms on seeds 100-115 (skips written rows)
     python -m studies.module_study --stage 2 --shard 0/16   # stage 2 (amendment 1): 7 arms on seeds 200-215
+    python -m studies.module_study --stage 3          # the oracle pair (amendment 2) on stage 2's seeds and rows file
     python -m studies.module_study --analyse          # the protocol's contrasts over the rows (--stage 2: stage 2's)
 
 Arms run in seed-major order (every arm of a seed before the next seed), so an interrupted study
@@ -48,7 +49,11 @@ ARMS: dict[str, tuple[bool, dict]] = {
     "alpha_only_t01": (True, {"nu": 0.0}),
     "mechanism_t01": (True, {"synth": MECHANISM}),
     "mechanism_random_t01": (True, {"synth": {**MECHANISM, **RANDOM_DIMS}}),
+    # the oracle pair positive control (amendment 2): L_C + ν·L_Cp on (view, re-rendering with another scene and light)
+    "oracle_t01": (True, {}),
 }
+ORACLE_ARMS = {"oracle_t01"}
+ORACLE_RENDERS = 4  # re-renderings of each pretraining image, one drawn per pair and step
 # stage -> (arms, seeds, rows file): each stage has its fresh seeds and its own rows
 STAGES = {
     1: (["baseline_t01", "module_t01", "random_t01"], list(range(100, 116)), ROWS),
@@ -57,6 +62,8 @@ STAGES = {
         list(range(200, 216)),
         ROOT / "studies" / "module_study_stage2.jsonl",
     ),
+    # amendment 2: the oracle on stage 2's seeds, in stage 2's rows file (paired with its baseline_t01)
+    3: (["oracle_t01"], list(range(200, 216)), ROOT / "studies" / "module_study_stage2.jsonl"),
 }
 
 
@@ -88,6 +95,27 @@ def prepared(data: dict, root: Path):
     return open_cache(out)
 
 
+def oracle_pairs(ds, data: dict, fit: np.ndarray, cfg, crop: int, seed: int):
+    """The oracle arm's pair module: ORACLE_RENDERS re-renderings of every pretraining image, each with
+    the scene and light of another pretraining image drawn by the run's seed (finesyn.pairs.oracle)."""
+    from finesyn.config import DatasetConfig
+    from finesyn.data.synthetic import GeneratorSettings, render_with_scene_of
+    from finesyn.pairs.oracle import OraclePairs
+
+    settings = GeneratorSettings.from_config(DatasetConfig(**data))
+    split_index = np.array([int(ds.ids[i].rsplit("-", 1)[1]) for i in fit])  # synthetic-train-000123
+    rng = np.random.default_rng([seed, 9001])
+    donors = (np.arange(len(fit))[:, None] + rng.integers(1, len(fit), (len(fit), ORACLE_RENDERS))) % len(fit)  # never itself
+    twins = np.empty((len(fit), ORACLE_RENDERS, *ds.images.shape[1:]), np.uint8)
+    for start in range(0, len(fit), 256):
+        for t in range(ORACLE_RENDERS):
+            rows = slice(start, start + 256)
+            twins[rows, t] = render_with_scene_of("train", split_index[rows], split_index[donors[rows, t]], settings)
+    rows_of = np.full(len(ds.images), -1)
+    rows_of[fit] = np.arange(len(fit))
+    return OraclePairs(twins, rows_of, cfg.augment, crop, cfg.synth.pair_fraction)
+
+
 def run(arm: str, seed: int, tmp: Path) -> dict:
     from finesyn.config import PretrainConfig
     from finesyn.eval.features import extract_features
@@ -106,9 +134,10 @@ def run(arm: str, seed: int, tmp: Path) -> dict:
     crop, k = data["crop_size"], len(ds.classes)
     train, test = ds.indices("train"), ds.indices("test")
     fit, _ = carve_validation(train, ds.labels, cfg.monitor_val_fraction, data.get("split_seed", 0))
+    pairs = oracle_pairs(ds, data, fit, cfg, crop, seed) if arm in ORACLE_ARMS else None
     t0 = time.perf_counter()
     spec = RunSpec("mocov2", synth, cfg, crop, seed, f"study-{arm}-{seed}", tmp / f"{arm}-{seed}")
-    result = pretrain(ds.images, spec, fit, labels=ds.labels)
+    result = pretrain(ds.images, spec, fit, labels=ds.labels, pair_module=pairs)
     train_s = time.perf_counter() - t0
     ftr, fte = (extract_features(result.backbone, ds.images, idx, crop) for idx in (train, test))
     ytr, yte = ds.labels[train], ds.labels[test]
@@ -132,7 +161,7 @@ def run(arm: str, seed: int, tmp: Path) -> dict:
         "threads": torch.get_num_threads(),
         "machine": cpuinfo().get("cpu_model"),
     }
-    if synth:
+    if synth and arm not in ORACLE_ARMS:  # the oracle has no decoder to check
         row["health"] = end_of_run_health(result, ds.images, ds.labels, train, test, cfg, crop, k)
     return row
 

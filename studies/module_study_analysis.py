@@ -22,6 +22,7 @@ CONTRASTS = {  # stage -> [(name, arm a, arm b)]: a − b; each stage is its own
         ("mechanism pair − baseline", "mechanism_t01", "baseline_t01"),
         ("mechanism pair − its random dims", "mechanism_t01", "mechanism_random_t01"),
     ],
+    3: [("oracle pair − baseline", "oracle_t01", "baseline_t01")],  # amendment 2: its own family, stage 2's rows
 }
 PRIMARY = ["linear_top1", "mAP"]  # the corrected family: every contrast on each
 SECONDARY = ["knn20_top1", "rank1"]

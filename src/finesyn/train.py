@@ -154,6 +154,7 @@ def pretrain(
     views: Views | None = None,
     on_resume: Callable[[list[dict], list[dict]], None] | None = None,
     health: Callable[[SSLMethod, SynthPairs], dict] | None = None,
+    pair_module: nn.Module | None = None,
 ) -> TrainResult:
     """Train on `images[indices]` ((N, S, S, 3) uint8, may be a memmap). Resumes from spec.ckpt_dir.
 
@@ -167,6 +168,8 @@ def pretrain(
     ones `on_log` will report), so live curves can start over from them. `health(method, synth)` (e.g.
     synth.health.pair_health on a fixed batch) joins the monitor's points as health/<key> in a module
     run with pairs, one process only; it must leave the run unchanged (it works on copies).
+    `pair_module` stands in for a module run's SynthPairs (SynthPairs' forward and `distribute`: the
+    module study's oracle pair, finesyn.pairs.oracle); the run's init and views are those without it.
     """
     set_threads(spec.cfg.threads)
     ctx = dist if dist is not None else distributed.current(spec.cfg.device)
@@ -174,6 +177,10 @@ def pretrain(
     if labels is not None and num_classes is None:
         num_classes = int(np.max(labels)) + 1
     backbone, method, synth = build_models(spec, len(indices), num_classes)
+    if pair_module is not None:
+        if synth is None:
+            raise ValueError("pretrain(pair_module=) replaces the module of a module run: spec.synth must be true")
+        synth = cast(SynthPairs, pair_module)  # duck-typed: forward(method, out, x1, g, pairs) -> SynthLosses, distribute(ctx)
     if method is not None and method.uses_labels and labels is None:
         raise ValueError(f"method {spec.method!r} trains on the labels: pass labels= to pretrain()")
     if method is None or spec.cfg.epochs == 0:

@@ -82,6 +82,7 @@ __all__ = [
     "class_layout",
     "generate_synthetic",
     "object_and_marking_masks",
+    "render_with_scene_of",
     "save_grid",
 ]
 
@@ -527,6 +528,30 @@ def _params_of_item(split: str, i: int, settings: GeneratorSettings) -> dict:
     if s.look_bank > 0:  # the bird's look is one of `look_bank` shared looks
         look = np.random.default_rng([s.seed, 8, int(rng.integers(s.look_bank))])
     return _item_params(rng, s.image_size, s.object_scale, bg, look, s.plain_background)
+
+
+# What the oracle pair swaps: the scene behind the bird and the light on the whole image (``_item_params``).
+SCENE_KEYS = ("grids", "palette", "stripe_amp", "stripe_freq", "stripe_angle", "stripe_phase", "stripe_colour", "blobs")
+LIGHT_KEYS = ("gain", "gamma", "cast", "shade_amp", "shade_angle")
+
+
+def render_with_scene_of(split: str, indices, donors, settings: GeneratorSettings = GeneratorSettings()) -> np.ndarray:
+    """Items `indices` of `split` re-rendered with the background scene and lighting of items `donors`
+    (same split): the same bird, pose, colours, marking and class, another image's nuisance. (n, S, S, 3)
+    uint8; with donors == indices it is the dataset's own rendering of them. The oracle pair of the
+    module study (finesyn.pairs.oracle): the pair the module's decoded pair is meant to approximate."""
+    if split not in _SPLITS:
+        raise ValueError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
+    indices, donors = [int(i) for i in indices], [int(j) for j in donors]
+    if len(indices) != len(donors):
+        raise ValueError(f"render_with_scene_of: {len(indices)} indices but {len(donors)} donors")
+    layout = settings.layout()
+    ps = []
+    for i, j in zip(indices, donors):
+        p, d = _params_of_item(split, i, settings), _params_of_item(split, j, settings)
+        ps.append({**p, **{k: d[k] for k in SCENE_KEYS + LIGHT_KEYS}})
+    labels = [i % settings.num_classes for i in indices]
+    return _render(ps, [layout[y][0] for y in labels], [layout[y][1] for y in labels], settings.image_size, settings.mark_scale)
 
 
 def object_and_marking_masks(split: str, indices, settings: GeneratorSettings = GeneratorSettings()) -> tuple[np.ndarray, np.ndarray]:
