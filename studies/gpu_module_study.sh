@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The module study's stage 2 on a device (studies/module_study_protocol.md, amendment 1; STAGE=3: the oracle
-# pair of amendment 2, into the same rows file): SHARDS parallel
+# pair of amendment 2, into the same rows file; STAGE=4: the second dataset of amendment 3, whose tree
+# data/raw/digits_photos must be built first, on a machine with scikit-learn, and carried): SHARDS parallel
 # float32 processes, each every n-th (seed, arm) pair in seed-major order, under a deadline so that whatever
 # finished comes back. Rows are appended to $OUT/module_study_stage2.jsonl as each run ends (copy them to
 # studies/ and commit; a rerun skips the (arm, seed) pairs already there).
@@ -9,8 +10,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-studies/gpu_stage2}
 mkdir -p "$out"
-rows="$out/module_study_stage2.jsonl"
-[ -f "$rows" ] || cp studies/module_study_stage2.jsonl "$rows" 2>/dev/null || true
+name=$([ "${STAGE:-2}" = 4 ] && echo module_study_digits.jsonl || echo module_study_stage2.jsonl)
+rows="$out/$name"
+[ -f "$rows" ] || cp "studies/$name" "$rows" 2>/dev/null || true
 if compgen -G ".whl/*.whl" > /dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH=/tmp/site

@@ -10,6 +10,7 @@ studies/module_study.jsonl with the arm's settings, seed, code version, threads 
     python -m studies.module_study --shard 0/2        # stage 1: its arms on seeds 100-115 (skips written rows)
     python -m studies.module_study --stage 2 --shard 0/16   # stage 2 (amendment 1): 7 arms on seeds 200-215
     python -m studies.module_study --stage 3          # the oracle pair (amendment 2) on stage 2's seeds and rows file
+    python -m studies.module_study --stage 4          # the second dataset (amendment 3; build it first: studies/digits_photos.py)
     python -m studies.module_study --analyse          # the protocol's contrasts over the rows (--stage 2: stage 2's)
 
 Arms run in seed-major order (every arm of a seed before the next seed), so an interrupted study
@@ -53,6 +54,16 @@ ARMS: dict[str, tuple[bool, dict]] = {
     "oracle_t01": (True, {}),
 }
 ORACLE_ARMS = {"oracle_t01"}
+# the second dataset (amendment 3): stage 1's arms and the untrained start on datasets.digits_photos
+ARMS.update(
+    {
+        "digits_start": (False, {}),
+        "digits_supervised": (False, {}),
+        **{f"digits_{a}": ARMS[a] for a in ("baseline_t01", "module_t01", "random_t01")},
+    }
+)
+ARM_DATASET = {arm: "digits_photos" for arm in ARMS if arm.startswith("digits_")}  # others: datasets.synthetic
+ARM_METHOD = {"digits_start": "none", "digits_supervised": "supervised"}  # the untrained start, the labelled reference; others: mocov2
 ORACLE_RENDERS = 4  # re-renderings of each pretraining image, one drawn per pair and step
 # stage -> (arms, seeds, rows file): each stage has its fresh seeds and its own rows
 STAGES = {
@@ -64,6 +75,11 @@ STAGES = {
     ),
     # amendment 2: the oracle on stage 2's seeds, in stage 2's rows file (paired with its baseline_t01)
     3: (["oracle_t01"], list(range(200, 216)), ROOT / "studies" / "module_study_stage2.jsonl"),
+    4: (  # amendment 3: the second dataset
+        ["digits_start", "digits_supervised", "digits_baseline_t01", "digits_module_t01", "digits_random_t01"],
+        list(range(300, 316)),
+        ROOT / "studies" / "module_study_digits.jsonl",
+    ),
 }
 
 
@@ -75,23 +91,30 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def settings(arm: str) -> tuple[bool, dict, dict]:
-    """(module on, pretrain settings, dataset settings) of an arm on today's params.yaml."""
+    """(module on, pretrain settings, dataset settings) of an arm on today's params.yaml; a dataset's root
+    is made absolute (the repository's)."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     synth, over = ARMS[arm]
     # quiet, one thread, float32 (amp acts on CUDA only: CPU rows are the same with or without it)
     quiet = {"checkpoint_every_steps": 10**9, "log_every_steps": 10**9, "monitor_every_steps": 0, "threads": 1, "amp": False}
-    return synth, _merge(params["pretrain"], {**over, **quiet}), params["datasets"]["synthetic"]
+    data = dict(params["datasets"][ARM_DATASET.get(arm, "synthetic")])
+    if "root" in data:
+        data["root"] = str(ROOT / data["root"])
+    return synth, _merge(params["pretrain"], {**over, **quiet}), data
 
 
 def prepared(data: dict, root: Path):
-    """The default dataset as the prepare stage writes it (one cache per process)."""
+    """The arm's dataset as the prepare stage writes it (one cache per process and dataset)."""
     from finesyn.config import DatasetConfig
     from finesyn.data.prepare import prepare_dataset
     from finesyn.data.prepared import open_cache
 
-    out = root / "prepared"
+    name = "synthetic" if data["kind"] == "synthetic" else Path(data["root"]).name
+    if data["kind"] != "synthetic" and not Path(data["root"]).is_dir():
+        raise SystemExit(f"{data['root']} is missing: build it first (python -m studies.{name} --out {data['root']})")
+    out = root / f"prepared-{name}"
     if not (out / "meta.json").is_file():
-        prepare_dataset("synthetic", DatasetConfig(**data), out)
+        prepare_dataset(name, DatasetConfig(**data), out)
     return open_cache(out)
 
 
@@ -136,7 +159,7 @@ def run(arm: str, seed: int, tmp: Path) -> dict:
     fit, _ = carve_validation(train, ds.labels, cfg.monitor_val_fraction, data.get("split_seed", 0))
     pairs = oracle_pairs(ds, data, fit, cfg, crop, seed) if arm in ORACLE_ARMS else None
     t0 = time.perf_counter()
-    spec = RunSpec("mocov2", synth, cfg, crop, seed, f"study-{arm}-{seed}", tmp / f"{arm}-{seed}")
+    spec = RunSpec(ARM_METHOD.get(arm, "mocov2"), synth, cfg, crop, seed, f"study-{arm}-{seed}", tmp / f"{arm}-{seed}")
     result = pretrain(ds.images, spec, fit, labels=ds.labels, pair_module=pairs)
     train_s = time.perf_counter() - t0
     ftr, fte = (extract_features(result.backbone, ds.images, idx, crop) for idx in (train, test))
@@ -157,6 +180,8 @@ def run(arm: str, seed: int, tmp: Path) -> dict:
         "train_s": round(train_s, 1),
         "module": synth,
         "overrides": ARMS[arm][1],
+        "method": ARM_METHOD.get(arm, "mocov2"),
+        "dataset": ARM_DATASET.get(arm, "synthetic"),
         "code_version": os.environ.get("FINESYN_CODE_VERSION") or code_version(),
         "threads": torch.get_num_threads(),
         "machine": cpuinfo().get("cpu_model"),

@@ -23,6 +23,12 @@ CONTRASTS = {  # stage -> [(name, arm a, arm b)]: a − b; each stage is its own
         ("mechanism pair − its random dims", "mechanism_t01", "mechanism_random_t01"),
     ],
     3: [("oracle pair − baseline", "oracle_t01", "baseline_t01")],  # amendment 2: its own family, stage 2's rows
+    4: [  # amendment 3: the second dataset (datasets.digits_photos)
+        ("SSL − its start", "digits_baseline_t01", "digits_start"),
+        ("module − baseline", "digits_module_t01", "digits_baseline_t01"),
+        ("module − random dims", "digits_module_t01", "digits_random_t01"),
+        ("random dims − baseline", "digits_random_t01", "digits_baseline_t01"),
+    ],
 }
 PRIMARY = ["linear_top1", "mAP"]  # the corrected family: every contrast on each
 SECONDARY = ["knn20_top1", "rank1"]
