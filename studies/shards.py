@@ -4,6 +4,7 @@ another, each row appended to the rows file as it ends (so an interrupted study 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +22,9 @@ def run_shard(jobs: Sequence[tuple[str, int]], out: Path, run: Callable[[str, in
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         for name, seed in jobs:
             row = run(name, seed, Path(tmp))
-            with out.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+            fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:  # one write(2) with O_APPEND: rows of parallel shards never interleave (a buffered file may split a long row)
+                os.write(fd, (json.dumps(row) + "\n").encode())
+            finally:
+                os.close(fd)
             print(json.dumps({k: row[k] for k in brief}), flush=True)
