@@ -23,7 +23,7 @@ from train_runner import tiny_images, tiny_spec
 from finesyn import device as device_mod
 from finesyn import train
 from finesyn.config import parse_params
-from finesyn.data.augment import ssl_view
+from finesyn.data.augment import eval_view, ssl_view
 from finesyn.eval import features
 from finesyn.methods import build_method
 from finesyn.models.backbone import Backbone
@@ -241,3 +241,25 @@ def test_shuffle_bn_reaches_the_moco_object_from_params(repo_root, where):
         raw["experiments"]["mocov2"]["overrides"] = {"methods": {"mocov2": {"shuffle_bn": True}}}
     cfg = parse_params(raw).pretrain_for("mocov2")
     assert build_method("mocov2", TinyBackbone(), cfg, 64).shuffle_bn is True
+
+
+@pytest.mark.parametrize("arch", ["convnet", "resnet_small"])
+def test_extract_folds_batchnorm_into_the_convs_without_changing_the_features(arch):
+    """extract's model has no BatchNorm left (folded into the convs: fewer passes over the maps) and computes
+    the backbone's eval function: in float64 the two orders agree to SAME_STEP_REL of the features' scale."""
+    torch.manual_seed(0)
+    with _float64_default():
+        backbone = Backbone(arch, "standard", "max").eval()
+        for bn in (m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # trained-looking statistics
+            bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.data.uniform_(0.5, 1.5)
+    fused = features.inference_model(backbone)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in backbone.modules())  # a copy: the encoder is untouched
+    images, idx = tiny_images(6), np.arange(6)
+    x = eval_view(torch.from_numpy(images), 32, torch.float64)
+    with torch.no_grad():
+        ref, folded = backbone(x).numpy(), fused(x).numpy()
+    scale = np.abs(ref).max()
+    np.testing.assert_allclose(folded, ref, rtol=0, atol=scale * SAME_STEP_REL)
+    got = features.extract_features(backbone, images, idx, 32, device="cpu")  # rounded to float32: U32 more
+    np.testing.assert_allclose(got, ref, rtol=0, atol=scale * (SAME_STEP_REL + torch.finfo(torch.float32).eps / 2))

@@ -30,14 +30,19 @@ def _pixel_gap(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def _cos(backbone, a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean cos between the pooled features of a[i] and b[i] (eval mode: what the probes see)."""
+def _pooled(backbone, *batches: torch.Tensor) -> list[torch.Tensor]:
+    """The pooled features of each batch, in one eval-mode forward (what the probes see; eval BN treats every
+    image alone, so one forward of them all equals one per batch)."""
     mode = backbone.training
     backbone.eval()
     try:
-        return float(F.cosine_similarity(backbone(a), backbone(b), dim=1).mean())
+        return list(backbone(torch.cat(batches)).split([len(b) for b in batches]))
     finally:
         backbone.train(mode)
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(F.cosine_similarity(a, b, dim=1).mean())
 
 
 def _grad_norm(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> float:
@@ -68,6 +73,7 @@ def pair_health(method, synth, images: torch.Tensor, indices: torch.Tensor, augm
     _, xa, xb = pair.images
     _, ra, rb = rand.images
     other = torch.roll(v1, 1, dims=0)  # another image of the batch
+    fa, fb, fra, frb, f1, f2 = _pooled(m.backbone, xa, xb, ra, rb, v1, v2)
     rec = {
         "n_selected": pair.n_selected,
         "feature_dim": d,
@@ -75,10 +81,10 @@ def pair_health(method, synth, images: torch.Tensor, indices: torch.Tensor, augm
         "random_dims_pixel_gap": _pixel_gap(ra, rb),
         "views_pixel_gap": _pixel_gap(v1, v2),
         "images_pixel_gap": _pixel_gap(v1, other),
-        "pair_cos": _cos(m.backbone, xa, xb),
-        "random_dims_cos": _cos(m.backbone, ra, rb),
-        "views_cos": _cos(m.backbone, v1, v2),
-        "images_cos": _cos(m.backbone, v1, other),
+        "pair_cos": _cos(fa, fb),
+        "random_dims_cos": _cos(fra, frb),
+        "views_cos": _cos(f1, f2),
+        "images_cos": _cos(f1, torch.roll(f1, 1, dims=0)),
         "grad_ratio_cp_to_c": grad_cp / max(grad_c, 1e-12),
         "images": int(len(images)),
     }
@@ -104,15 +110,19 @@ def _decoded_features(backbone, decoder, images: np.ndarray, idx: np.ndarray, cr
 
 
 @torch.no_grad()
-def class_content(backbone, decoder, images: np.ndarray, train_idx, test_idx, labels: np.ndarray, crop: int, num_classes: int) -> dict:
+def class_content(
+    backbone, decoder, images: np.ndarray, train_idx, test_idx, labels: np.ndarray, crop: int, num_classes: int, channels_last: bool = False
+) -> dict:
     """Top-1 of the run's linear probe (lbfgs, l2 chosen on train as the probe stage does) on real test images
-    and on their g(h): does the decoded image still carry the class? Chance is 100 / num_classes."""
+    and on their g(h): does the decoded image still carry the class? Chance is 100 / num_classes. Features on
+    the decoder's device (where the run's models are), in the layout `channels_last` names."""
     from finesyn.eval.features import extract_features
     from finesyn.eval.probe import fit_linear, lbfgs_probe
     from finesyn.eval.retrieval import normalize
 
-    ftr = extract_features(backbone, images, train_idx, crop)
-    fte = extract_features(backbone, images, test_idx, crop)
+    dev = next(decoder.parameters()).device.type
+    ftr = extract_features(backbone, images, train_idx, crop, device=dev, channels_last=channels_last)
+    fte = extract_features(backbone, images, test_idx, crop, device=dev, channels_last=channels_last)
     real = lbfgs_probe(ftr, labels[train_idx], fte, labels[test_idx], num_classes=num_classes)
     w, b = fit_linear(ftr, labels[train_idx], num_classes, real["l2"])
     fdec = _decoded_features(backbone, decoder, images, np.asarray(test_idx), crop)
@@ -152,4 +162,5 @@ def end_of_run_health(result, images: np.ndarray, labels: np.ndarray, train_idx,
     `class_content` on `end_subset` of them."""
     sub = end_subset(test_idx)
     pair = batch_health(images, sub, cfg.augment, crop, cfg.nu)(result.method, result.synth)
-    return {"pair": pair, "class": class_content(result.backbone, result.synth.decoder, images, train_idx, sub, labels, crop, num_classes)}
+    cls = class_content(result.backbone, result.synth.decoder, images, train_idx, sub, labels, crop, num_classes, cfg.channels_last)
+    return {"pair": pair, "class": cls}
