@@ -16,9 +16,13 @@ from finesyn.models.backbone import Backbone
 
 def inference_model(backbone: torch.nn.Module) -> torch.nn.Module:
     """An eval-mode Backbone with each BatchNorm folded into the conv before it (torch.fx's `fuse`, on a copy):
-    the same function up to float rounding, and 1.4x faster on CPU for the default's convnet. Other modules
-    (the tests' stand-ins) are returned as they are."""
-    return fuse(backbone.net) if isinstance(backbone, Backbone) else backbone
+    the same function up to float rounding, and 1.4x faster on CPU for the default's convnet. Returned as it is:
+    another module (the tests' stand-ins), and a backbone with another BatchNorm than BatchNorm2d (a SyncBatchNorm
+    under torchrun's learning monitor branches on its input, which torch.fx cannot trace)."""
+    norms = [m for m in backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not isinstance(backbone, Backbone) or any(type(m) is not torch.nn.BatchNorm2d for m in norms):
+        return backbone
+    return fuse(backbone.net)
 
 
 @torch.no_grad()
