@@ -45,7 +45,8 @@ def test_snakemake_runs_the_graph_end_to_end(tmp_path):
 def test_snakemake_interrupted_in_pretrain_resumes_to_the_same_encoder(tmp_path):
     """Ctrl-C during a pretrain job: the stage checkpoints and exits, Snakemake drops the job's outputs but not
     the checkpoints (not an output), and the next `snakemake --profile profiles/local` (docs/scale-out.md; it
-    sets rerun-incomplete, which a bare `snakemake` asks for by name) resumes from them to the encoder an
+    sets rerun-incomplete, which a bare `snakemake` asks for by name where Snakemake kept the job's incomplete
+    marker) resumes from them to the encoder an
     uninterrupted run writes (byte-identical: same machine)."""
     proj = make_project(tmp_path / "p")
     raw = yaml.safe_load((proj / "params.yaml").read_text())
@@ -73,8 +74,13 @@ def test_snakemake_interrupted_in_pretrain_resumes_to_the_same_encoder(tmp_path)
             os.killpg(job.pid, signal.SIGKILL)
     assert not (proj / target / "encoder.pt").exists()
     bare = run(["snakemake", "--cores", "1", target], proj, check=False)
-    assert bare.returncode != 0 and "--rerun-incomplete" in bare.stdout + bare.stderr
-    run(snakemake, proj)
+    # Ctrl-C reaches Snakemake and the job together. Where Snakemake's own interrupt handling runs first it keeps the
+    # job's incomplete marker, and a bare rerun asks for --rerun-incomplete (which the profile sets). Where the job's
+    # exit (it checkpoints and stops) is seen first, Snakemake treats it as a failed job and drops its outputs and
+    # marker, and a bare rerun runs it (seen once in a loaded `make test`). Either way the rerun resumes.
+    if bare.returncode != 0:
+        assert "--rerun-incomplete" in bare.stdout + bare.stderr, bare.stderr[-2000:]
+        run(snakemake, proj)
     record = json.loads((proj / target / "train.json").read_text())
     assert 1 <= record["resumed_from_step"] < record["steps"] == 12, record
     reference = ["python", "stages/pretrain.py", "--dataset", "synthetic", "--experiment", "mocov2_synth", "--seed", "0"]
