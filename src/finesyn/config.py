@@ -304,7 +304,7 @@ class PretrainConfig(Section):
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores", json_schema_extra=HOW_TO_RUN)
     channels_last: bool = Field(
         False,
-        description="NHWC memory format for models and input views (pretrain and extract): on CPU measured faster for "
+        description="NHWC memory format for models and input views (pretrain, its end-of-run checks, extract): on CPU measured faster for "
         "ResNet-50 at 112 px, slower for ResNet-18 at 64 px; NVIDIA's advice for CUDA + AMP. Changes results only by float rounding",
         json_schema_extra=HOW_TO_RUN,
     )

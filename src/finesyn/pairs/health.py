@@ -32,7 +32,7 @@ def _pixel_gap(a: torch.Tensor, b: torch.Tensor) -> float:
 @torch.no_grad()
 def _pooled(backbone, *batches: torch.Tensor) -> list[torch.Tensor]:
     """The pooled features of each batch, in one eval-mode forward (what the probes see; eval BN treats every
-    image alone, so one forward of them all equals one per batch)."""
+    image alone, so one forward of them all gives one per batch up to float rounding)."""
     mode = backbone.training
     backbone.eval()
     try:
